@@ -1,0 +1,269 @@
+//! The one error type of request handling.
+//!
+//! Every way a request can fail is a variant here, and each variant knows its
+//! HTTP status and OAuth error code, so neither the HTTP layer nor the routes
+//! ever pick status numbers by hand. `Display` is the human-readable
+//! `error_description`; it never contains a secret, code or token.
+
+use std::fmt;
+
+/// A failed request: what went wrong, as the client will be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A required form field is absent.
+    MissingField(&'static str),
+    /// A form field is present but empty.
+    EmptyField(&'static str),
+    /// A form field appears more than once.
+    RepeatedField(&'static str),
+    /// The body is not valid form or JSON data (the reason names no value).
+    MalformedBody(&'static str),
+    /// `redirect_uri` is neither the configured one nor in the allow-list.
+    RedirectUriNotAllowed,
+    /// The refresh token failed authentication (tampered, wrong key, wrong app).
+    InvalidRefreshToken,
+    /// No route for this path.
+    NotFound,
+    /// The path exists but not for this method; `allow` lists what does.
+    MethodNotAllowed { allow: &'static str },
+    /// The request head did not arrive within the head deadline.
+    HeadTimeout,
+    /// The request body did not arrive within the body deadline.
+    BodyTimeout,
+    /// A POST without `Content-Length` or chunked encoding.
+    LengthRequired,
+    /// The body is larger than the limit.
+    BodyTooLarge { limit: usize },
+    /// The request is not HTTP/1.0 or HTTP/1.1.
+    VersionNotSupported,
+    /// The content type is neither form nor JSON.
+    UnsupportedMediaType,
+    /// The request head is too large or has too many header lines.
+    HeadTooLarge,
+    /// The request violates HTTP framing or syntax.
+    BadRequest(&'static str),
+    /// A `Transfer-Encoding` other than `chunked`.
+    UnsupportedTransferEncoding,
+    /// The client exceeded `RATE_LIMIT_PER_MINUTE`.
+    RateLimited { retry_after_secs: u64 },
+    /// Spotify told us to back off and the window has not passed yet.
+    UpstreamBackoff { retry_after_secs: u64 },
+    /// All workers busy and the queue full.
+    Overloaded,
+    /// Spotify could not be reached (DNS, connect, TLS, reset).
+    UpstreamUnreachable,
+    /// Spotify did not answer within `UPSTREAM_TIMEOUT_SECS`.
+    UpstreamTimeout,
+    /// Spotify answered with a 5xx status.
+    UpstreamServerError(u16),
+    /// Spotify's answer was too large, not JSON, or otherwise unusable.
+    UpstreamBadResponse(&'static str),
+    /// A bug: a handler panicked.
+    Internal,
+}
+
+impl Error {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::MissingField(_)
+            | Error::EmptyField(_)
+            | Error::RepeatedField(_)
+            | Error::MalformedBody(_)
+            | Error::RedirectUriNotAllowed
+            | Error::InvalidRefreshToken
+            | Error::BadRequest(_) => 400,
+            Error::NotFound => 404,
+            Error::MethodNotAllowed { .. } => 405,
+            Error::HeadTimeout | Error::BodyTimeout => 408,
+            Error::LengthRequired => 411,
+            Error::BodyTooLarge { .. } => 413,
+            Error::UnsupportedMediaType => 415,
+            Error::RateLimited { .. } | Error::UpstreamBackoff { .. } => 429,
+            Error::HeadTooLarge => 431,
+            Error::Internal => 500,
+            Error::UnsupportedTransferEncoding => 501,
+            Error::UpstreamUnreachable
+            | Error::UpstreamServerError(_)
+            | Error::UpstreamBadResponse(_) => 502,
+            Error::Overloaded => 503,
+            Error::UpstreamTimeout => 504,
+            Error::VersionNotSupported => 505,
+        }
+    }
+
+    /// The OAuth-style `error` code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::MissingField(_)
+            | Error::EmptyField(_)
+            | Error::RepeatedField(_)
+            | Error::MalformedBody(_)
+            | Error::RedirectUriNotAllowed
+            | Error::BadRequest(_) => "invalid_request",
+            Error::InvalidRefreshToken => "invalid_grant",
+            Error::NotFound => "not_found",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::HeadTimeout | Error::BodyTimeout => "request_timeout",
+            Error::LengthRequired => "length_required",
+            Error::BodyTooLarge { .. } => "payload_too_large",
+            Error::UnsupportedMediaType => "unsupported_media_type",
+            Error::RateLimited { .. } | Error::UpstreamBackoff { .. } => "too_many_requests",
+            Error::HeadTooLarge => "request_header_fields_too_large",
+            Error::UnsupportedTransferEncoding => "not_implemented",
+            Error::Overloaded => "temporarily_unavailable",
+            Error::Internal
+            | Error::UpstreamUnreachable
+            | Error::UpstreamServerError(_)
+            | Error::UpstreamBadResponse(_) => "server_error",
+            Error::UpstreamTimeout => "gateway_timeout",
+            Error::VersionNotSupported => "http_version_not_supported",
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, for the errors that carry one.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited { retry_after_secs }
+            | Error::UpstreamBackoff { retry_after_secs } => Some(*retry_after_secs),
+            Error::Overloaded => Some(1),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection must be closed after answering: the request
+    /// stream can no longer be trusted to be in sync (framing errors, an
+    /// unread body, a timeout).
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Error::HeadTimeout
+                | Error::BodyTimeout
+                | Error::LengthRequired
+                | Error::BodyTooLarge { .. }
+                | Error::VersionNotSupported
+                | Error::HeadTooLarge
+                | Error::BadRequest(_)
+                | Error::UnsupportedTransferEncoding
+                | Error::Overloaded
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::MissingField(name) => write!(f, "the field '{name}' is required"),
+            Error::EmptyField(name) => write!(f, "the field '{name}' must not be empty"),
+            Error::RepeatedField(name) => write!(f, "the field '{name}' appears more than once"),
+            Error::MalformedBody(why) => write!(f, "the request body is malformed: {why}"),
+            Error::RedirectUriNotAllowed => {
+                f.write_str("redirect_uri is not one this server is configured for")
+            }
+            Error::InvalidRefreshToken => f.write_str("the refresh token is invalid"),
+            Error::NotFound => f.write_str("no such endpoint"),
+            Error::MethodNotAllowed { allow } => write!(f, "method not allowed; use {allow}"),
+            Error::HeadTimeout => f.write_str("the request head was not received in time"),
+            Error::BodyTimeout => f.write_str("the request body was not received in time"),
+            Error::LengthRequired => {
+                f.write_str("a request body needs Content-Length or chunked encoding")
+            }
+            Error::BodyTooLarge { limit } => {
+                write!(f, "the request body is larger than {limit} bytes")
+            }
+            Error::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
+            Error::UnsupportedMediaType => f.write_str(
+                "the content type must be application/x-www-form-urlencoded or application/json",
+            ),
+            Error::HeadTooLarge => f.write_str("the request head is too large"),
+            Error::BadRequest(why) => write!(f, "malformed request: {why}"),
+            Error::UnsupportedTransferEncoding => {
+                f.write_str("only the chunked transfer encoding is supported")
+            }
+            Error::RateLimited { retry_after_secs } => {
+                write!(f, "too many requests; retry after {retry_after_secs} s")
+            }
+            Error::UpstreamBackoff { retry_after_secs } => write!(
+                f,
+                "Spotify is rate limiting this app; retry after {retry_after_secs} s"
+            ),
+            Error::Overloaded => f.write_str("the server is overloaded; retry shortly"),
+            Error::UpstreamUnreachable => f.write_str("Spotify's accounts service is unreachable"),
+            Error::UpstreamTimeout => {
+                f.write_str("Spotify's accounts service did not answer in time")
+            }
+            Error::UpstreamServerError(status) => {
+                write!(f, "Spotify's accounts service failed with status {status}")
+            }
+            Error::UpstreamBadResponse(why) => {
+                write!(
+                    f,
+                    "Spotify's accounts service sent an unusable answer: {why}"
+                )
+            }
+            Error::Internal => f.write_str("internal error"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_is_a_client_or_server_status() {
+        let all = [
+            Error::MissingField("code"),
+            Error::InvalidRefreshToken,
+            Error::NotFound,
+            Error::MethodNotAllowed { allow: "POST" },
+            Error::HeadTimeout,
+            Error::LengthRequired,
+            Error::BodyTooLarge { limit: 8192 },
+            Error::UnsupportedMediaType,
+            Error::HeadTooLarge,
+            Error::RateLimited {
+                retry_after_secs: 3,
+            },
+            Error::Overloaded,
+            Error::UpstreamTimeout,
+            Error::VersionNotSupported,
+        ];
+        let statuses: Vec<u16> = all.iter().map(Error::status).collect();
+        assert_eq!(
+            statuses,
+            [
+                400, 400, 404, 405, 408, 411, 413, 415, 431, 429, 503, 504, 505
+            ]
+        );
+    }
+
+    #[test]
+    fn refresh_token_failure_is_invalid_grant() {
+        assert_eq!(Error::InvalidRefreshToken.code(), "invalid_grant");
+        assert_eq!(Error::InvalidRefreshToken.status(), 400);
+    }
+
+    #[test]
+    fn rate_limits_carry_integer_retry_after() {
+        assert_eq!(
+            Error::RateLimited {
+                retry_after_secs: 7
+            }
+            .retry_after_secs(),
+            Some(7)
+        );
+        assert_eq!(Error::Overloaded.retry_after_secs(), Some(1));
+        assert_eq!(Error::NotFound.retry_after_secs(), None);
+    }
+
+    #[test]
+    fn description_names_the_field() {
+        assert_eq!(
+            Error::RepeatedField("code").to_string(),
+            "the field 'code' appears more than once"
+        );
+    }
+}

@@ -1,0 +1,699 @@
+//! One connection, start to finish: read a head, read its body, call the
+//! handler, write the response, and decide whether to keep the connection.
+//!
+//! Generic over [`Transport`], so built-in TLS can wrap the socket without
+//! anything here changing. Time limits are deadlines per phase (head, body),
+//! not per read: each read's timeout is the time left, so a client trickling
+//! one byte at a time cannot hold a worker past the deadline. Buffers are the
+//! worker's, reused from connection to connection.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use super::chunked::ChunkedDecoder;
+use super::{
+    BODY_TIMEOUT, HEAD_TIMEOUT, Handler, KEEP_ALIVE_IDLE, MAX_BODY_BYTES, MAX_HEAD_BYTES,
+    MAX_HEADERS, Record, Request, Response, reason,
+};
+use crate::error::Error;
+
+/// Size of a worker's read buffer: one full head plus room for what a
+/// pipelining client sends behind it.
+pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// While waiting for a request, wake this often to notice shutdown and
+/// waiting connections.
+const POLL_SLICE: Duration = Duration::from_millis(200);
+/// A connection that has sent nothing for this long is given up when other
+/// connections are waiting for a worker.
+const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
+/// After a server-side close, read and discard at most this much of what the
+/// client still sends, so the kernel does not reset the connection before
+/// the client has read our response.
+const LINGER_BYTES: usize = 64 * 1024;
+/// … and for at most this long.
+const LINGER_TIME: Duration = Duration::from_millis(500);
+/// Time allowed for writing one response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A byte stream the connection loop can run on: a `TcpStream`, or later a
+/// TLS stream over one.
+pub trait Transport: Read + Write {
+    /// Sets the timeout of the next reads (`None`: block).
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Sets the timeout of the next writes.
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Tells the peer we are done writing.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout)
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+/// What the connection loop needs to know about the rest of the server.
+pub trait Context {
+    /// Whether the server is shutting down.
+    fn shutting_down(&self) -> bool;
+    /// Whether other connections are waiting for a worker.
+    fn others_waiting(&self) -> bool;
+    /// The client address for a request from `peer` with this
+    /// `X-Forwarded-For` value.
+    fn client_address(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr;
+}
+
+/// A worker's reusable buffers.
+pub struct Buffers {
+    read: Box<[u8]>,
+    write: Vec<u8>,
+}
+
+impl Default for Buffers {
+    fn default() -> Buffers {
+        Buffers {
+            read: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
+            write: Vec::with_capacity(1024),
+        }
+    }
+}
+
+/// The parts of a request head the server uses, copied out of the buffer.
+#[derive(Debug, Default)]
+struct Head {
+    request: Request,
+    forwarded_for: Option<String>,
+    content_length: Option<u64>,
+    chunked: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// How waiting for a head ended without a request.
+enum NoRequest {
+    /// The peer closed, or an idle keep-alive connection timed out: close
+    /// without a word.
+    Quiet,
+    /// Answer this error, then close.
+    Fail(Error),
+}
+
+/// Runs one connection until it closes.
+pub fn serve<S: Transport, H: Handler + ?Sized, C: Context + ?Sized>(
+    mut stream: S,
+    peer: IpAddr,
+    handler: &H,
+    context: &C,
+    buffers: &mut Buffers,
+) {
+    let mut conn = Conn {
+        stream: &mut stream,
+        buf: &mut buffers.read,
+        start: 0,
+        end: 0,
+    };
+    let out = &mut buffers.write;
+    let _ = conn.stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut first = true;
+    loop {
+        let head = match conn.read_head(first, context) {
+            Ok(head) => head,
+            Err(NoRequest::Quiet) => return,
+            Err(NoRequest::Fail(error)) => {
+                let started = Instant::now();
+                let response = Response::error(&error);
+                let client = context.client_address(peer, None);
+                write_response(out, &response, 1, false);
+                let _ = conn.stream.write_all(out);
+                log_and_record(handler, "-", "-", response.status, started, Some(client));
+                conn.linger();
+                return;
+            }
+        };
+        first = false;
+        let started = Instant::now();
+
+        let Head {
+            mut request,
+            forwarded_for,
+            content_length,
+            chunked,
+            keep_alive,
+            expect_continue,
+        } = head;
+        let client = context.client_address(peer, forwarded_for.as_deref());
+        request.client = Some(client);
+
+        let body = conn.read_body(&request, content_length, chunked, expect_continue);
+        let (response, failed) = match body {
+            Ok(body) => {
+                request.body = body;
+                let answered = catch_unwind(AssertUnwindSafe(|| handler.handle(&request)));
+                match answered {
+                    Ok(response) => (response, None),
+                    Err(_) => {
+                        log::error!(
+                            "request handler panicked: {} {}; answered 500",
+                            request.method,
+                            printable(&request.path)
+                        );
+                        (Response::error(&Error::Internal), None)
+                    }
+                }
+            }
+            Err(error) => (Response::error(&error), Some(error)),
+        };
+
+        let keep = keep_alive
+            && failed.as_ref().is_none_or(|e| !e.closes_connection())
+            && !context.shutting_down()
+            && !context.others_waiting();
+        write_response(out, &response, request.minor_version, keep);
+        let wrote = conn
+            .stream
+            .write_all(out)
+            .and_then(|()| conn.stream.flush());
+        log_and_record(
+            handler,
+            &request.method,
+            &request.path,
+            response.status,
+            started,
+            Some(client),
+        );
+        if wrote.is_err() {
+            return;
+        }
+        if !keep {
+            conn.linger();
+            return;
+        }
+    }
+}
+
+fn log_and_record<H: Handler + ?Sized>(
+    handler: &H,
+    method: &str,
+    path: &str,
+    status: u16,
+    started: Instant,
+    client: Option<IpAddr>,
+) {
+    let duration = started.elapsed();
+    // SECURITY: the path is logged without its query string (stripped at
+    // parse time) and with control characters escaped, so neither a code in
+    // a query nor a forged log line can get into the journal.
+    log::info!(
+        "{} {} {} {}ms {}",
+        method,
+        printable(path),
+        status,
+        duration.as_millis(),
+        client.map_or_else(|| "-".to_string(), |c| c.to_string())
+    );
+    handler.record(&Record {
+        method,
+        path,
+        status,
+        duration,
+        client,
+    });
+}
+
+/// A path as it may appear in a log line: at most 200 characters, escaped.
+fn printable(path: &str) -> String {
+    let mut shown: String = path
+        .chars()
+        .take(200)
+        .flat_map(char::escape_default)
+        .collect();
+    if path.chars().count() > 200 {
+        shown.push('…');
+    }
+    shown
+}
+
+/// Serialises a response into `out`.
+fn write_response(out: &mut Vec<u8>, response: &Response, minor_version: u8, keep_alive: bool) {
+    use std::fmt::Write as _;
+    out.clear();
+    let mut head = String::with_capacity(256);
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\n",
+        response.status,
+        reason(response.status)
+    );
+    if response.status != 204 {
+        let _ = write!(
+            head,
+            "Content-Type: {}\r\nContent-Length: {}\r\n",
+            response.content_type,
+            response.body.len()
+        );
+    }
+    for (name, value) in &response.headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    if !keep_alive {
+        head.push_str("Connection: close\r\n");
+    } else if minor_version == 0 {
+        head.push_str("Connection: keep-alive\r\n");
+    }
+    head.push_str("\r\n");
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(&response.body);
+}
+
+struct Conn<'a, S: Transport> {
+    stream: &'a mut S,
+    buf: &'a mut [u8],
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+/// Outcome of one read with a deadline.
+enum Read_ {
+    Data,
+    Closed,
+    TimedOut,
+}
+
+impl<S: Transport> Conn<'_, S> {
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Reads more bytes into the buffer, waiting at most `timeout`.
+    fn fill(&mut self, timeout: Duration) -> Read_ {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() || timeout.is_zero() {
+            return Read_::TimedOut;
+        }
+        if self.stream.set_read_timeout(Some(timeout)).is_err() {
+            return Read_::Closed;
+        }
+        loop {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Read_::Closed,
+                Ok(n) => {
+                    self.end += n;
+                    return Read_::Data;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Read_::TimedOut;
+                }
+                Err(_) => return Read_::Closed,
+            }
+        }
+    }
+
+    /// Waits for and parses one request head.
+    fn read_head<C: Context + ?Sized>(
+        &mut self,
+        first: bool,
+        context: &C,
+    ) -> Result<Head, NoRequest> {
+        let waiting_since = Instant::now();
+        // The first request must arrive within HEAD_TIMEOUT of accept; later
+        // ones get KEEP_ALIVE_IDLE for their first byte, then HEAD_TIMEOUT.
+        let mut deadline: Option<Instant> = first.then(|| waiting_since + HEAD_TIMEOUT);
+        loop {
+            if self.start < self.end {
+                if deadline.is_none() {
+                    deadline = Some(Instant::now() + HEAD_TIMEOUT);
+                }
+                if let Some(head) = self.try_parse_head()? {
+                    return Ok(head);
+                }
+            }
+            let now = Instant::now();
+            let nothing_yet = self.start == self.end;
+            let limit = match deadline {
+                Some(d) => d,
+                None => waiting_since + KEEP_ALIVE_IDLE,
+            };
+            if now >= limit {
+                return Err(if nothing_yet && !first {
+                    NoRequest::Quiet
+                } else {
+                    NoRequest::Fail(Error::HeadTimeout)
+                });
+            }
+            if nothing_yet {
+                // SECURITY: an idle connection holds a worker; give it up at
+                // shutdown, or when others are queueing and it has been
+                // silent a while (slowloris with empty connections).
+                if context.shutting_down() && !first {
+                    return Err(NoRequest::Quiet);
+                }
+                if context.others_waiting() && now - waiting_since >= IDLE_UNDER_PRESSURE {
+                    return Err(if first {
+                        NoRequest::Fail(Error::HeadTimeout)
+                    } else {
+                        NoRequest::Quiet
+                    });
+                }
+            }
+            let slice = if nothing_yet {
+                (limit - now).min(POLL_SLICE)
+            } else {
+                limit - now
+            };
+            match self.fill(slice) {
+                Read_::Data | Read_::TimedOut => {}
+                Read_::Closed => {
+                    return Err(NoRequest::Quiet);
+                }
+            }
+        }
+    }
+
+    /// Parses the buffered bytes as a head, if complete.
+    fn try_parse_head(&mut self) -> Result<Option<Head>, NoRequest> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let data = &self.buf[self.start..self.end];
+        let status = parsed.parse(data).map_err(|e| {
+            NoRequest::Fail(match e {
+                httparse::Error::TooManyHeaders => Error::HeadTooLarge,
+                httparse::Error::Version if looks_like_other_http_version(data) => {
+                    Error::VersionNotSupported
+                }
+                _ => Error::BadRequest("the request head is not valid HTTP/1.1"),
+            })
+        })?;
+        let len = match status {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => {
+                if data.len() >= MAX_HEAD_BYTES {
+                    return Err(NoRequest::Fail(Error::HeadTooLarge));
+                }
+                return Ok(None);
+            }
+        };
+        if len > MAX_HEAD_BYTES {
+            return Err(NoRequest::Fail(Error::HeadTooLarge));
+        }
+        let head = head_from(&parsed).map_err(NoRequest::Fail)?;
+        self.start += len;
+        Ok(Some(head))
+    }
+
+    /// Reads the body the head announced.
+    fn read_body(
+        &mut self,
+        request: &Request,
+        content_length: Option<u64>,
+        chunked: bool,
+        expect_continue: bool,
+    ) -> Result<Vec<u8>, Error> {
+        let expects_body = chunked || content_length.is_some_and(|n| n > 0);
+        if !expects_body {
+            if content_length.is_none()
+                && matches!(request.method.as_str(), "POST" | "PUT" | "PATCH")
+            {
+                return Err(Error::LengthRequired);
+            }
+            return Ok(Vec::new());
+        }
+        if let Some(length) = content_length {
+            // SECURITY: refuse by number; never allocate what was announced.
+            if length > MAX_BODY_BYTES as u64 {
+                return Err(Error::BodyTooLarge {
+                    limit: MAX_BODY_BYTES,
+                });
+            }
+        }
+        if expect_continue && request.minor_version >= 1 && self.start == self.end {
+            let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+            self.stream
+                .write_all(interim)
+                .map_err(|_| Error::BodyTimeout)?;
+        }
+        let deadline = Instant::now() + BODY_TIMEOUT;
+        let mut body = Vec::with_capacity(
+            content_length
+                .map_or(512, |n| n as usize)
+                .min(MAX_BODY_BYTES),
+        );
+        if let Some(length) = content_length {
+            // `length` ≤ MAX_BODY_BYTES, checked above.
+            let length = length as usize;
+            loop {
+                let take = (length - body.len()).min(self.end - self.start);
+                body.extend_from_slice(&self.buf[self.start..self.start + take]);
+                self.start += take;
+                if body.len() == length {
+                    return Ok(body);
+                }
+                self.fill_before(deadline)?;
+            }
+        }
+        let mut decoder = ChunkedDecoder::new(MAX_BODY_BYTES);
+        loop {
+            let used = decoder.feed(self.buffered(), &mut body)?;
+            self.start += used;
+            if decoder.is_done() {
+                return Ok(body);
+            }
+            self.fill_before(deadline)?;
+        }
+    }
+
+    fn fill_before(&mut self, deadline: Instant) -> Result<(), Error> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.fill(left) {
+            Read_::Data => Ok(()),
+            Read_::TimedOut => Err(Error::BodyTimeout),
+            Read_::Closed => Err(Error::BadRequest("the connection closed mid-body")),
+        }
+    }
+
+    /// Closes our side and drains what the client still sends, bounded.
+    fn linger(&mut self) {
+        if self.stream.shutdown_write().is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            self.start = 0;
+            self.end = 0;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.fill(left) {
+                Read_::Data => drained += self.end,
+                Read_::Closed | Read_::TimedOut => return,
+            }
+        }
+    }
+}
+
+/// Whether the request line ends in an `HTTP/x.y` version other than 1.x.
+fn looks_like_other_http_version(data: &[u8]) -> bool {
+    let line_end = data
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(data.len());
+    let line = &data[..line_end];
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    version.len() == 8
+        && version.starts_with(b"HTTP/")
+        && version[5].is_ascii_digit()
+        && version[6] == b'.'
+        && version[7].is_ascii_digit()
+}
+
+/// Copies what the server needs out of a parsed head and checks framing.
+fn head_from(parsed: &httparse::Request<'_, '_>) -> Result<Head, Error> {
+    let method = parsed.method.unwrap_or_default();
+    let target = parsed.path.unwrap_or_default();
+    let minor_version = parsed.version.unwrap_or(1);
+    let mut head = Head {
+        request: Request {
+            method: method.to_string(),
+            path: path_of(target).to_string(),
+            minor_version,
+            ..Request::default()
+        },
+        keep_alive: minor_version >= 1,
+        ..Head::default()
+    };
+    let mut transfer_encoding: Option<&[u8]> = None;
+    for header in parsed.headers.iter() {
+        let name = header.name;
+        let value = header.value;
+        if name.eq_ignore_ascii_case("content-length") {
+            let length = parse_content_length(value)?;
+            if head
+                .content_length
+                .is_some_and(|previous| previous != length)
+            {
+                return Err(Error::BadRequest("conflicting Content-Length headers"));
+            }
+            head.content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if transfer_encoding.is_some() {
+                return Err(Error::UnsupportedTransferEncoding);
+            }
+            transfer_encoding = Some(value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in String::from_utf8_lossy(value).split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") && minor_version == 0 {
+                    head.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.request.content_type = Some(text(value));
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.request.origin = Some(text(value));
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            let value = text(value);
+            head.forwarded_for = Some(match head.forwarded_for.take() {
+                Some(earlier) => format!("{earlier},{value}"),
+                None => value,
+            });
+        }
+    }
+    if let Some(te) = transfer_encoding {
+        // SECURITY: Content-Length together with Transfer-Encoding is the
+        // classic request-smuggling setup; refuse it rather than pick one.
+        if head.content_length.is_some() {
+            return Err(Error::BadRequest(
+                "Content-Length and Transfer-Encoding together",
+            ));
+        }
+        if minor_version == 0 {
+            return Err(Error::BadRequest(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        if !te.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(Error::UnsupportedTransferEncoding);
+        }
+        head.chunked = true;
+    }
+    Ok(head)
+}
+
+/// Parses a Content-Length value. Any number of digits is a number: one too
+/// large for `u64` is simply too large, never an allocation.
+fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Error::BadRequest("Content-Length is not a number"));
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        n = match n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+        {
+            Some(n) => n,
+            None => return Ok(u64::MAX),
+        };
+    }
+    Ok(n)
+}
+
+/// The path of a request target: the query is dropped, and an absolute-form
+/// target (`http://host/path`) is reduced to its path.
+fn path_of(target: &str) -> &str {
+    let mut path = target;
+    if let Some(rest) = path
+        .strip_prefix("http://")
+        .or_else(|| path.strip_prefix("https://"))
+    {
+        path = rest.find('/').map_or("/", |i| &rest[i..]);
+    }
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    &path[..end]
+}
+
+fn text(value: &[u8]) -> String {
+    String::from_utf8_lossy(value).trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_of_any_size_is_a_number() {
+        assert_eq!(parse_content_length(b"42"), Ok(42));
+        assert_eq!(
+            parse_content_length(b"1000000000000"),
+            Ok(1_000_000_000_000)
+        );
+        assert_eq!(parse_content_length(b"18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(
+            parse_content_length(b"123456789012345678901234567890"),
+            Ok(u64::MAX)
+        );
+        assert!(parse_content_length(b"-1").is_err());
+        assert!(parse_content_length(b"1,1").is_err());
+        assert!(parse_content_length(b"").is_err());
+        assert!(parse_content_length(b"0x10").is_err());
+    }
+
+    #[test]
+    fn query_string_is_not_part_of_the_path() {
+        assert_eq!(path_of("/swap?code=secret"), "/swap");
+        assert_eq!(path_of("http://example.com/health?x"), "/health");
+        assert_eq!(path_of("http://example.com"), "/");
+        assert_eq!(path_of("*"), "*");
+    }
+
+    #[test]
+    fn other_http_versions_are_recognised() {
+        assert!(looks_like_other_http_version(b"GET / HTTP/2.0\r\n"));
+        assert!(looks_like_other_http_version(b"PRI * HTTP/2.0\r\n\r\nSM"));
+        assert!(!looks_like_other_http_version(b"GET / FOO/1.1\r\n"));
+        assert!(!looks_like_other_http_version(b"garbage"));
+    }
+
+    #[test]
+    fn printable_escapes_control_characters() {
+        assert_eq!(printable("/a\nb"), "/a\\nb");
+        assert_eq!(printable(&"x".repeat(300)).chars().count(), 201);
+    }
+
+    #[test]
+    fn response_head_says_close_when_closing() {
+        let mut out = Vec::new();
+        let r = Response::json(200, b"{}".to_vec()).with_header("Cache-Control", "no-store");
+        write_response(&mut out, &r, 1, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
+             Cache-Control: no-store\r\nConnection: close\r\n\r\n{}"
+        );
+    }
+}

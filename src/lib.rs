@@ -1,0 +1,183 @@
+//! # spotify-token-swap
+//!
+//! A Spotify token swap and refresh server: it holds a Spotify app's client
+//! secret so that apps which cannot keep one (mobile, desktop, CLI) can use
+//! the Authorization Code flow with long-lived refresh tokens.
+//!
+//! How one `/swap` request flows, file by file:
+//!
+//! 1. [`http::server`] accepts the connection and queues it for a worker of
+//!    the fixed pool;
+//! 2. [`http::conn`] reads and checks the head and body within their limits
+//!    and deadlines, and hands a [`http::Request`] to the handler;
+//! 3. [`routes`] parses the form or JSON fields and calls
+//! 4. [`spotify`], which posts to the accounts service through the one
+//!    shared `ureq` agent;
+//! 5. [`token`] encrypts the refresh token in the answer (when enabled);
+//! 6. [`http::conn`] writes the JSON response and keeps or closes the
+//!    connection.
+//!
+//! [`config`] turns the environment into a validated [`Config`]; [`error`]
+//! is the one error type, mapping each failure to its status and OAuth code.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod ratelimit;
+pub mod routes;
+pub mod service;
+pub mod spotify;
+pub mod token;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use error::Error;
+
+use config::Listen;
+use http::{Server, ServerSettings, Stats};
+use routes::App;
+
+/// The version line printed by `--version` and at start.
+pub const VERSION: &str = concat!("spotify-token-swap ", env!("CARGO_PKG_VERSION"));
+
+/// Sets up logging to stderr at `level`. ureq, rustls and their relatives
+/// are capped at `warn` whatever the level.
+pub fn init_logging(level: log::LevelFilter) {
+    use simplelog::{ConfigBuilder, LevelPadding, WriteLogger};
+    let mut builder = ConfigBuilder::new();
+    // journald adds timestamps; a bare level tag keeps lines short.
+    builder
+        .set_time_level(log::LevelFilter::Off)
+        .set_thread_level(log::LevelFilter::Off)
+        .set_target_level(log::LevelFilter::Off)
+        .set_location_level(log::LevelFilter::Off)
+        .set_level_padding(LevelPadding::Off);
+    // SECURITY: at debug/trace, HTTP client and TLS libraries log request
+    // and response details that can include the Authorization header,
+    // codes and tokens. Only our own crate logs below warn.
+    builder.add_filter_allow_str("spotify_token_swap");
+    let config = builder.build();
+    // One write(2) per line, so lines from different workers never interleave.
+    let stderr = std::io::LineWriter::new(std::io::stderr());
+    let _ = WriteLogger::init(level, config, stderr);
+}
+
+/// Replaces the default panic message (which would print the panic payload,
+/// possibly request data) with a log line naming only the location.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map_or_else(
+            || "unknown location".to_string(),
+            |l| format!("{}:{}", l.file(), l.line()),
+        );
+        let thread = std::thread::current();
+        log::error!(
+            "panic in thread '{}' at {location}",
+            thread.name().unwrap_or("unnamed")
+        );
+    }));
+}
+
+/// Why serving stopped with an error.
+#[derive(Debug)]
+pub enum RunError {
+    /// The listen address could not be bound (in use, no permission).
+    Bind(std::io::Error),
+    /// Startup failed otherwise.
+    Startup(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Bind(e) => write!(f, "cannot listen: {e}"),
+            RunError::Startup(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Binds the listener the configuration names.
+pub fn bind(config: &Config) -> Result<TcpListener, RunError> {
+    match &config.listen {
+        Listen::Addr(addr) => TcpListener::bind(addr).map_err(RunError::Bind),
+        Listen::SocketActivation => service::activated_listener()
+            .map_err(RunError::Bind)?
+            .ok_or_else(|| RunError::Startup("LISTEN_FDS set but no socket passed".into())),
+    }
+}
+
+/// Builds the server around a bound listener.
+pub fn server(config: Config, listener: TcpListener) -> Server<App> {
+    let stats = Arc::new(Stats::default());
+    let settings = ServerSettings {
+        worker_threads: config.worker_threads,
+        max_connections_per_client: config.max_connections_per_client,
+        trusted_proxies: config.trusted_proxies.clone(),
+        request_time_limit: config.upstream_timeout,
+    };
+    let app = Arc::new(App::new(config, Arc::clone(&stats)));
+    Server::new(listener, app, settings, stats)
+}
+
+/// The start line: version, address, paths, encryption on/off.
+pub fn start_line(config: &Config, addr: std::net::SocketAddr) -> String {
+    format!(
+        "{VERSION} listening on http://{addr} swap={} refresh={} encryption={} workers={}",
+        config.swap_path,
+        config.refresh_path,
+        if config.encryption_secret.is_some() {
+            "on"
+        } else {
+            "off"
+        },
+        config.worker_threads
+    )
+}
+
+/// Serves until `SIGTERM`/`SIGINT`, then drains and returns.
+pub fn run(config: Config) -> Result<(), RunError> {
+    service::block_signals()
+        .map_err(|e| RunError::Startup(format!("cannot block signals: {e}")))?;
+    let listener = bind(&config)?;
+    let addr = listener.local_addr().map_err(RunError::Bind)?;
+    log::info!("{}", start_line(&config, addr));
+    if config.encryption_secret.is_none() {
+        log::warn!("ENCRYPTION_SECRET is not set: refresh tokens are handed to clients in clear");
+    }
+    let server = server(config, listener);
+    let shutdown = server.shutdown_handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            loop {
+                match service::wait() {
+                    service::Signal::Terminate => {
+                        log::info!("shutting down: finishing requests in flight");
+                        service::notify("STOPPING=1");
+                        shutdown.shutdown();
+                        return;
+                    }
+                    service::Signal::Reload => {
+                        log::info!("SIGHUP received: nothing to reload in this version");
+                    }
+                }
+            }
+        })
+        .map_err(|e| RunError::Startup(format!("cannot start the signal thread: {e}")))?;
+    service::notify("READY=1");
+    let drained = server.run();
+    log::info!(
+        "stopped{}",
+        if drained {
+            ""
+        } else {
+            " (some requests were cut off)"
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Command line: parse arguments, read the configuration, run.
+
+use std::process::ExitCode;
+
+use spotify_token_swap::{Config, VERSION, init_logging, install_panic_hook, run, token};
+
+const USAGE: &str = "\
+spotify-token-swap — a Spotify token swap and refresh server
+
+Usage:
+  spotify-token-swap                  serve (configuration from the environment)
+  spotify-token-swap check-config     validate the environment, print the effective configuration
+  spotify-token-swap generate-secret  print a new random ENCRYPTION_SECRET
+  spotify-token-swap --help | --version
+
+Required environment: SPOTIFY_CLIENT_ID, SPOTIFY_CLIENT_SECRET (or _FILE),
+SPOTIFY_REDIRECT_URI. See the README for every variable.
+";
+
+/// Exit status for bad configuration or usage.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => serve(),
+        ["check-config"] => check_config(),
+        ["generate-secret"] => match token::generate_secret() {
+            Ok(secret) => {
+                println!("{secret}");
+                ExitCode::SUCCESS
+            }
+            Err(_) => {
+                eprintln!("error: the system random number generator failed");
+                ExitCode::FAILURE
+            }
+        },
+        ["--help" | "-h" | "help"] => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        ["--version" | "-V"] => {
+            println!("{VERSION}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprint!("error: unknown arguments\n\n{USAGE}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn serve() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(config.log_level);
+    install_panic_hook();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config() -> ExitCode {
+    match Config::from_env() {
+        Ok(config) => {
+            print!("{}", config.describe());
+            println!("configuration ok");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}

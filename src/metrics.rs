@@ -1,0 +1,265 @@
+//! Counters for `GET /metrics`, in Prometheus text exposition format.
+//!
+//! Plain atomics and one small mutex-guarded table; recording a request costs
+//! a lock of a few nanoseconds, nothing allocates after the first request of
+//! each (endpoint, status) pair.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::http::Stats;
+use crate::spotify::FailureKind;
+
+/// Upper bounds (seconds) of the upstream latency histogram buckets.
+const LATENCY_BUCKETS_SECS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Endpoints as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Endpoint {
+    Swap,
+    Refresh,
+    Health,
+    Metrics,
+    Other,
+}
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Swap => "swap",
+            Endpoint::Refresh => "refresh",
+            Endpoint::Health => "health",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Other => "other",
+        }
+    }
+}
+
+/// All counters.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(Endpoint, u16), u64>>,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_SECS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+    upstream_failures: [AtomicU64; 5],
+    rate_limited: AtomicU64,
+    started_unix_secs: f64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh counters; the process start time is now.
+    pub fn new() -> Metrics {
+        Metrics {
+            requests: Mutex::new(BTreeMap::new()),
+            latency_buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_micros: AtomicU64::new(0),
+            upstream_failures: Default::default(),
+            rate_limited: AtomicU64::new(0),
+            started_unix_secs: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, endpoint: Endpoint, status: u16) {
+        let mut table = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *table.entry((endpoint, status)).or_insert(0) += 1;
+    }
+
+    /// Records the duration of one upstream call that got an answer or
+    /// failed.
+    pub fn upstream_call(&self, duration: Duration) {
+        let secs = duration.as_secs_f64();
+        for (bound, count) in LATENCY_BUCKETS_SECS.iter().zip(&self.latency_buckets) {
+            if secs <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an upstream failure.
+    pub fn upstream_failure(&self, kind: FailureKind) {
+        self.upstream_failures[failure_index(kind)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused by `RATE_LIMIT_PER_MINUTE`.
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The exposition text.
+    pub fn render(&self, stats: &Stats) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str(
+            "# HELP spotify_token_swap_requests_total Requests answered, by endpoint and status.\n\
+             # TYPE spotify_token_swap_requests_total counter\n",
+        );
+        let table = self
+            .requests
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        for ((endpoint, status), n) in &table {
+            let _ = writeln!(
+                out,
+                "spotify_token_swap_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}",
+                endpoint.label(),
+                status,
+                n
+            );
+        }
+        out.push_str(
+            "# HELP spotify_token_swap_upstream_duration_seconds Duration of calls to Spotify's token endpoint.\n\
+             # TYPE spotify_token_swap_upstream_duration_seconds histogram\n",
+        );
+        for (bound, count) in LATENCY_BUCKETS_SECS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "spotify_token_swap_upstream_duration_seconds_bucket{{le=\"{}\"}} {}",
+                bound,
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "spotify_token_swap_upstream_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+             spotify_token_swap_upstream_duration_seconds_sum {}\n\
+             spotify_token_swap_upstream_duration_seconds_count {count}",
+            self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        out.push_str(
+            "# HELP spotify_token_swap_upstream_failures_total Failed calls to Spotify, by kind.\n\
+             # TYPE spotify_token_swap_upstream_failures_total counter\n",
+        );
+        for kind in ALL_FAILURES {
+            let _ = writeln!(
+                out,
+                "spotify_token_swap_upstream_failures_total{{kind=\"{}\"}} {}",
+                kind.label(),
+                self.upstream_failures[failure_index(kind)].load(Ordering::Relaxed)
+            );
+        }
+        let gauges = [
+            (
+                "rate_limited_total",
+                "counter",
+                "Requests refused by RATE_LIMIT_PER_MINUTE.",
+                self.rate_limited.load(Ordering::Relaxed),
+            ),
+            (
+                "rejected_overloaded_total",
+                "counter",
+                "Connections answered 503 because the queue was full.",
+                stats.rejected_overloaded.load(Ordering::Relaxed),
+            ),
+            (
+                "rejected_connection_cap_total",
+                "counter",
+                "Connections closed by MAX_CONNECTIONS_PER_CLIENT.",
+                stats.rejected_per_client_cap.load(Ordering::Relaxed),
+            ),
+            (
+                "open_connections",
+                "gauge",
+                "Connections accepted and not yet closed.",
+                stats.open_connections.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "busy_workers",
+                "gauge",
+                "Workers serving a connection.",
+                stats.busy_workers.load(Ordering::Relaxed) as u64,
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP spotify_token_swap_{name} {help}\n# TYPE spotify_token_swap_{name} {kind}\n\
+                 spotify_token_swap_{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n\
+             # TYPE process_start_time_seconds gauge\n\
+             process_start_time_seconds {}\n\
+             # HELP spotify_token_swap_build_info Build information.\n\
+             # TYPE spotify_token_swap_build_info gauge\n\
+             spotify_token_swap_build_info{{version=\"{}\"}} 1",
+            self.started_unix_secs.floor(),
+            env!("CARGO_PKG_VERSION")
+        );
+        out
+    }
+}
+
+const ALL_FAILURES: [FailureKind; 5] = [
+    FailureKind::Timeout,
+    FailureKind::Connect,
+    FailureKind::ServerError,
+    FailureKind::RateLimited,
+    FailureKind::BadResponse,
+];
+
+fn failure_index(kind: FailureKind) -> usize {
+    match kind {
+        FailureKind::Timeout => 0,
+        FailureKind::Connect => 1,
+        FailureKind::ServerError => 2,
+        FailureKind::RateLimited => 3,
+        FailureKind::BadResponse => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_requests_by_endpoint_and_status() {
+        let m = Metrics::new();
+        m.request(Endpoint::Swap, 200);
+        m.request(Endpoint::Swap, 200);
+        m.request(Endpoint::Refresh, 400);
+        let text = m.render(&Stats::default());
+        assert!(
+            text.contains(
+                "spotify_token_swap_requests_total{endpoint=\"swap\",status=\"200\"} 2\n"
+            )
+        );
+        assert!(text.contains(
+            "spotify_token_swap_requests_total{endpoint=\"refresh\",status=\"400\"} 1\n"
+        ));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::new();
+        m.upstream_call(Duration::from_millis(7));
+        m.upstream_call(Duration::from_millis(300));
+        let text = m.render(&Stats::default());
+        assert!(text.contains("_bucket{le=\"0.005\"} 0\n"));
+        assert!(text.contains("_bucket{le=\"0.01\"} 1\n"));
+        assert!(text.contains("_bucket{le=\"0.5\"} 2\n"));
+        assert!(text.contains("_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("_count 2\n"));
+    }
+}

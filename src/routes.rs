@@ -1,0 +1,431 @@
+//! Request → response: `/swap`, `/refresh`, `/health`, `/metrics`, CORS.
+//!
+//! A plain function of (state, request), testable without sockets. A token
+//! request is: rate limit → parse form/JSON fields → (refresh: decrypt) →
+//! Spotify → (encrypt the refresh token) → JSON with `no-store`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::config::{Config, Cors};
+use crate::error::Error;
+use crate::http::{Handler, Record, Request, Response, Stats};
+use crate::metrics::{Endpoint, Metrics};
+use crate::ratelimit::RateLimiter;
+use crate::spotify::{Answer, Grant, Spotify};
+use crate::token::TokenCipher;
+
+/// `Access-Control-Max-Age` for preflight answers, in seconds.
+const CORS_MAX_AGE_SECS: u32 = 600;
+
+/// Everything a request needs, built once at start.
+pub struct App {
+    config: Config,
+    spotify: Spotify,
+    cipher: Option<TokenCipher>,
+    limiter: Option<RateLimiter>,
+    metrics: Metrics,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Builds the agent, keys and limiter.
+    pub fn new(config: Config, stats: Arc<Stats>) -> App {
+        let cipher = config.encryption_secret.as_ref().map(|current| {
+            TokenCipher::new(
+                current,
+                &config.encryption_secrets_previous,
+                &config.client_id,
+            )
+        });
+        let limiter = (config.rate_limit_per_minute > 0)
+            .then(|| RateLimiter::new(config.rate_limit_per_minute));
+        App {
+            spotify: Spotify::new(&config),
+            cipher,
+            limiter,
+            metrics: Metrics::new(),
+            stats,
+            config,
+        }
+    }
+
+    /// The configuration the app runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn endpoint(&self, path: &str) -> Endpoint {
+        if path == self.config.swap_path {
+            Endpoint::Swap
+        } else if path == self.config.refresh_path {
+            Endpoint::Refresh
+        } else if path == "/health" {
+            Endpoint::Health
+        } else if path == "/metrics" && self.config.metrics {
+            Endpoint::Metrics
+        } else {
+            Endpoint::Other
+        }
+    }
+
+    fn route(&self, request: &Request) -> Result<Response, Error> {
+        let method = request.method.as_str();
+        match self.endpoint(&request.path) {
+            Endpoint::Swap | Endpoint::Refresh if method == "OPTIONS" => {
+                if self.config.cors == Cors::Off {
+                    return Err(Error::MethodNotAllowed { allow: "POST" });
+                }
+                Ok(Response::empty(204))
+            }
+            endpoint @ (Endpoint::Swap | Endpoint::Refresh) => {
+                if method != "POST" {
+                    let allow = if self.config.cors == Cors::Off {
+                        "POST"
+                    } else {
+                        "POST, OPTIONS"
+                    };
+                    return Err(Error::MethodNotAllowed { allow });
+                }
+                if let (Some(limiter), Some(client)) = (&self.limiter, request.client) {
+                    if let Err(retry_after_secs) = limiter.check(client) {
+                        self.metrics.rate_limited();
+                        return Err(Error::RateLimited { retry_after_secs });
+                    }
+                }
+                if endpoint == Endpoint::Swap {
+                    self.swap(request)
+                } else {
+                    self.refresh(request)
+                }
+            }
+            Endpoint::Health => match method {
+                "GET" | "HEAD" => Ok(Response::json(200, br#"{"status":"ok"}"#.to_vec())),
+                _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+            },
+            Endpoint::Metrics => match method {
+                "GET" | "HEAD" => {
+                    let mut response =
+                        Response::json(200, self.metrics.render(&self.stats).into_bytes());
+                    response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                    Ok(response)
+                }
+                _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+            },
+            Endpoint::Other if method == "OPTIONS" && request.path == "*" => {
+                Ok(Response::empty(204).with_header("Allow", "GET, HEAD, POST, OPTIONS"))
+            }
+            Endpoint::Other => Err(Error::NotFound),
+        }
+    }
+
+    fn swap(&self, request: &Request) -> Result<Response, Error> {
+        let fields = Fields::parse(request, &["code", "redirect_uri", "code_verifier"])?;
+        let code = fields.required("code")?;
+        let redirect_uri = match fields.optional("redirect_uri") {
+            None => self.config.redirect_uri.as_str(),
+            Some(uri) if self.config.redirect_uri_allowed(uri) => uri,
+            Some(_) => return Err(Error::RedirectUriNotAllowed),
+        };
+        self.call_spotify(&Grant::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier: fields.optional("code_verifier"),
+        })
+    }
+
+    fn refresh(&self, request: &Request) -> Result<Response, Error> {
+        let fields = Fields::parse(request, &["refresh_token"])?;
+        let token = fields.required("refresh_token")?;
+        let opened;
+        let refresh_token = match &self.cipher {
+            // SECURITY: a token that fails authentication never reaches
+            // Spotify, so this server cannot be used as an oracle or a relay
+            // for guessed tokens.
+            Some(cipher) => {
+                opened = cipher.open(token).map_err(|_| Error::InvalidRefreshToken)?;
+                opened.refresh_token.as_str()
+            }
+            None => token,
+        };
+        self.call_spotify(&Grant::RefreshToken { refresh_token })
+    }
+
+    fn call_spotify(&self, grant: &Grant<'_>) -> Result<Response, Error> {
+        let started = Instant::now();
+        let result = self.spotify.call(grant);
+        let upstream_answered = !matches!(&result, Err((Error::UpstreamBackoff { .. }, _)));
+        if upstream_answered {
+            self.metrics.upstream_call(started.elapsed());
+        }
+        let Answer {
+            status,
+            mut body,
+            retry_after_secs,
+        } = match result {
+            Ok(answer) => answer,
+            Err((error, kind)) => {
+                if let Some(kind) = kind {
+                    self.metrics.upstream_failure(kind);
+                }
+                return Err(error);
+            }
+        };
+        if status == 429 {
+            self.metrics
+                .upstream_failure(crate::spotify::FailureKind::RateLimited);
+        }
+        if status == 200 {
+            self.seal_refresh_token(&mut body);
+        }
+        let mut response = Response::json(status, Value::Object(body).to_string().into_bytes());
+        if let Some(secs) = retry_after_secs {
+            response.headers.push(("Retry-After", secs.to_string()));
+        }
+        Ok(response)
+    }
+
+    /// Replaces Spotify's refresh token by its encrypted form, when
+    /// encryption is on.
+    fn seal_refresh_token(&self, body: &mut Map<String, Value>) {
+        let Some(cipher) = &self.cipher else { return };
+        if let Some(Value::String(token)) = body.get_mut("refresh_token") {
+            *token = cipher.seal(token);
+        }
+    }
+
+    /// Adds the CORS headers a token-endpoint response carries.
+    fn cors(&self, request: &Request, mut response: Response) -> Response {
+        let Some(origin) = request.origin.as_deref() else {
+            return response;
+        };
+        if !self.config.cors.allows(origin) {
+            return response;
+        }
+        response
+            .headers
+            .push(("Access-Control-Allow-Origin", origin.to_string()));
+        response.headers.push(("Vary", "Origin".to_string()));
+        if request.method == "OPTIONS" {
+            response
+                .headers
+                .push(("Access-Control-Allow-Methods", "POST".to_string()));
+            response
+                .headers
+                .push(("Access-Control-Allow-Headers", "Content-Type".to_string()));
+            response
+                .headers
+                .push(("Access-Control-Max-Age", CORS_MAX_AGE_SECS.to_string()));
+        }
+        response
+    }
+}
+
+impl Handler for App {
+    fn handle(&self, request: &Request) -> Response {
+        let response = self
+            .route(request)
+            .unwrap_or_else(|error| Response::error(&error));
+        match self.endpoint(&request.path) {
+            Endpoint::Swap | Endpoint::Refresh => {
+                // RFC 6749 §5.1: token responses must not be cached.
+                let response = response
+                    .with_header("Cache-Control", "no-store")
+                    .with_header("Pragma", "no-cache");
+                self.cors(request, response)
+            }
+            _ => response,
+        }
+    }
+
+    fn record(&self, record: &Record<'_>) {
+        self.metrics
+            .request(self.endpoint(record.path), record.status);
+    }
+}
+
+/// The known fields of a form or JSON body.
+struct Fields {
+    pairs: Vec<(&'static str, String)>,
+}
+
+impl Fields {
+    /// Parses the body by its content type, keeping only `known` fields.
+    fn parse(request: &Request, known: &[&'static str]) -> Result<Fields, Error> {
+        let media_type = request.content_type.as_deref().map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+        let raw: Vec<(String, Value)> = match media_type.as_deref() {
+            // Clients that send no type at all get the form reading; every
+            // known client sends one.
+            None | Some("application/x-www-form-urlencoded") => {
+                form_urlencoded::parse(&request.body)
+                    .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                    .collect()
+            }
+            Some("application/json") => parse_json_object(&request.body)?,
+            Some(_) => return Err(Error::UnsupportedMediaType),
+        };
+        let mut pairs: Vec<(&'static str, String)> = Vec::with_capacity(known.len());
+        for (key, value) in raw {
+            let Some(name) = known.iter().find(|k| **k == key) else {
+                continue;
+            };
+            if pairs.iter().any(|(n, _)| n == name) {
+                return Err(Error::RepeatedField(name));
+            }
+            let Value::String(text) = value else {
+                return Err(Error::MalformedBody("fields must be strings"));
+            };
+            pairs.push((name, text));
+        }
+        Ok(Fields { pairs })
+    }
+
+    fn optional(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<&str, Error> {
+        match self.pairs.iter().find(|(n, _)| *n == name) {
+            None => Err(Error::MissingField(name)),
+            Some((_, v)) if v.is_empty() => Err(Error::EmptyField(name)),
+            Some((_, v)) => Ok(v),
+        }
+    }
+}
+
+/// A JSON object as its list of members, duplicates kept (serde_json's
+/// `Map` would silently keep the last one).
+fn parse_json_object(body: &[u8]) -> Result<Vec<(String, Value)>, Error> {
+    struct Members(Vec<(String, Value)>);
+    impl<'de> Deserialize<'de> for Members {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Members;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                    let mut members = Vec::new();
+                    while let Some(pair) = map.next_entry::<String, Value>()? {
+                        members.push(pair);
+                    }
+                    Ok(Members(members))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_slice::<Members>(body)
+        .map(|m| m.0)
+        .map_err(|_| Error::MalformedBody("expected a JSON object"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(body: &str) -> Request {
+        Request {
+            method: "POST".into(),
+            path: "/swap".into(),
+            minor_version: 1,
+            content_type: Some("application/x-www-form-urlencoded".into()),
+            body: body.as_bytes().to_vec(),
+            ..Request::default()
+        }
+    }
+
+    fn json(body: &str) -> Request {
+        Request {
+            content_type: Some("application/json; charset=utf-8".into()),
+            ..form(body)
+        }
+    }
+
+    #[test]
+    fn form_fields_are_decoded() {
+        let f = Fields::parse(&form("code=a%2Bb+c&other=x"), &["code"]).unwrap();
+        assert_eq!(f.required("code"), Ok("a+b c"));
+    }
+
+    #[test]
+    fn repeated_form_field_is_refused() {
+        let err = Fields::parse(&form("code=a&code=b"), &["code"])
+            .err()
+            .unwrap();
+        assert_eq!(err, Error::RepeatedField("code"));
+    }
+
+    #[test]
+    fn empty_and_missing_fields_are_distinguished() {
+        let f = Fields::parse(&form("code="), &["code", "redirect_uri"]).unwrap();
+        assert_eq!(f.required("code"), Err(Error::EmptyField("code")));
+        assert_eq!(
+            f.required("redirect_uri"),
+            Err(Error::MissingField("redirect_uri"))
+        );
+    }
+
+    #[test]
+    fn json_body_is_accepted_with_charset() {
+        let f = Fields::parse(&json(r#"{"code":"abc","extra":1}"#), &["code"]).unwrap();
+        assert_eq!(f.required("code"), Ok("abc"));
+    }
+
+    #[test]
+    fn repeated_json_member_is_refused() {
+        let err = Fields::parse(&json(r#"{"code":"a","code":"b"}"#), &["code"])
+            .err()
+            .unwrap();
+        assert_eq!(err, Error::RepeatedField("code"));
+    }
+
+    #[test]
+    fn non_object_or_non_string_json_is_malformed() {
+        for body in [r#"["code"]"#, r#"{"code":1}"#, "{", "", "null"] {
+            assert!(
+                matches!(
+                    Fields::parse(&json(body), &["code"]),
+                    Err(Error::MalformedBody(_))
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_content_types_are_unsupported() {
+        let request = Request {
+            content_type: Some("text/plain".into()),
+            ..form("code=a")
+        };
+        assert_eq!(
+            Fields::parse(&request, &["code"]).err(),
+            Some(Error::UnsupportedMediaType)
+        );
+    }
+}

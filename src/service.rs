@@ -1,0 +1,125 @@
+//! Living under systemd (or any supervisor): signals, readiness
+//! notification and socket activation.
+//!
+//! Signals: `SIGTERM`, `SIGINT` and `SIGHUP` are blocked in the main thread
+//! before any other thread exists (threads inherit the mask), and one thread
+//! waits for them with `sigwait`. Notification: `sd_notify`'s datagram
+//! protocol over std's `UnixDatagram`. Socket activation: fd 3 when
+//! `LISTEN_PID` is ours.
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixDatagram;
+
+/// First descriptor passed by socket activation.
+const SD_LISTEN_FDS_START: i32 = 3;
+
+/// What arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// `SIGTERM` or `SIGINT`: shut down gracefully.
+    Terminate,
+    /// `SIGHUP`: reload.
+    Reload,
+}
+
+/// The set of signals we handle.
+fn handled_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset only write into the set we own; a
+    // zeroed sigset_t is a valid value to initialise it from.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        set
+    }
+}
+
+/// Blocks the handled signals in the calling thread; call before spawning
+/// any thread so all of them inherit the mask.
+pub fn block_signals() -> io::Result<()> {
+    let set = handled_set();
+    // SAFETY: pthread_sigmask reads `set` and changes only this thread's
+    // mask; the old mask is not requested.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Waits for the next handled signal (they must be blocked).
+pub fn wait() -> Signal {
+    let set = handled_set();
+    loop {
+        let mut signal: libc::c_int = 0;
+        // SAFETY: sigwait reads `set` and writes the signal number into
+        // `signal`, both valid for the call.
+        let rc = unsafe { libc::sigwait(&set, &mut signal) };
+        if rc != 0 {
+            continue;
+        }
+        match signal {
+            libc::SIGHUP => return Signal::Reload,
+            _ => return Signal::Terminate,
+        }
+    }
+}
+
+/// Sends a state line to systemd when started with `Type=notify`; does
+/// nothing otherwise.
+pub fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        // Abstract socket address (Linux).
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = sent {
+        log::warn!("could not notify systemd ({state}): {e}");
+    }
+}
+
+/// The listener passed by systemd socket activation, if `LISTEN_PID` names
+/// this process and `LISTEN_FDS` is at least 1.
+pub fn activated_listener() -> io::Result<Option<TcpListener>> {
+    let ours = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string());
+    let count: u32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if !ours || count == 0 {
+        return Ok(None);
+    }
+    if count > 1 {
+        log::warn!("LISTEN_FDS={count}: using the first socket only");
+    }
+    // SAFETY: systemd passes the listening socket as fd 3 when LISTEN_PID
+    // is our pid; we take ownership of it exactly once (the variables are
+    // removed below so no one else does). fstat-style validation follows:
+    // local_addr fails if fd 3 is not a socket.
+    let listener = unsafe { TcpListener::from_raw_fd(SD_LISTEN_FDS_START) };
+    listener.local_addr()?;
+    // SAFETY (of the environment mutation): called from `run` before any
+    // worker or signal thread is spawned, so no other thread reads the
+    // environment concurrently.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    Ok(Some(listener))
+}

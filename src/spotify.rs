@@ -1,0 +1,355 @@
+//! The client for Spotify's accounts service.
+//!
+//! One `ureq` [`Agent`] for the whole process, so consecutive calls reuse
+//! kept-alive TLS connections; its idle pool is sized to the worker count
+//! (ureq keeps only 3 idle connections per host by default). The
+//! `Authorization: Basic …` value is built once. Answers are read up to
+//! [`MAX_UPSTREAM_BODY_BYTES`] and parsed as a JSON object; nothing is
+//! streamed through.
+//!
+//! When Spotify answers 429, its `Retry-After` opens a local back-off window:
+//! until it passes, token requests are answered 429 here without calling
+//! Spotify, so a burst of clients cannot get the app throttled for longer.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value};
+use ureq::Agent;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+use crate::config::{Config, Secret};
+use crate::error::Error;
+
+/// Largest answer from Spotify we read; a larger one is a 502.
+pub const MAX_UPSTREAM_BODY_BYTES: u64 = 64 * 1024;
+/// Back-off used when Spotify answers 429 without a usable `Retry-After`.
+pub const DEFAULT_BACKOFF_SECS: u64 = 5;
+/// Longest back-off window honoured, whatever Spotify says.
+pub const MAX_BACKOFF_SECS: u64 = 3600;
+/// Idle pooled connections are dropped after this long; Spotify's side
+/// closes idle connections too, so there is no point keeping them longer.
+const POOL_IDLE_AGE: Duration = Duration::from_secs(50);
+
+/// What the client asks Spotify for.
+pub enum Grant<'a> {
+    /// Exchange an authorization code (`/swap`).
+    AuthorizationCode {
+        code: &'a str,
+        redirect_uri: &'a str,
+        code_verifier: Option<&'a str>,
+    },
+    /// Exchange a refresh token (`/refresh`).
+    RefreshToken { refresh_token: &'a str },
+}
+
+/// Spotify's answer, when it is one to pass on to the client.
+#[derive(Debug)]
+pub struct Answer {
+    /// 200, or the 4xx status Spotify chose.
+    pub status: u16,
+    /// The JSON object Spotify sent (or our own error object for a 4xx
+    /// without one).
+    pub body: Map<String, Value>,
+    /// For 429: seconds to wait.
+    pub retry_after_secs: Option<u64>,
+}
+
+/// Why an upstream call failed, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Timeout,
+    Connect,
+    ServerError,
+    RateLimited,
+    BadResponse,
+}
+
+impl FailureKind {
+    /// Label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Connect => "connect",
+            FailureKind::ServerError => "5xx",
+            FailureKind::RateLimited => "429",
+            FailureKind::BadResponse => "bad_response",
+        }
+    }
+}
+
+/// The accounts-service client, shared by all workers.
+pub struct Spotify {
+    agent: Agent,
+    token_url: String,
+    basic_auth: Secret,
+    backoff_until: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Spotify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spotify")
+            .field("token_url", &self.token_url)
+            .field("basic_auth", &self.basic_auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spotify {
+    /// Builds the agent and the `Authorization` value once.
+    pub fn new(config: &Config) -> Spotify {
+        let mut tls = TlsConfig::builder();
+        if !config.extra_roots.is_empty() {
+            let roots: Vec<Certificate<'static>> = config
+                .extra_roots
+                .iter()
+                .map(|der| Certificate::from_der(der).to_owned())
+                .collect();
+            tls = tls.root_certs(RootCerts::new_with_certs(&roots));
+        }
+        let timeout = config.upstream_timeout;
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .timeout_connect(Some(timeout))
+            .max_idle_connections(config.worker_threads.max(4))
+            .max_idle_connections_per_host(config.worker_threads.max(4))
+            .max_idle_age(POOL_IDLE_AGE)
+            .max_redirects(0)
+            .max_response_header_size(MAX_UPSTREAM_BODY_BYTES as usize)
+            .user_agent(concat!("spotify-token-swap/", env!("CARGO_PKG_VERSION")))
+            .accept("application/json")
+            .tls_config(tls.build())
+            .build()
+            .into();
+        let credentials = format!("{}:{}", config.client_id, config.client_secret.expose());
+        Spotify {
+            agent,
+            token_url: config.token_url.clone(),
+            basic_auth: Secret::new(format!("Basic {}", STANDARD.encode(credentials))),
+            backoff_until: Mutex::new(None),
+        }
+    }
+
+    /// Seconds left in the local back-off window, if one is open.
+    pub fn backoff_remaining(&self) -> Option<u64> {
+        let guard = self.backoff_until.lock().unwrap_or_else(|e| e.into_inner());
+        let until = (*guard)?;
+        let left = until.checked_duration_since(Instant::now())?;
+        // Round up, so a client never retries a moment too early.
+        Some(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+    }
+
+    fn open_backoff(&self, secs: u64) {
+        let until = Instant::now() + Duration::from_secs(secs.min(MAX_BACKOFF_SECS));
+        let mut guard = self.backoff_until.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none_or(|current| current < until) {
+            *guard = Some(until);
+        }
+    }
+
+    /// Calls the token endpoint. `Ok` carries an answer to pass on (200 or
+    /// 4xx); `Err` one of our own errors (`kind` says which failure for
+    /// metrics).
+    pub fn call(&self, grant: &Grant<'_>) -> Result<Answer, (Error, Option<FailureKind>)> {
+        if let Some(secs) = self.backoff_remaining() {
+            return Err((
+                Error::UpstreamBackoff {
+                    retry_after_secs: secs.max(1),
+                },
+                None,
+            ));
+        }
+        let form = encode_form(grant);
+        let sent = self
+            .agent
+            .post(&self.token_url)
+            .header("Authorization", self.basic_auth.expose())
+            .content_type("application/x-www-form-urlencoded")
+            .send(form.as_bytes());
+        let mut response = sent.map_err(|e| classify(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let read = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_UPSTREAM_BODY_BYTES)
+            .read_to_vec();
+        if status >= 500 {
+            return Err((
+                Error::UpstreamServerError(status),
+                Some(FailureKind::ServerError),
+            ));
+        }
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(ureq::Error::BodyExceedsLimit(_)) => {
+                return Err(bad_response("the answer is larger than 64 KiB"));
+            }
+            Err(e) => return Err(classify(&e)),
+        };
+        let parsed = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Some(map),
+            _ => None,
+        };
+        match (status, parsed) {
+            (200, Some(body)) => Ok(Answer {
+                status,
+                body,
+                retry_after_secs: None,
+            }),
+            (200, None) => Err(bad_response("the answer is not a JSON object")),
+            (400..=499, body) => {
+                let retry_after_secs = (status == 429).then(|| {
+                    let secs = retry_after
+                        .unwrap_or(DEFAULT_BACKOFF_SECS)
+                        .clamp(1, MAX_BACKOFF_SECS);
+                    self.open_backoff(secs);
+                    secs
+                });
+                let body = body
+                    .filter(|m| m.get("error").is_some())
+                    .unwrap_or_else(|| own_error_body(status));
+                Ok(Answer {
+                    status,
+                    body,
+                    retry_after_secs,
+                })
+            }
+            _ => Err(bad_response("unexpected status")),
+        }
+    }
+}
+
+fn bad_response(why: &'static str) -> (Error, Option<FailureKind>) {
+    (
+        Error::UpstreamBadResponse(why),
+        Some(FailureKind::BadResponse),
+    )
+}
+
+/// The form body for Spotify's token endpoint.
+fn encode_form(grant: &Grant<'_>) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(256));
+    match grant {
+        Grant::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+        } => {
+            form.append_pair("grant_type", "authorization_code")
+                .append_pair("code", code)
+                .append_pair("redirect_uri", redirect_uri);
+            if let Some(verifier) = code_verifier {
+                form.append_pair("code_verifier", verifier);
+            }
+        }
+        Grant::RefreshToken { refresh_token } => {
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", refresh_token);
+        }
+    }
+    form.finish()
+}
+
+/// An error object of our own for a 4xx whose body is not Spotify's JSON.
+fn own_error_body(status: u16) -> Map<String, Value> {
+    let code = match status {
+        400 => "invalid_grant",
+        401 => "invalid_client",
+        403 => "access_denied",
+        429 => "too_many_requests",
+        _ => "invalid_request",
+    };
+    let mut map = Map::new();
+    map.insert("error".into(), Value::from(code));
+    map.insert(
+        "error_description".into(),
+        Value::from(format!("Spotify's accounts service answered {status}")),
+    );
+    map
+}
+
+/// Maps a transport failure to our error: timeouts are 504, the rest 502.
+fn classify(error: &ureq::Error) -> (Error, Option<FailureKind>) {
+    match error {
+        ureq::Error::Timeout(_) => (Error::UpstreamTimeout, Some(FailureKind::Timeout)),
+        ureq::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            (Error::UpstreamTimeout, Some(FailureKind::Timeout))
+        }
+        ureq::Error::BodyExceedsLimit(_) | ureq::Error::LargeResponseHeader(..) => {
+            bad_response("the answer is too large")
+        }
+        ureq::Error::Protocol(_) => bad_response("the answer is not valid HTTP"),
+        _ => (Error::UpstreamUnreachable, Some(FailureKind::Connect)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_form_has_grant_code_and_redirect() {
+        let form = encode_form(&Grant::AuthorizationCode {
+            code: "a b&c",
+            redirect_uri: "myapp://cb",
+            code_verifier: None,
+        });
+        assert_eq!(
+            form,
+            "grant_type=authorization_code&code=a+b%26c&redirect_uri=myapp%3A%2F%2Fcb"
+        );
+    }
+
+    #[test]
+    fn swap_form_forwards_code_verifier() {
+        let form = encode_form(&Grant::AuthorizationCode {
+            code: "c",
+            redirect_uri: "r",
+            code_verifier: Some("v"),
+        });
+        assert!(form.ends_with("&code_verifier=v"), "{form}");
+    }
+
+    #[test]
+    fn refresh_form_has_grant_and_token() {
+        let form = encode_form(&Grant::RefreshToken {
+            refresh_token: "t+/=",
+        });
+        assert_eq!(form, "grant_type=refresh_token&refresh_token=t%2B%2F%3D");
+    }
+
+    #[test]
+    fn own_error_body_for_non_json_400_is_invalid_grant() {
+        let body = own_error_body(400);
+        assert_eq!(body["error"], "invalid_grant");
+    }
+
+    #[test]
+    fn debug_hides_the_basic_header() {
+        let config = crate::config::Config::from_vars([
+            ("SPOTIFY_CLIENT_ID", "cid"),
+            ("SPOTIFY_CLIENT_SECRET", "topsecret"),
+            ("SPOTIFY_REDIRECT_URI", "x://y"),
+        ])
+        .unwrap();
+        let debug = format!("{:?}", Spotify::new(&config));
+        assert!(!debug.contains("Basic"), "{debug}");
+        assert!(
+            !debug.contains(&STANDARD.encode("cid:topsecret")),
+            "{debug}"
+        );
+    }
+}
