@@ -44,7 +44,9 @@ fn main() {
         eprintln!("{e} (set LISTEN_ADDR=127.0.0.1:PORT to use another port)");
         std::process::exit(1);
     });
-    let addr = listener.local_addr().expect("bound listener has an address");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
     // This crate logs as `demo`, which the server's log filter drops.
     eprintln!("[INFO] {}", start_line(&config, addr));
     let base = format!("http://{addr}");

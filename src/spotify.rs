@@ -213,8 +213,11 @@ impl Spotify {
                     self.open_backoff(secs);
                     secs
                 });
+                // Pass Spotify's body on only when its `error` is a string:
+                // clients (SpotifyAPI-NET) read `error` as a string and fail
+                // on the Web API's `{"error":{"status":..,"message":..}}`.
                 let body = body
-                    .filter(|m| m.get("error").is_some())
+                    .filter(|m| m.get("error").is_some_and(Value::is_string))
                     .unwrap_or_else(|| own_error_body(status));
                 Ok(Answer {
                     status,

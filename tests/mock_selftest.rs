@@ -315,3 +315,21 @@ fn mock_survives_garbage_and_stops_on_drop() {
         "the listener is gone after drop"
     );
 }
+
+#[test]
+fn mock_sends_a_delayed_reply_after_the_delay() {
+    let mock = start_mock();
+    mock.push_reply(Reply::delayed(
+        Duration::from_millis(300),
+        Reply::json(200, r#"{"late":true}"#),
+    ));
+    let started = Instant::now();
+    let resp = request(
+        mock.addr(),
+        &raw_post("/api/token", "application/x-www-form-urlencoded", "x=1"),
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json(), json!({ "late": true }));
+    assert_eq!(mock.request_count(), 1, "recorded before the delay ends");
+}

@@ -104,6 +104,10 @@ pub enum Reply {
     /// mock sends chunks until the peer goes away or about 5 s pass, then
     /// closes without the terminating chunk.
     Endless,
+    /// Say nothing for this long (or until the mock stops), then send the
+    /// inner reply: a slow but well-behaved upstream, for requests that must
+    /// still be in flight when something else happens (e.g. `SIGTERM`).
+    Delayed(Duration, Box<Reply>),
 }
 
 impl Reply {
@@ -135,6 +139,11 @@ impl Reply {
             r#"{"error":"rate_limit_exceeded","error_description":"API rate limit exceeded"}"#,
             &[("Retry-After", &retry_after_secs.to_string())],
         )
+    }
+
+    /// `reply`, sent after `delay`.
+    pub fn delayed(delay: Duration, reply: Reply) -> Reply {
+        Reply::Delayed(delay, Box::new(reply))
     }
 
     /// An upstream failure: the given 5xx status with a JSON error body.
@@ -938,6 +947,10 @@ fn answer(wire: &mut Wire<'_>, reply: Reply, keep_alive: bool) -> bool {
         Reply::Endless => {
             wire.send_endless();
             false
+        }
+        Reply::Delayed(delay, inner) => {
+            wire.hang(delay);
+            !wire.shared.is_stopping() && answer(wire, *inner, keep_alive)
         }
     }
 }

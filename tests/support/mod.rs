@@ -843,3 +843,59 @@ pub fn assert_still_serving(addr: SocketAddr) {
         "unexpected /health body:\n{resp:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Server + mock together
+// ---------------------------------------------------------------------------
+
+/// A mock accounts service for [`CLIENT_ID`], [`CLIENT_SECRET`] and
+/// [`REDIRECT_URI`].
+pub fn start_mock() -> mock::MockSpotify {
+    mock::MockSpotify::start(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI)
+}
+
+/// The environment of a server pointed at `mock`: the test app's id, secret
+/// and redirect URI, `SPOTIFY_ACCOUNTS_URL` of the mock, 4 workers. `extra`
+/// comes last, so it overrides any of these (the child's environment keeps
+/// the last value of a name).
+pub fn server_vars(mock: &mock::MockSpotify, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    [
+        ("SPOTIFY_CLIENT_ID", CLIENT_ID),
+        ("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET),
+        ("SPOTIFY_REDIRECT_URI", REDIRECT_URI),
+        ("SPOTIFY_ACCOUNTS_URL", &mock.base_url()),
+        ("WORKER_THREADS", "4"),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+    .collect()
+}
+
+/// Starts the server with [`server_vars`].
+pub fn start_server(mock: &mock::MockSpotify, extra: &[(&str, &str)]) -> ServerProc {
+    let vars = server_vars(mock, extra);
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    ServerProc::start(&borrowed)
+}
+
+/// Asserts `resp` is one of our JSON errors: `status`, media type exactly
+/// `application/json`, `error` equal to `code` and a string
+/// `error_description`.
+///
+/// # Panics
+/// With the whole response, if any of that does not hold.
+pub fn assert_error(resp: &Resp, status: u16, code: &str) {
+    assert_eq!(resp.status, status, "unexpected status:\n{resp:?}");
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/json"),
+        "errors must be application/json:\n{resp:?}"
+    );
+    let body = resp.json();
+    assert_eq!(body["error"], code, "unexpected error code:\n{resp:?}");
+    assert!(
+        body["error_description"].is_string(),
+        "error_description must be a string:\n{resp:?}"
+    );
+}

@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""Benchmark spotify-token-swap against nginx as a reverse-proxy ceiling.
+
+Started by bench/run (which installs wrk, nginx and openssl and builds the
+release binary). Everything runs on loopback and every phase is bounded:
+
+1. a throwaway CA and a server certificate for 127.0.0.1;
+2. nginx as the HTTPS mock of Spotify's token endpoint (a fixed token JSON,
+   keep-alive, access log of `$pid-$connection` per request, so upstream TLS
+   handshakes can be counted);
+3. nginx as a reverse proxy to the same mock (upstream keep-alive, TLS) —
+   the ceiling reference;
+4. our release binary against the same mock (SPOTIFY_CA_FILE = the CA);
+5. wrk POSTing `code=…` to each at c=16 and c=64 for BENCH_SECS seconds.
+
+Prints one table and writes it as Markdown and JSON under bench/results/.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BIN = pathlib.Path(os.environ.get("STS_BIN", ROOT / "target/release/spotify-token-swap"))
+SECS = int(os.environ.get("BENCH_SECS", "10"))
+CONNECTIONS = [16, 64]
+WORKERS = int(os.environ.get("BENCH_WORKERS", "64"))
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TOKEN_JSON = (
+    '{"access_token":"BQD-bench-access-token-0123456789abcdefghijklmnopqrstuvwxyz",'
+    '"token_type":"Bearer","expires_in":3600,'
+    '"refresh_token":"AQD-bench-refresh-token-0123456789abcdefghijklmnopqrstuvwxyz",'
+    '"scope":"user-read-private user-read-email"}'
+)
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.body = "code=bench-authorization-code"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"non2xx":%d,"socket_errors":%d,' ..
+    '"p50_us":%d,"p99_us":%d,"max_us":%d}\n',
+    summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def make_certs(d):
+    ext = d / "srv.ext"
+    ext.write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run(["openssl", "req", "-x509", *ec, "-keyout", d / "ca.key", "-out", d / "ca.pem",
+         "-days", "2", "-subj", "/CN=bench throwaway CA"])
+    run(["openssl", "req", *ec, "-keyout", d / "srv.key", "-out", d / "srv.csr",
+         "-subj", "/CN=127.0.0.1"])
+    run(["openssl", "x509", "-req", "-in", d / "srv.csr", "-CA", d / "ca.pem",
+         "-CAkey", d / "ca.key", "-CAcreateserial", "-out", d / "srv.pem", "-days", "2",
+         "-extfile", ext])
+
+
+def start_nginx(d, name, http_block, workers):
+    prefix = d / name
+    prefix.mkdir()
+    (prefix / "logs").mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\nmaster_process on;\nworker_processes {workers};\nuser root;\n"
+        f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n"
+        "events { worker_connections 8192; }\n"
+        f"http {{\n client_body_temp_path {prefix}/body;\n proxy_temp_path {prefix}/proxy;\n"
+        f" fastcgi_temp_path {prefix}/f;\n uwsgi_temp_path {prefix}/u;\n scgi_temp_path {prefix}/s;\n"
+        f" keepalive_requests 10000000;\n keepalive_timeout 75s;\n{http_block}\n}}\n"
+    )
+    proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError(f"nothing listening on port {port}")
+
+
+def pids_of(root_pid):
+    """The process and its children (nginx master + workers)."""
+    pids = [root_pid]
+    try:
+        children = pathlib.Path(f"/proc/{root_pid}/task/{root_pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    return pids
+
+
+def cpu_secs(root_pid):
+    total = 0
+    for pid in pids_of(root_pid):
+        try:
+            fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def status_kb(root_pid, key):
+    total = 0
+    for pid in pids_of(root_pid):
+        try:
+            for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def threads(root_pid):
+    return sum(status_kb(p, "Threads") for p in [root_pid])
+
+
+def swap_once(port, timeout=2.0):
+    body = b"code=bench-authorization-code"
+    req = (b"POST /swap HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+           b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+           + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(req)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.split(b" ", 2)[1] == b"200"
+
+
+def wrk(port, connections, d):
+    script = d / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    out = run(["wrk", "-t2", f"-c{connections}", f"-d{SECS}s", "--timeout", "5s",
+               "-s", str(script), f"http://127.0.0.1:{port}/swap"]).stdout
+    for line in out.splitlines():
+        if line.startswith("WRKJSON "):
+            return json.loads(line[len("WRKJSON "):])
+    raise RuntimeError("wrk printed no summary:\n" + out)
+
+
+def upstream_connections(log, start_line):
+    lines = log.read_text().splitlines()[start_line:]
+    conns = {line.split()[0] for line in lines if line.strip()}
+    return len(lines), len(conns)
+
+
+def log_lines(log):
+    try:
+        return len(log.read_text().splitlines())
+    except OSError:
+        return 0
+
+
+def load(name, pid, port, connections, d, mock_log):
+    # Warm up (connections to the mock, caches), then measure.
+    run(["wrk", "-t1", "-c4", "-d1s", "-s", str(d / "post.lua"), f"http://127.0.0.1:{port}/swap"])
+    before_cpu = cpu_secs(pid)
+    before_log = log_lines(mock_log)
+    result = wrk(port, connections, d)
+    cpu = cpu_secs(pid) - before_cpu
+    upstream_requests, upstream_conns = upstream_connections(mock_log, before_log)
+    n = max(result["requests"], 1)
+    return {
+        "server": name,
+        "connections": connections,
+        "req_per_sec": round(result["requests"] / (result["duration_us"] / 1e6)),
+        "p50_ms": round(result["p50_us"] / 1000, 2),
+        "p99_ms": round(result["p99_us"] / 1000, 2),
+        "non2xx": result["non2xx"],
+        "socket_errors": result["socket_errors"],
+        "cpu_us_per_req": round(cpu * 1e6 / n, 1),
+        "rss_peak_kib": status_kb(pid, "VmHWM"),
+        "threads": threads(pid),
+        "upstream_handshakes_per_1000": round(upstream_conns * 1000 / max(upstream_requests, 1), 2),
+    }
+
+
+def time_to_first_swap(env, port, rounds=5):
+    samples = []
+    for _ in range(rounds):
+        t0 = time.monotonic()
+        proc = subprocess.Popen([str(BIN)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        ok = False
+        try:
+            while time.monotonic() - t0 < 5:
+                try:
+                    if swap_once(port):
+                        ok = True
+                        break
+                except OSError:
+                    time.sleep(0.0005)
+            samples.append((time.monotonic() - t0) * 1000 if ok else float("nan"))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    return round(statistics.median(samples), 1)
+
+
+def main():
+    if not BIN.exists():
+        sys.exit(f"{BIN} not found: run bench/run (it builds the release binary)")
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    d = pathlib.Path(tempfile.mkdtemp(prefix="sts-bench-"))
+    procs = []
+    try:
+        make_certs(d)
+        mock_port, proxy_port, our_port = free_port(), free_port(), free_port()
+        mock_log = d / "mock" / "logs" / "access.log"
+        mock = start_nginx(d, "mock", f"""
+ log_format conn '$pid-$connection $connection_requests';
+ access_log {mock_log} conn;
+ ssl_session_cache shared:SSL:1m;
+ server {{
+  listen 127.0.0.1:{mock_port} ssl;
+  ssl_certificate {d}/srv.pem;
+  ssl_certificate_key {d}/srv.key;
+  location = /api/token {{ default_type application/json; return 200 '{TOKEN_JSON}'; }}
+ }}""", workers=1)
+        procs.append(mock)
+        wait_port(mock_port)
+
+        ceiling = start_nginx(d, "ceiling", f"""
+ access_log off;
+ upstream spotify {{ server 127.0.0.1:{mock_port}; keepalive 64; }}
+ server {{
+  listen 127.0.0.1:{proxy_port} backlog=4096;
+  location = /swap {{
+   proxy_pass https://spotify/api/token;
+   proxy_http_version 1.1;
+   proxy_set_header Connection "";
+   proxy_set_header Authorization "Basic YmVuY2gtY2xpZW50OmJlbmNoLXNlY3JldA==";
+   proxy_ssl_session_reuse on;
+   proxy_ssl_verify on;
+   proxy_ssl_trusted_certificate {d}/ca.pem;
+   proxy_ssl_name 127.0.0.1;
+  }}
+ }}""", workers="auto")
+        procs.append(ceiling)
+        wait_port(proxy_port)
+
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "SPOTIFY_CLIENT_ID": "bench-client",
+            "SPOTIFY_CLIENT_SECRET": "bench-secret",
+            "SPOTIFY_REDIRECT_URI": "bench://callback",
+            "SPOTIFY_ACCOUNTS_URL": f"https://127.0.0.1:{mock_port}",
+            "SPOTIFY_CA_FILE": str(d / "ca.pem"),
+            "ENCRYPTION_SECRET": "bench-encryption-secret-0123456789abcdef",
+            "LISTEN_ADDR": f"127.0.0.1:{our_port}",
+            "WORKER_THREADS": str(WORKERS),
+            "MAX_CONNECTIONS_PER_CLIENT": "1024",
+        }
+        first_swap_ms = time_to_first_swap(env, our_port)
+
+        ours_log = open(d / "ours.stderr", "w")
+        ours = subprocess.Popen([str(BIN)], env=env, stdout=subprocess.DEVNULL, stderr=ours_log)
+        procs.append(ours)
+        wait_port(our_port)
+        time.sleep(0.3)
+        rss_idle_kib = status_kb(ours.pid, "VmRSS")
+        threads_idle = threads(ours.pid)
+        ceiling_rss_idle = status_kb(ceiling.pid, "VmRSS")
+
+        # Connection reuse: sequential swaps, then count mock connections.
+        before = log_lines(mock_log)
+        sequential = 200
+        for _ in range(sequential):
+            assert swap_once(our_port)
+        seq_requests, seq_conns = upstream_connections(mock_log, before)
+
+        rows = []
+        for c in CONNECTIONS:
+            rows.append(load("spotify-token-swap", ours.pid, our_port, c, d, mock_log))
+            rows.append(load("nginx (ceiling)", ceiling.pid, proxy_port, c, d, mock_log))
+        for r in rows:
+            r["rss_idle_kib"] = rss_idle_kib if r["server"] == "spotify-token-swap" else ceiling_rss_idle
+
+        size = BIN.stat().st_size
+        stripped = d / "stripped"
+        shutil.copy(BIN, stripped)
+        subprocess.run(["strip", str(stripped)], check=False)
+        summary = {
+            "machine": f"{os.cpu_count()} cores, {socket.gethostname()}",
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "bench_secs": SECS,
+            "worker_threads": WORKERS,
+            "binary_bytes": size,
+            "binary_stripped_bytes": stripped.stat().st_size,
+            "exec_to_first_swap_ms": first_swap_ms,
+            "rss_idle_kib": rss_idle_kib,
+            "threads_idle": threads_idle,
+            "sequential_swaps": sequential,
+            "sequential_upstream_connections": seq_conns,
+            "sequential_upstream_requests": seq_requests,
+            "rows": rows,
+        }
+        ratios = {}
+        for c in CONNECTIONS:
+            ours_r = next(r for r in rows if r["server"] == "spotify-token-swap" and r["connections"] == c)
+            ngx_r = next(r for r in rows if r["server"] != "spotify-token-swap" and r["connections"] == c)
+            ratios[f"c{c}"] = {
+                "throughput": round(ours_r["req_per_sec"] / max(ngx_r["req_per_sec"], 1), 2),
+                "cpu_per_req": round(ours_r["cpu_us_per_req"] / max(ngx_r["cpu_us_per_req"], 0.1), 2),
+            }
+        summary["ours_over_nginx"] = ratios
+
+        md = render_markdown(summary)
+        print(md)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        (results_dir / f"bench-{stamp}.md").write_text(md)
+        (results_dir / f"bench-{stamp}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (results_dir / "latest.md").write_text(md)
+        (results_dir / "latest.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"written: bench/results/bench-{stamp}.md and .json")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def render_markdown(s):
+    out = [
+        f"Benchmark {s['date']} — {s['machine']}; wrk {s['bench_secs']} s per run, "
+        f"WORKER_THREADS={s['worker_threads']}, encryption on, LOG_LEVEL=info",
+        "",
+        "| server | conns | req/s | p50 ms | p99 ms | non-2xx | socket errors | CPU µs/req "
+        "| RSS idle KiB | RSS peak KiB | threads | upstream handshakes /1000 req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in s["rows"]:
+        out.append(
+            f"| {r['server']} | {r['connections']} | {r['req_per_sec']} | {r['p50_ms']} | "
+            f"{r['p99_ms']} | {r['non2xx']} | {r['socket_errors']} | {r['cpu_us_per_req']} | "
+            f"{r['rss_idle_kib']} | {r['rss_peak_kib']} | {r['threads']} | "
+            f"{r['upstream_handshakes_per_1000']} |"
+        )
+    out += [
+        "",
+        "| ours / nginx | throughput | CPU per request |",
+        "|---|---|---|",
+    ]
+    for c, r in s["ours_over_nginx"].items():
+        out.append(f"| {c} | {r['throughput']} | {r['cpu_per_req']} |")
+    out += [
+        "",
+        f"- binary: {s['binary_bytes']} bytes ({s['binary_stripped_bytes']} stripped)",
+        f"- exec → first successful swap: {s['exec_to_first_swap_ms']} ms (median of 5)",
+        f"- idle: RSS {s['rss_idle_kib']} KiB, {s['threads_idle']} threads",
+        f"- {s['sequential_swaps']} sequential swaps used {s['sequential_upstream_connections']} "
+        f"upstream connection(s) for {s['sequential_upstream_requests']} upstream requests",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+//! Encrypted refresh tokens over real sockets: what the client holds is
+//! never Spotify's token, only this server's secret opens it, a token that
+//! does not open never reaches Spotify, and key rotation keeps old tokens
+//! working while new ones are sealed under the new key.
+
+mod support;
+
+use serde_json::Value;
+use support::mock::MockSpotify;
+use support::{
+    Resp, ServerProc, assert_error, assert_still_serving, post_form, start_mock, start_server,
+};
+
+const SECRET_A: &str = "secret-A-for-tests-at-least-32-characters";
+const SECRET_B: &str = "secret-B-for-tests-at-least-32-characters";
+
+fn swap(server: &ServerProc, code: &str) -> Resp {
+    post_form(server.addr(), "/swap", &[("code", code)])
+}
+
+fn refresh(server: &ServerProc, token: &str) -> Resp {
+    post_form(server.addr(), "/refresh", &[("refresh_token", token)])
+}
+
+/// Swaps `code` (registered first) and returns the refresh token the client
+/// received.
+fn swapped_refresh_token(mock: &MockSpotify, server: &ServerProc, code: &str) -> String {
+    mock.add_code(code);
+    let resp = swap(server, code);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    resp.json()["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no refresh_token:\n{resp:?}"))
+        .to_owned()
+}
+
+fn is_url_safe(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Asserts `resp` is 400 `invalid_grant` and Spotify saw no more than
+/// `upstream_before` requests.
+fn assert_refused_locally(resp: &Resp, mock: &MockSpotify, upstream_before: usize) {
+    assert_error(resp, 400, "invalid_grant");
+    assert_eq!(
+        mock.request_count(),
+        upstream_before,
+        "a token that does not open reached Spotify: {:?}",
+        mock.last_request()
+    );
+}
+
+#[test]
+fn swap_returns_an_encrypted_url_safe_refresh_token() {
+    let mock = start_mock();
+    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+
+    let token = swapped_refresh_token(&mock, &server, "c1");
+
+    assert_ne!(token, "refresh-c1");
+    assert!(!token.contains("refresh-c1"), "{token}");
+    assert!(is_url_safe(&token), "not URL-safe: {token}");
+    // version byte + 96-bit nonce + at least the plaintext + 128-bit tag.
+    assert!(
+        token.len() >= (1 + 12 + "refresh-c1".len() + 16) * 4 / 3,
+        "{token}"
+    );
+}
+
+#[test]
+fn swap_with_encryption_leaves_the_other_fields_alone() {
+    let mock = start_mock();
+    mock.add_code("c1");
+    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+
+    let resp = swap(&server, "c1");
+
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let body = resp.json();
+    assert_eq!(body["access_token"], "access-c1");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(body["scope"], support::mock::DEFAULT_SCOPE);
+}
+
+#[test]
+fn encrypted_refresh_token_refreshes_with_the_plain_token_upstream() {
+    let mock = start_mock();
+    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let token = swapped_refresh_token(&mock, &server, "c1");
+
+    let resp = refresh(&server, &token);
+
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json()["access_token"], "access-refreshed-1");
+    let upstream = mock.last_request().expect("Spotify was called");
+    assert_eq!(upstream.field("grant_type"), Some("refresh_token"));
+    assert_eq!(upstream.field("refresh_token"), Some("refresh-c1"));
+}
+
+#[test]
+fn encrypted_refresh_token_works_on_another_instance_with_the_same_secret() {
+    let mock = start_mock();
+    let first = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let second = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let token = swapped_refresh_token(&mock, &first, "c1");
+
+    let resp = refresh(&second, &token);
+
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        mock.last_request()
+            .and_then(|r| r.field("refresh_token").map(String::from)),
+        Some("refresh-c1".to_owned())
+    );
+}
+
+#[test]
+fn tampered_refresh_token_is_invalid_grant_without_calling_spotify() {
+    let mock = start_mock();
+    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let token = swapped_refresh_token(&mock, &server, "c1");
+    let mut bytes = token.into_bytes();
+    let middle = bytes.len() / 2;
+    bytes[middle] = if bytes[middle] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(bytes).unwrap();
+
+    let resp = refresh(&server, &tampered);
+
+    assert_refused_locally(&resp, &mock, 1);
+    assert_still_serving(server.addr());
+}
+
+#[test]
+fn truncated_refresh_token_is_invalid_grant_without_calling_spotify() {
+    let mock = start_mock();
+    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let token = swapped_refresh_token(&mock, &server, "c1");
+
+    for cut in [1, 4, token.len() / 2, token.len() - 1] {
+        let resp = refresh(&server, &token[..token.len() - cut]);
+
+        assert_refused_locally(&resp, &mock, 1);
+    }
+}
+
+#[test]
+fn refresh_token_sealed_with_another_secret_is_invalid_grant_without_calling_spotify() {
+    let mock = start_mock();
+    let server_a = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let server_b = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_B)]);
+    let token = swapped_refresh_token(&mock, &server_a, "c1");
+
+    let resp = refresh(&server_b, &token);
+
+    assert_refused_locally(&resp, &mock, 1);
+}
+
+#[test]
+fn refresh_token_sealed_for_another_client_id_is_invalid_grant_without_calling_spotify() {
+    let mock = start_mock();
+    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let other_app = start_server(
+        &mock,
+        &[
+            ("ENCRYPTION_SECRET", SECRET_A),
+            ("SPOTIFY_CLIENT_ID", "another-client-id"),
+        ],
+    );
+    let token = swapped_refresh_token(&mock, &server, "c1");
+
+    let resp = refresh(&other_app, &token);
+
+    assert_refused_locally(&resp, &mock, 1);
+}
+
+#[test]
+fn plain_spotify_refresh_token_is_invalid_grant_when_encryption_is_on() {
+    let mock = start_mock();
+    mock.add_refresh_token("AQD-a-plain-spotify-refresh-token");
+    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+
+    let resp = refresh(&server, "AQD-a-plain-spotify-refresh-token");
+
+    assert_refused_locally(&resp, &mock, 0);
+}
+
+#[test]
+fn oversized_refresh_token_is_invalid_grant_without_calling_spotify() {
+    let mock = start_mock();
+    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+
+    let resp = refresh(&server, &"A".repeat(6000));
+
+    assert_refused_locally(&resp, &mock, 0);
+}
+
+#[test]
+fn refresh_token_from_the_previous_secret_is_accepted_after_rotation() {
+    let mock = start_mock();
+    let old = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let rotated = start_server(
+        &mock,
+        &[
+            ("ENCRYPTION_SECRET", SECRET_B),
+            ("ENCRYPTION_SECRET_PREVIOUS", SECRET_A),
+        ],
+    );
+    let token = swapped_refresh_token(&mock, &old, "c1");
+
+    let resp = refresh(&rotated, &token);
+
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        mock.last_request()
+            .and_then(|r| r.field("refresh_token").map(String::from)),
+        Some("refresh-c1".to_owned())
+    );
+}
+
+#[test]
+fn new_refresh_token_after_rotation_opens_only_under_the_new_secret() {
+    let mock = start_mock();
+    mock.set_rotate_refresh_tokens(true);
+    let old = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let rotated = start_server(
+        &mock,
+        &[
+            ("ENCRYPTION_SECRET", SECRET_B),
+            ("ENCRYPTION_SECRET_PREVIOUS", SECRET_A),
+        ],
+    );
+    let only_b = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_B)]);
+    let token = swapped_refresh_token(&mock, &old, "c1");
+    let resp = refresh(&rotated, &token);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let new_token = resp.json()["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a rotated refresh token must be returned:\n{resp:?}"))
+        .to_owned();
+    assert!(is_url_safe(&new_token), "{new_token}");
+    assert!(!new_token.contains("refresh-rotated"), "{new_token}");
+    assert_eq!(mock.request_count(), 2);
+
+    let under_a = refresh(&old, &new_token);
+    assert_refused_locally(&under_a, &mock, 2);
+
+    let under_b = refresh(&only_b, &new_token);
+    assert_eq!(under_b.status, 200, "{under_b:?}");
+    assert_eq!(
+        mock.last_request()
+            .and_then(|r| r.field("refresh_token").map(String::from)),
+        Some("refresh-rotated-1".to_owned())
+    );
+}
+
+#[test]
+fn refresh_without_a_new_spotify_token_returns_none() {
+    let mock = start_mock();
+    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let token = swapped_refresh_token(&mock, &server, "c1");
+
+    let resp = refresh(&server, &token);
+
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json().get("refresh_token"), None, "{resp:?}");
+}
+
+#[test]
+fn refresh_token_passes_through_unchanged_with_encryption_off() {
+    let mock = start_mock();
+    let server = start_server(&mock, &[]);
+    let token = swapped_refresh_token(&mock, &server, "c1");
+    assert_eq!(token, "refresh-c1");
+
+    let resp = refresh(&server, &token);
+
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        mock.last_request()
+            .and_then(|r| r.field("refresh_token").map(String::from)),
+        Some("refresh-c1".to_owned())
+    );
+}
+
+#[test]
+fn rotated_refresh_token_passes_through_unchanged_with_encryption_off() {
+    let mock = start_mock();
+    mock.set_rotate_refresh_tokens(true);
+    mock.add_refresh_token("rt-plain");
+    let server = start_server(&mock, &[]);
+
+    let resp = refresh(&server, "rt-plain");
+
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        resp.json()["refresh_token"],
+        Value::from("refresh-rotated-1")
+    );
+}
