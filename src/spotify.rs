@@ -19,6 +19,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 use ureq::Agent;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::config::{Config, Secret};
 use crate::error::Error;
@@ -32,6 +34,13 @@ pub const MAX_BACKOFF_SECS: u64 = 3600;
 /// Idle pooled connections are dropped after this long; Spotify's side
 /// closes idle connections too, so there is no point keeping them longer.
 const POOL_IDLE_AGE: Duration = Duration::from_secs(50);
+/// How long a DNS answer for the accounts host is reused.
+const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Size of ureq's per-connection read and write buffers. ureq's default is
+/// 128 KiB each, per pooled connection; our requests are a few hundred
+/// bytes and Spotify's answers are capped at 64 KiB anyway (the buffer is
+/// not a limit on the body, only on one response head).
+const UPSTREAM_BUFFER_BYTES: usize = 16 * 1024;
 
 /// What the client asks Spotify for.
 pub enum Grant<'a> {
@@ -110,7 +119,7 @@ impl Spotify {
             tls = tls.root_certs(RootCerts::new_with_certs(&roots));
         }
         let timeout = config.upstream_timeout;
-        let agent: Agent = Agent::config_builder()
+        let agent_config = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
             .timeout_connect(Some(timeout))
@@ -118,12 +127,18 @@ impl Spotify {
             .max_idle_connections_per_host(config.worker_threads.max(4))
             .max_idle_age(POOL_IDLE_AGE)
             .max_redirects(0)
-            .max_response_header_size(MAX_UPSTREAM_BODY_BYTES as usize)
+            .max_response_header_size(UPSTREAM_BUFFER_BYTES)
+            .input_buffer_size(UPSTREAM_BUFFER_BYTES)
+            .output_buffer_size(UPSTREAM_BUFFER_BYTES)
             .user_agent(concat!("spotify-token-swap/", env!("CARGO_PKG_VERSION")))
             .accept("application/json")
             .tls_config(tls.build())
-            .build()
-            .into();
+            .build();
+        let agent = Agent::with_parts(
+            agent_config,
+            DefaultConnector::new(),
+            CachingResolver::default(),
+        );
         let credentials = format!("{}:{}", config.client_id, config.client_secret.expose());
         Spotify {
             agent,
@@ -227,6 +242,50 @@ impl Spotify {
             }
             _ => Err(bad_response("unexpected status")),
         }
+    }
+}
+
+/// Resolves the accounts host at most every [`DNS_CACHE_TTL`] instead of on
+/// every call. ureq resolves before it looks in its connection pool, and
+/// with a timeout set its default resolver runs each lookup on a new thread:
+/// a thread spawned per token request, even when a pooled connection is
+/// then reused. IP-literal hosts are never looked up at all.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: DefaultResolver,
+    cached: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+        let host = uri.host().unwrap_or_default();
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+            let mut addrs = self.empty();
+            addrs.push(std::net::SocketAddr::new(ip, port));
+            return Ok(addrs);
+        }
+        let key = format!("{host}:{port}");
+        {
+            let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((cached_key, at, addrs)) = &*cached {
+                if *cached_key == key && at.elapsed() < DNS_CACHE_TTL {
+                    return Ok(addrs.clone());
+                }
+            }
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((key, Instant::now(), addrs.clone()));
+        Ok(addrs)
     }
 }
 
