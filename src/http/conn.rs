@@ -131,7 +131,7 @@ pub fn serve<S: Transport, H: Handler + ?Sized, C: Context + ?Sized>(
                 let started = Instant::now();
                 let response = Response::error(&error);
                 let client = context.client_address(peer, None);
-                write_response(out, &response, 1, false);
+                write_response(out, &response, 1, false, true);
                 let _ = conn.stream.write_all(out);
                 log_and_record(handler, "-", "-", response.status, started, Some(client));
                 conn.linger();
@@ -176,7 +176,11 @@ pub fn serve<S: Transport, H: Handler + ?Sized, C: Context + ?Sized>(
             && failed.as_ref().is_none_or(|e| !e.closes_connection())
             && !context.shutting_down()
             && !context.others_waiting();
-        write_response(out, &response, request.minor_version, keep);
+        // RFC 9110 §9.3.2: a HEAD response has the GET response's headers
+        // (Content-Length included) but no body; sending one would be read
+        // as the start of the next response on a kept-alive connection.
+        let send_body = request.method != "HEAD";
+        write_response(out, &response, request.minor_version, keep, send_body);
         let wrote = conn
             .stream
             .write_all(out)
@@ -241,8 +245,15 @@ fn printable(path: &str) -> String {
     shown
 }
 
-/// Serialises a response into `out`.
-fn write_response(out: &mut Vec<u8>, response: &Response, minor_version: u8, keep_alive: bool) {
+/// Serialises a response into `out`; without its body if `send_body` is
+/// false (an answer to HEAD).
+fn write_response(
+    out: &mut Vec<u8>,
+    response: &Response,
+    minor_version: u8,
+    keep_alive: bool,
+    send_body: bool,
+) {
     use std::fmt::Write as _;
     out.clear();
     let mut head = String::with_capacity(256);
@@ -270,7 +281,9 @@ fn write_response(out: &mut Vec<u8>, response: &Response, minor_version: u8, kee
     }
     head.push_str("\r\n");
     out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(&response.body);
+    if send_body {
+        out.extend_from_slice(&response.body);
+    }
 }
 
 struct Conn<'a, S: Transport> {
@@ -689,11 +702,22 @@ mod tests {
     fn response_head_says_close_when_closing() {
         let mut out = Vec::new();
         let r = Response::json(200, b"{}".to_vec()).with_header("Cache-Control", "no-store");
-        write_response(&mut out, &r, 1, false);
+        write_response(&mut out, &r, 1, false, true);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
              Cache-Control: no-store\r\nConnection: close\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn response_to_head_has_length_but_no_body() {
+        let mut out = Vec::new();
+        let r = Response::json(200, br#"{"status":"ok"}"#.to_vec());
+        write_response(&mut out, &r, 1, true, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n"
         );
     }
 }

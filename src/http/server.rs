@@ -103,7 +103,18 @@ impl Context for Shared {
     }
 
     fn others_waiting(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) > 0
+        // Waiting means more queued connections than idle workers to take
+        // them. Right after the accept thread queues a connection the queue
+        // is non-empty for a moment while an idle worker wakes up; counting
+        // that as pressure closed kept-alive connections at random whenever
+        // two clients connected close together, with workers to spare.
+        let queued = self.queued.load(Ordering::Relaxed);
+        if queued == 0 {
+            return false;
+        }
+        let alive = *lock(&self.workers_alive);
+        let busy = self.stats.busy_workers.load(Ordering::Relaxed);
+        queued > alive.saturating_sub(busy)
     }
 
     fn client_address(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
