@@ -580,6 +580,28 @@ fn sigint_exits_0() {
 }
 
 #[test]
+fn silent_fresh_connection_does_not_hold_up_shutdown() {
+    let mock = start_mock();
+    let mut server = start_server(&mock, &[]);
+    // A preconnect that never sends a byte holds a worker.
+    let _silent = std::net::TcpStream::connect(server.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let started = std::time::Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(5));
+
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}");
+    // The grace for a silent fresh connection is 1 s (plus one poll slice);
+    // without it the process would wait out the 10 s head deadline.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "exit took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn sighup_keeps_serving() {
     let mock = start_mock();
     let server = start_server(&mock, &[]);

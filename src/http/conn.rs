@@ -379,7 +379,12 @@ impl<S: Transport> Conn<'_, S> {
                 // SECURITY: an idle connection holds a worker; give it up at
                 // shutdown, or when others are queueing and it has been
                 // silent a while (slowloris with empty connections).
-                if context.shutting_down() && !first {
+                // A fresh connection that has said nothing gets a short grace
+                // (its request may be on the way), then goes too, so a
+                // silent preconnect cannot hold shutdown for HEAD_TIMEOUT.
+                if context.shutting_down()
+                    && (!first || now - waiting_since >= IDLE_UNDER_PRESSURE)
+                {
                     return Err(NoRequest::Quiet);
                 }
                 if context.others_waiting() && now - waiting_since >= IDLE_UNDER_PRESSURE {
