@@ -269,38 +269,8 @@ struct Fields {
 impl Fields {
     /// Parses the body by its content type, keeping only `known` fields.
     fn parse(request: &Request, known: &[&'static str]) -> Result<Fields, Error> {
-        let media_type = request.content_type.as_deref().map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-        let raw: Vec<(String, Value)> = match media_type.as_deref() {
-            // Clients that send no type at all get the form reading; every
-            // known client sends one.
-            None | Some("application/x-www-form-urlencoded") => {
-                form_urlencoded::parse(&request.body)
-                    .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-                    .collect()
-            }
-            Some("application/json") => parse_json_object(&request.body)?,
-            Some(_) => return Err(Error::UnsupportedMediaType),
-        };
-        let mut pairs: Vec<(&'static str, String)> = Vec::with_capacity(known.len());
-        for (key, value) in raw {
-            let Some(name) = known.iter().find(|k| **k == key) else {
-                continue;
-            };
-            if pairs.iter().any(|(n, _)| n == name) {
-                return Err(Error::RepeatedField(name));
-            }
-            let Value::String(text) = value else {
-                return Err(Error::MalformedBody("fields must be strings"));
-            };
-            pairs.push((name, text));
-        }
-        Ok(Fields { pairs })
+        parse_fields(request.content_type.as_deref(), &request.body, known)
+            .map(|pairs| Fields { pairs })
     }
 
     fn optional(&self, name: &str) -> Option<&str> {
@@ -318,6 +288,46 @@ impl Fields {
             Some((_, v)) => Ok(v),
         }
     }
+}
+
+/// The `known` fields of a form or JSON body, as (name, value), refusing
+/// repeated and non-string fields and unknown content types. Entry point for
+/// the fuzz target.
+pub fn parse_fields(
+    content_type: Option<&str>,
+    body: &[u8],
+    known: &[&'static str],
+) -> Result<Vec<(&'static str, String)>, Error> {
+    let media_type = content_type.map(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let raw: Vec<(String, Value)> = match media_type.as_deref() {
+        // Clients that send no type at all get the form reading; every
+        // known client sends one.
+        None | Some("application/x-www-form-urlencoded") => form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect(),
+        Some("application/json") => parse_json_object(body)?,
+        Some(_) => return Err(Error::UnsupportedMediaType),
+    };
+    let mut pairs: Vec<(&'static str, String)> = Vec::with_capacity(known.len());
+    for (key, value) in raw {
+        let Some(name) = known.iter().find(|k| **k == key) else {
+            continue;
+        };
+        if pairs.iter().any(|(n, _)| n == name) {
+            return Err(Error::RepeatedField(name));
+        }
+        let Value::String(text) = value else {
+            return Err(Error::MalformedBody("fields must be strings"));
+        };
+        pairs.push((name, text));
+    }
+    Ok(pairs)
 }
 
 /// A JSON object as its list of members, duplicates kept (serde_json's

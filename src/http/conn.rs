@@ -382,8 +382,7 @@ impl<S: Transport> Conn<'_, S> {
                 // A fresh connection that has said nothing gets a short grace
                 // (its request may be on the way), then goes too, so a
                 // silent preconnect cannot hold shutdown for HEAD_TIMEOUT.
-                if context.shutting_down()
-                    && (!first || now - waiting_since >= IDLE_UNDER_PRESSURE)
+                if context.shutting_down() && (!first || now - waiting_since >= IDLE_UNDER_PRESSURE)
                 {
                     return Err(NoRequest::Quiet);
                 }
@@ -411,33 +410,13 @@ impl<S: Transport> Conn<'_, S> {
 
     /// Parses the buffered bytes as a head, if complete.
     fn try_parse_head(&mut self) -> Result<Option<Head>, NoRequest> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
-        let data = &self.buf[self.start..self.end];
-        let status = parsed.parse(data).map_err(|e| {
-            NoRequest::Fail(match e {
-                httparse::Error::TooManyHeaders => Error::HeadTooLarge,
-                httparse::Error::Version if looks_like_other_http_version(data) => {
-                    Error::VersionNotSupported
-                }
-                _ => Error::BadRequest("the request head is not valid HTTP/1.1"),
-            })
-        })?;
-        let len = match status {
-            httparse::Status::Complete(len) => len,
-            httparse::Status::Partial => {
-                if data.len() >= MAX_HEAD_BYTES {
-                    return Err(NoRequest::Fail(Error::HeadTooLarge));
-                }
-                return Ok(None);
+        match parse_head(&self.buf[self.start..self.end]).map_err(NoRequest::Fail)? {
+            Some((head, len)) => {
+                self.start += len;
+                Ok(Some(head))
             }
-        };
-        if len > MAX_HEAD_BYTES {
-            return Err(NoRequest::Fail(Error::HeadTooLarge));
+            None => Ok(None),
         }
-        let head = head_from(&parsed).map_err(NoRequest::Fail)?;
-        self.start += len;
-        Ok(Some(head))
     }
 
     /// Reads the body the head announced.
@@ -527,6 +506,56 @@ impl<S: Transport> Conn<'_, S> {
             }
         }
     }
+}
+
+/// Parses a request head from the start of `data`: `None` while it is
+/// incomplete, else the head and its length in bytes.
+fn parse_head(data: &[u8]) -> Result<Option<(Head, usize)>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let status = parsed.parse(data).map_err(|e| match e {
+        httparse::Error::TooManyHeaders => Error::HeadTooLarge,
+        httparse::Error::Version if looks_like_other_http_version(data) => {
+            Error::VersionNotSupported
+        }
+        _ => Error::BadRequest("the request head is not valid HTTP/1.1"),
+    })?;
+    let len = match status {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial if data.len() >= MAX_HEAD_BYTES => {
+            return Err(Error::HeadTooLarge);
+        }
+        httparse::Status::Partial => return Ok(None),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(Error::HeadTooLarge);
+    }
+    Ok(Some((head_from(&parsed)?, len)))
+}
+
+/// What a head parses to, for fuzzing and tests: the method, path, declared
+/// body framing and head length — or the error the client would get.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HeadSummary {
+    pub method: String,
+    pub path: String,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    pub keep_alive: bool,
+    pub head_bytes: usize,
+}
+
+/// Parses a request head as the connection loop does (`Ok(None)`: not
+/// complete yet). Entry point for the fuzz target.
+pub fn inspect_head(data: &[u8]) -> Result<Option<HeadSummary>, Error> {
+    Ok(parse_head(data)?.map(|(head, head_bytes)| HeadSummary {
+        method: head.request.method,
+        path: head.request.path,
+        content_length: head.content_length,
+        chunked: head.chunked,
+        keep_alive: head.keep_alive,
+        head_bytes,
+    }))
 }
 
 /// Whether the request line ends in an `HTTP/x.y` version other than 1.x.
