@@ -90,11 +90,18 @@ pub enum Listen {
     SocketActivation,
 }
 
-/// Certificate and key for serving HTTPS directly.
+/// Certificate and key files for serving HTTPS directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Built-in HTTPS: the files (for reloading) and the loaded certificate.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub files: TlsFiles,
+    pub store: std::sync::Arc<crate::tls::CertStore>,
 }
 
 /// The validated configuration.
@@ -126,7 +133,7 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     pub max_connections_per_client: usize,
     pub trusted_proxies: Vec<IpAddr>,
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<Tls>,
     pub metrics: bool,
 }
 
@@ -469,23 +476,28 @@ impl Config {
 
         let tls = match (v.get("TLS_CERT_FILE"), v.get("TLS_KEY_FILE")) {
             (None, None) => None,
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert: PathBuf::from(cert),
-                key: PathBuf::from(key),
-            }),
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                };
+                match crate::tls::CertStore::load(&files) {
+                    Ok(store) => Some(Tls {
+                        files,
+                        store: std::sync::Arc::new(store),
+                    }),
+                    Err(why) => {
+                        v.errors.push(why);
+                        None
+                    }
+                }
+            }
             _ => {
                 v.errors
                     .push("TLS_CERT_FILE and TLS_KEY_FILE must be set together".into());
                 None
             }
         };
-        if tls.is_some() {
-            v.errors.push(
-                "TLS_CERT_FILE: built-in HTTPS is not available in this version; \
-                 terminate TLS in a reverse proxy"
-                    .into(),
-            );
-        }
 
         let metrics = match v.get("METRICS").map(str::to_ascii_lowercase).as_deref() {
             None | Some("on") | Some("true") | Some("1") => true,
@@ -593,6 +605,14 @@ impl Config {
             ),
             format!("TRUSTED_PROXIES={}", proxies.join(",")),
             format!("METRICS={}", on_off(self.metrics)),
+            match &self.tls {
+                Some(tls) => format!(
+                    "TLS_CERT_FILE={} TLS_KEY_FILE={} (HTTPS on)",
+                    tls.files.cert.display(),
+                    tls.files.key.display()
+                ),
+                None => "TLS_CERT_FILE=(unset: plain HTTP)".to_string(),
+            },
         ];
         lines.push(String::new());
         lines.join("\n")

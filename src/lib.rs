@@ -28,6 +28,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod service;
 pub mod spotify;
+pub mod tls;
 pub mod token;
 
 use std::net::TcpListener;
@@ -119,6 +120,10 @@ pub fn server(config: Config, listener: TcpListener) -> Server<App> {
         max_connections_per_client: config.max_connections_per_client,
         trusted_proxies: config.trusted_proxies.clone(),
         request_time_limit: config.upstream_timeout,
+        tls: config
+            .tls
+            .as_ref()
+            .map(|tls| tls::server_config(Arc::clone(&tls.store))),
     };
     let app = Arc::new(App::new(config, Arc::clone(&stats)));
     Server::new(listener, app, settings, stats)
@@ -127,7 +132,12 @@ pub fn server(config: Config, listener: TcpListener) -> Server<App> {
 /// The start line: version, address, paths, encryption on/off.
 pub fn start_line(config: &Config, addr: std::net::SocketAddr) -> String {
     format!(
-        "{VERSION} listening on http://{addr} swap={} refresh={} encryption={} workers={}",
+        "{VERSION} listening on {}://{addr} swap={} refresh={} encryption={} workers={}",
+        if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         config.swap_path,
         config.refresh_path,
         if config.encryption_secret.is_some() {
@@ -137,6 +147,32 @@ pub fn start_line(config: &Config, addr: std::net::SocketAddr) -> String {
         },
         config.worker_threads
     )
+}
+
+/// SIGHUP: re-reads the secrets (from the environment and the `_FILE`s) and
+/// the TLS certificate and key. Logs what changed by name, never a value; on
+/// any error the old secrets or certificate stay in use.
+fn reload(app: &App, tls: Option<&config::Tls>) {
+    match Config::from_env() {
+        Err(errors) => log::error!("SIGHUP: secrets not reloaded:\n{errors}"),
+        Ok(fresh) => {
+            let changed = app.reload_secrets(&fresh);
+            if changed.is_empty() {
+                log::info!("SIGHUP: secrets unchanged");
+            } else {
+                log::info!("SIGHUP: reloaded {}", changed.join(", "));
+            }
+        }
+    }
+    if let Some(tls) = tls {
+        match tls.store.reload(&tls.files) {
+            Ok(()) => log::info!(
+                "SIGHUP: TLS certificate reloaded from {}",
+                tls.files.cert.display()
+            ),
+            Err(why) => log::error!("SIGHUP: {why}; keeping the current certificate"),
+        }
+    }
 }
 
 /// Serves until `SIGTERM`/`SIGINT`, then drains and returns.
@@ -149,8 +185,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
     if config.encryption_secret.is_none() {
         log::warn!("ENCRYPTION_SECRET is not set: refresh tokens are handed to clients in clear");
     }
+    let tls = config.tls.clone();
     let server = server(config, listener);
     let shutdown = server.shutdown_handle();
+    let app = Arc::clone(server.handler());
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -162,14 +200,24 @@ pub fn run(config: Config) -> Result<(), RunError> {
                         shutdown.shutdown();
                         return;
                     }
-                    service::Signal::Reload => {
-                        log::info!("SIGHUP received: nothing to reload in this version");
-                    }
+                    service::Signal::Reload => reload(&app, tls.as_ref()),
                 }
             }
         })
         .map_err(|e| RunError::Startup(format!("cannot start the signal thread: {e}")))?;
     service::notify("READY=1");
+    if let Some(interval) = service::watchdog_interval() {
+        let shutdown = server.shutdown_handle();
+        std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || {
+                while !shutdown.is_shutting_down() {
+                    service::notify("WATCHDOG=1");
+                    std::thread::sleep(interval);
+                }
+            })
+            .map_err(|e| RunError::Startup(format!("cannot start the watchdog thread: {e}")))?;
+    }
     let drained = server.run();
     log::info!(
         "stopped{}",

@@ -4,14 +4,14 @@
 //! request is: rate limit → parse form/JSON fields → (refresh: decrypt) →
 //! Spotify → (encrypt the refresh token) → JSON with `no-store`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::config::{Config, Cors};
+use crate::config::{Config, Cors, Secret};
 use crate::error::Error;
 use crate::http::{Handler, Record, Request, Response, Stats};
 use crate::metrics::{Endpoint, Metrics};
@@ -26,7 +26,10 @@ const CORS_MAX_AGE_SECS: u32 = 600;
 pub struct App {
     config: Config,
     spotify: Spotify,
-    cipher: Option<TokenCipher>,
+    /// Refresh-token cipher; `None` with encryption off. Swapped on SIGHUP.
+    cipher: RwLock<Option<Arc<TokenCipher>>>,
+    /// The secrets in use, to tell what a reload changed.
+    secrets: Mutex<Secrets>,
     limiter: Option<RateLimiter>,
     metrics: Metrics,
     stats: Arc<Stats>,
@@ -44,18 +47,14 @@ impl std::fmt::Debug for App {
 impl App {
     /// Builds the agent, keys and limiter.
     pub fn new(config: Config, stats: Arc<Stats>) -> App {
-        let cipher = config.encryption_secret.as_ref().map(|current| {
-            TokenCipher::new(
-                current,
-                &config.encryption_secrets_previous,
-                &config.client_id,
-            )
-        });
+        let secrets = Secrets::of(&config);
+        let cipher = RwLock::new(secrets.cipher(&config.client_id));
         let limiter = (config.rate_limit_per_minute > 0)
             .then(|| RateLimiter::new(config.rate_limit_per_minute));
         App {
             spotify: Spotify::new(&config),
             cipher,
+            secrets: Mutex::new(secrets),
             limiter,
             metrics: Metrics::new(),
             stats,
@@ -151,7 +150,8 @@ impl App {
         let fields = Fields::parse(request, &["refresh_token"])?;
         let token = fields.required("refresh_token")?;
         let opened;
-        let refresh_token = match &self.cipher {
+        let cipher = self.cipher();
+        let refresh_token = match &cipher {
             // SECURITY: a token that fails authentication never reaches
             // Spotify, so this server cannot be used as an oracle or a relay
             // for guessed tokens.
@@ -205,10 +205,42 @@ impl App {
     /// Replaces Spotify's refresh token by its encrypted form, when
     /// encryption is on.
     fn seal_refresh_token(&self, body: &mut Map<String, Value>) {
-        let Some(cipher) = &self.cipher else { return };
+        let Some(cipher) = self.cipher() else { return };
         if let Some(Value::String(token)) = body.get_mut("refresh_token") {
             *token = cipher.seal(token);
         }
+    }
+
+    fn cipher(&self) -> Option<Arc<TokenCipher>> {
+        self.cipher
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies re-read secrets (SIGHUP): the client secret and the
+    /// encryption secrets. Returns what changed, by variable name only.
+    pub fn reload_secrets(&self, fresh: &Config) -> Vec<&'static str> {
+        let new = Secrets::of(fresh);
+        let mut current = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = Vec::new();
+        if new.client_secret != current.client_secret {
+            self.spotify
+                .set_client_secret(&self.config.client_id, &new.client_secret);
+            changed.push("SPOTIFY_CLIENT_SECRET");
+        }
+        if new.encryption != current.encryption || new.previous != current.previous {
+            *self.cipher.write().unwrap_or_else(|e| e.into_inner()) =
+                new.cipher(&self.config.client_id);
+            if new.encryption != current.encryption {
+                changed.push("ENCRYPTION_SECRET");
+            }
+            if new.previous != current.previous {
+                changed.push("ENCRYPTION_SECRET_PREVIOUS");
+            }
+        }
+        *current = new;
+        changed
     }
 
     /// Adds the CORS headers a token-endpoint response carries.
@@ -258,6 +290,30 @@ impl Handler for App {
     fn record(&self, record: &Record<'_>) {
         self.metrics
             .request(self.endpoint(record.path), record.status);
+    }
+}
+
+/// The secrets an app runs with, as read from the environment and files.
+#[derive(Debug, PartialEq, Eq)]
+struct Secrets {
+    client_secret: Secret,
+    encryption: Option<Secret>,
+    previous: Vec<Secret>,
+}
+
+impl Secrets {
+    fn of(config: &Config) -> Secrets {
+        Secrets {
+            client_secret: config.client_secret.clone(),
+            encryption: config.encryption_secret.clone(),
+            previous: config.encryption_secrets_previous.clone(),
+        }
+    }
+
+    fn cipher(&self, client_id: &str) -> Option<Arc<TokenCipher>> {
+        self.encryption
+            .as_ref()
+            .map(|current| Arc::new(TokenCipher::new(current, &self.previous, client_id)))
     }
 }
 

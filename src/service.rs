@@ -93,6 +93,19 @@ pub fn notify(state: &str) {
     }
 }
 
+/// How often to send `WATCHDOG=1`, when systemd asked for it
+/// (`WatchdogSec=` sets `WATCHDOG_USEC`): half the interval, as
+/// sd_watchdog_enabled(3) recommends.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid != std::process::id().to_string() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}
+
 /// The listener passed by systemd socket activation, if `LISTEN_PID` names
 /// this process and `LISTEN_FDS` is at least 1.
 pub fn activated_listener() -> io::Result<Option<TcpListener>> {

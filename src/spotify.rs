@@ -93,7 +93,8 @@ impl FailureKind {
 pub struct Spotify {
     agent: Agent,
     token_url: String,
-    basic_auth: Secret,
+    /// `Basic base64(id:secret)`; replaced when SIGHUP brings a new secret.
+    basic_auth: std::sync::RwLock<std::sync::Arc<Secret>>,
     backoff_until: Mutex<Option<Instant>>,
 }
 
@@ -139,13 +140,21 @@ impl Spotify {
             DefaultConnector::new(),
             CachingResolver::default(),
         );
-        let credentials = format!("{}:{}", config.client_id, config.client_secret.expose());
         Spotify {
             agent,
             token_url: config.token_url.clone(),
-            basic_auth: Secret::new(format!("Basic {}", STANDARD.encode(credentials))),
+            basic_auth: std::sync::RwLock::new(std::sync::Arc::new(basic_auth(
+                &config.client_id,
+                &config.client_secret,
+            ))),
             backoff_until: Mutex::new(None),
         }
+    }
+
+    /// Uses a new client secret from now on (SIGHUP).
+    pub fn set_client_secret(&self, client_id: &str, secret: &Secret) {
+        *self.basic_auth.write().unwrap_or_else(|e| e.into_inner()) =
+            std::sync::Arc::new(basic_auth(client_id, secret));
     }
 
     /// Seconds left in the local back-off window, if one is open.
@@ -178,10 +187,12 @@ impl Spotify {
             ));
         }
         let form = encode_form(grant);
+        let auth =
+            std::sync::Arc::clone(&self.basic_auth.read().unwrap_or_else(|e| e.into_inner()));
         let sent = self
             .agent
             .post(&self.token_url)
-            .header("Authorization", self.basic_auth.expose())
+            .header("Authorization", auth.expose())
             .content_type("application/x-www-form-urlencoded")
             .send(form.as_bytes());
         let mut response = sent.map_err(|e| classify(&e))?;
@@ -291,6 +302,12 @@ impl Resolver for CachingResolver {
             Some((key, Instant::now(), addrs.clone()));
         Ok(addrs)
     }
+}
+
+/// The `Authorization` value for the token endpoint.
+fn basic_auth(client_id: &str, secret: &Secret) -> Secret {
+    let credentials = format!("{client_id}:{}", secret.expose());
+    Secret::new(format!("Basic {}", STANDARD.encode(credentials)))
 }
 
 fn bad_response(why: &'static str) -> (Error, Option<FailureKind>) {

@@ -43,6 +43,8 @@ pub struct ServerSettings {
     /// Longest a request may take once read (the upstream timeout); bounds
     /// the shutdown wait.
     pub request_time_limit: Duration,
+    /// Serve HTTPS with this configuration (built-in TLS), or plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Live counters of the HTTP layer, for `/metrics`.
@@ -231,6 +233,11 @@ impl<H: Handler> Server<H> {
         self.listener.local_addr()
     }
 
+    /// The request handler this server runs.
+    pub fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+
     /// A handle that stops this server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
@@ -389,7 +396,16 @@ fn worker<H: Handler>(shared: &Arc<Shared>, handler: &H) {
         // A panic in the HTTP layer itself ends this connection, not the
         // worker (handler panics are caught closer, and answered 500).
         let served = catch_unwind(AssertUnwindSafe(|| {
-            conn::serve(job.stream, job.peer, handler, &**shared, &mut buffers);
+            match &shared.settings.tls {
+                None => conn::serve(job.stream, job.peer, handler, &**shared, &mut buffers),
+                Some(config) => {
+                    // The handshake counts against the connection's time:
+                    // a stalled one is dropped after HANDSHAKE_TIMEOUT.
+                    if let Ok(stream) = crate::tls::accept(job.stream, config) {
+                        conn::serve(stream, job.peer, handler, &**shared, &mut buffers);
+                    }
+                }
+            }
         }));
         if served.is_err() {
             log::error!("connection handling panicked; connection dropped");

@@ -1,0 +1,216 @@
+//! Built-in HTTPS: certificate loading, hot reload, and the TLS handshake.
+//!
+//! Uses the rustls that ureq already links (ring provider), so there is no
+//! second TLS stack. The certificate and key live behind a [`CertStore`]
+//! that `SIGHUP` can swap: new handshakes use the new certificate, and
+//! established connections are untouched (certbot/acme.sh renewals). The
+//! handshake runs inside the worker under its own deadline, so a stalled
+//! handshake cannot pin a worker longer than [`HANDSHAKE_TIMEOUT`].
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+use crate::config::TlsFiles;
+use crate::http::Transport;
+
+/// Time allowed for a TLS handshake, counted from accept.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The current certificate and key; swapped on reload.
+pub struct CertStore {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SECURITY: never format the signing key.
+        f.write_str("CertStore([certificate and key])")
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+impl CertStore {
+    /// Loads the certificate chain and key; any problem is a message naming
+    /// the file (never key material).
+    pub fn load(files: &TlsFiles) -> Result<CertStore, String> {
+        Ok(CertStore {
+            current: RwLock::new(Arc::new(load_certified_key(files)?)),
+        })
+    }
+
+    /// Re-reads the files; on error the old certificate stays in use.
+    pub fn reload(&self, files: &TlsFiles) -> Result<(), String> {
+        let fresh = Arc::new(load_certified_key(files)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
+    let chain = read_chain(&files.cert)?;
+    let key = read_key(&files.key)?;
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => format!(
+            "TLS_KEY_FILE: the key in '{}' does not belong to the certificate in '{}'",
+            files.key.display(),
+            files.cert.display()
+        ),
+        _ => format!(
+            "TLS_KEY_FILE: '{}' holds no usable private key",
+            files.key.display()
+        ),
+    })
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("TLS_CERT_FILE: cannot read '{}': {e}", path.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("TLS_CERT_FILE: '{}' is not valid PEM", path.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "TLS_CERT_FILE: '{}' holds no certificate",
+            path.display()
+        ));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("TLS_KEY_FILE: cannot read '{}': {e}", path.display()))?;
+    // PKCS#8, PKCS#1 (RSA) and SEC1 (EC) keys are all accepted.
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
+        format!(
+            "TLS_KEY_FILE: '{}' holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            path.display()
+        )
+    })
+}
+
+/// The rustls server configuration around a [`CertStore`]: TLS 1.2 and 1.3,
+/// ALPN `http/1.1`.
+pub fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);
+    // The ring provider supports both versions; this cannot fail.
+    let Ok(builder) = builder else {
+        unreachable!("ring supports TLS 1.2 and 1.3");
+    };
+    let mut config = builder.with_no_client_auth().with_cert_resolver(store);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A TLS connection over a TCP socket.
+pub type TlsStream = StreamOwned<ServerConnection, TcpStream>;
+
+impl Transport for TlsStream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(timeout)
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.set_write_timeout(timeout)
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.conn.send_close_notify();
+        // Push the close_notify out; an error here only means the peer left.
+        let _ = self.conn.complete_io(&mut self.sock);
+        self.sock.shutdown(Shutdown::Write)
+    }
+}
+
+/// How a handshake attempt ended without a TLS connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client spoke plain HTTP to the HTTPS port; it was told so.
+    PlainHttp,
+    /// Timed out, closed, or the TLS protocol failed.
+    Failed,
+}
+
+/// Runs the handshake with a deadline. A client speaking plain HTTP gets a
+/// plain-text 400 JSON answer explaining that this port is HTTPS.
+pub fn accept(
+    stream: TcpStream,
+    config: &Arc<ServerConfig>,
+) -> Result<TlsStream, HandshakeFailure> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    if looks_like_plain_http(&stream, deadline) {
+        tell_plain_http_client(stream);
+        return Err(HandshakeFailure::PlainHttp);
+    }
+    let Ok(conn) = ServerConnection::new(Arc::clone(config)) else {
+        return Err(HandshakeFailure::Failed);
+    };
+    let mut tls = StreamOwned::new(conn, stream);
+    while tls.conn.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero()
+            || tls.sock.set_read_timeout(Some(left)).is_err()
+            || tls.sock.set_write_timeout(Some(left)).is_err()
+        {
+            return Err(HandshakeFailure::Failed);
+        }
+        match tls.conn.complete_io(&mut tls.sock) {
+            Ok((0, 0)) if tls.conn.wants_read() => return Err(HandshakeFailure::Failed),
+            Ok(_) => {}
+            Err(_) => {
+                // Send the alert rustls queued (e.g. no shared cipher), if any.
+                let _ = tls.conn.write_tls(&mut tls.sock);
+                return Err(HandshakeFailure::Failed);
+            }
+        }
+    }
+    Ok(tls)
+}
+
+/// Peeks at the first bytes: a TLS record starts with 0x16 (handshake); an
+/// HTTP request starts with an upper-case method name.
+fn looks_like_plain_http(stream: &TcpStream, deadline: Instant) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if stream
+        .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .is_err()
+    {
+        return false;
+    }
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first), Ok(1) if first[0].is_ascii_uppercase())
+}
+
+fn tell_plain_http_client(mut stream: TcpStream) {
+    let body = br#"{"error":"invalid_request","error_description":"this port speaks HTTPS; use https://"}"#;
+    let head = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+    let _ = stream.shutdown(Shutdown::Write);
+    // Drain a little of the request so the close is not a reset.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 4096];
+    let _ = stream.read(&mut sink);
+}
