@@ -34,6 +34,9 @@ const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 /// … and for at most this long.
 const LINGER_TIME: Duration = Duration::from_millis(500);
+/// A read that timed out this close to its limit counts as at the limit
+/// (socket timeouts are coarse).
+const TIMER_SLACK: Duration = Duration::from_millis(5);
 /// Time allowed for writing one response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -119,6 +122,7 @@ pub fn serve<S: Transport, H: Handler + ?Sized, C: Context + ?Sized>(
         buf: &mut buffers.read,
         start: 0,
         end: 0,
+        read_timeout: None,
     };
     let out = &mut buffers.write;
     let _ = conn.stream.set_write_timeout(Some(WRITE_TIMEOUT));
@@ -292,6 +296,9 @@ struct Conn<'a, S: Transport> {
     /// Unconsumed bytes are `buf[start..end]`.
     start: usize,
     end: usize,
+    /// The socket's read timeout as last set, to skip a setsockopt(2) per
+    /// read when a shorter one is already in place.
+    read_timeout: Option<Duration>,
 }
 
 /// Outcome of one read with a deadline.
@@ -319,9 +326,20 @@ impl<S: Transport> Conn<'_, S> {
         if self.end == self.buf.len() || timeout.is_zero() {
             return Read_::TimedOut;
         }
-        if self.stream.set_read_timeout(Some(timeout)).is_err() {
-            return Read_::Closed;
+        // A read timeout no longer than `timeout` already set will do: a read
+        // that wakes early just reads again until `timeout` has passed. (One
+        // far shorter than needed is replaced, so it does not spin.)
+        let floor = timeout.min(POLL_SLICE) / 2;
+        if self
+            .read_timeout
+            .is_none_or(|set| set > timeout || set < floor)
+        {
+            if self.stream.set_read_timeout(Some(timeout)).is_err() {
+                return Read_::Closed;
+            }
+            self.read_timeout = Some(timeout);
         }
+        let started = Instant::now();
         loop {
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(0) => return Read_::Closed,
@@ -336,7 +354,9 @@ impl<S: Transport> Conn<'_, S> {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Read_::TimedOut;
+                    if started.elapsed() + TIMER_SLACK >= timeout {
+                        return Read_::TimedOut;
+                    }
                 }
                 Err(_) => return Read_::Closed,
             }
