@@ -218,6 +218,19 @@ pub fn run(config: Config) -> Result<(), RunError> {
             })
             .map_err(|e| RunError::Startup(format!("cannot start the watchdog thread: {e}")))?;
     }
+    {
+        let app = Arc::clone(server.handler());
+        let shutdown = server.shutdown_handle();
+        std::thread::Builder::new()
+            .name("keep-warm".into())
+            .spawn(move || {
+                while !shutdown.is_shutting_down() {
+                    std::thread::sleep(spotify::KEEP_WARM_INTERVAL / 4);
+                    app.keep_warm();
+                }
+            })
+            .map_err(|e| RunError::Startup(format!("cannot start the keep-warm thread: {e}")))?;
+    }
     let drained = server.run();
     log::info!(
         "stopped{}",

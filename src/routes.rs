@@ -211,6 +211,11 @@ impl App {
         }
     }
 
+    /// Keeps the upstream connection warm (see [`Spotify::keep_warm`]).
+    pub fn keep_warm(&self) -> bool {
+        self.spotify.keep_warm()
+    }
+
     fn cipher(&self) -> Option<Arc<TokenCipher>> {
         self.cipher
             .read()

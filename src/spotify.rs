@@ -34,6 +34,12 @@ pub const MAX_BACKOFF_SECS: u64 = 3600;
 /// Idle pooled connections are dropped after this long; Spotify's side
 /// closes idle connections too, so there is no point keeping them longer.
 const POOL_IDLE_AGE: Duration = Duration::from_secs(50);
+/// Quiet time after which a keep-warm request is sent; below the pool's
+/// idle age and the idle timeouts servers commonly use (nginx: 75 s).
+pub const KEEP_WARM_INTERVAL: Duration = Duration::from_secs(20);
+/// Keep-warm requests stop this long after the last token call, so an idle
+/// server does not talk to Spotify forever.
+pub const KEEP_WARM_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// How long a DNS answer for the accounts host is reused.
 const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Size of ureq's per-connection read and write buffers. ureq's default is
@@ -96,6 +102,14 @@ pub struct Spotify {
     /// `Basic base64(id:secret)`; replaced when SIGHUP brings a new secret.
     basic_auth: std::sync::RwLock<std::sync::Arc<Secret>>,
     backoff_until: Mutex<Option<Instant>>,
+    /// When the last token call and the last call of any kind were made.
+    activity: Mutex<Activity>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    last_token_call: Option<Instant>,
+    last_call: Option<Instant>,
 }
 
 impl std::fmt::Debug for Spotify {
@@ -148,6 +162,10 @@ impl Spotify {
                 &config.client_secret,
             ))),
             backoff_until: Mutex::new(None),
+            activity: Mutex::new(Activity {
+                last_token_call: None,
+                last_call: None,
+            }),
         }
     }
 
@@ -174,6 +192,49 @@ impl Spotify {
         }
     }
 
+    /// Keeps a pooled connection to the accounts service open while the
+    /// server is in use: when no call has been made for
+    /// [`KEEP_WARM_INTERVAL`] but a token call was made within
+    /// [`KEEP_WARM_WINDOW`], sends `HEAD` on the token URL (no credentials,
+    /// no body). Without it, the first swap after a quiet spell pays a fresh
+    /// TCP and TLS handshake to Spotify (three round trips instead of one).
+    /// Returns whether a keep-warm request was sent.
+    pub fn keep_warm(&self) -> bool {
+        self.keep_warm_at(Instant::now())
+    }
+
+    fn keep_warm_at(&self, now: Instant) -> bool {
+        {
+            let mut activity = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+            let recently_used = activity
+                .last_token_call
+                .is_some_and(|t| now.saturating_duration_since(t) < KEEP_WARM_WINDOW);
+            let quiet = activity
+                .last_call
+                .is_none_or(|t| now.saturating_duration_since(t) >= KEEP_WARM_INTERVAL);
+            if !(recently_used && quiet) {
+                return false;
+            }
+            activity.last_call = Some(now);
+        }
+        match self.agent.head(&self.token_url).call() {
+            Ok(mut response) => {
+                // Read the (empty) body so the connection returns to the pool.
+                let _ = response.body_mut().with_config().limit(1024).read_to_vec();
+                log::debug!("upstream keep-warm: {}", response.status().as_u16());
+            }
+            Err(e) => log::debug!("upstream keep-warm failed: {}", classify(&e).0),
+        }
+        true
+    }
+
+    fn note_token_call(&self) {
+        let now = Instant::now();
+        let mut activity = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        activity.last_token_call = Some(now);
+        activity.last_call = Some(now);
+    }
+
     /// Calls the token endpoint. `Ok` carries an answer to pass on (200 or
     /// 4xx); `Err` one of our own errors (`kind` says which failure for
     /// metrics).
@@ -186,6 +247,7 @@ impl Spotify {
                 None,
             ));
         }
+        self.note_token_call();
         let form = encode_form(grant);
         let auth =
             std::sync::Arc::clone(&self.basic_auth.read().unwrap_or_else(|e| e.into_inner()));
@@ -418,6 +480,89 @@ mod tests {
     fn own_error_body_for_non_json_400_is_invalid_grant() {
         let body = own_error_body(400);
         assert_eq!(body["error"], "invalid_grant");
+    }
+
+    /// A one-shot upstream on loopback that records the request line of
+    /// the first request it gets and answers 405.
+    fn one_shot_upstream() -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            (&stream)
+                .write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+            head
+        });
+        (base, handle)
+    }
+
+    fn client_for(base: &str) -> Spotify {
+        let config = crate::config::Config::from_vars([
+            ("SPOTIFY_CLIENT_ID", "cid"),
+            ("SPOTIFY_CLIENT_SECRET", "topsecret"),
+            ("SPOTIFY_REDIRECT_URI", "x://y"),
+            ("SPOTIFY_ACCOUNTS_URL", base),
+        ])
+        .unwrap();
+        Spotify::new(&config)
+    }
+
+    #[test]
+    fn keep_warm_does_nothing_before_any_token_call() {
+        let spotify = client_for("http://127.0.0.1:9");
+        assert!(!spotify.keep_warm());
+    }
+
+    fn used_at(spotify: &Spotify, at: Instant) {
+        *spotify.activity.lock().unwrap() = Activity {
+            last_token_call: Some(at),
+            last_call: Some(at),
+        };
+    }
+
+    #[test]
+    fn keep_warm_waits_for_a_quiet_spell() {
+        let spotify = client_for("http://127.0.0.1:9");
+        let t = Instant::now();
+        used_at(&spotify, t);
+        assert!(!spotify.keep_warm_at(t + KEEP_WARM_INTERVAL / 2));
+    }
+
+    #[test]
+    fn keep_warm_sends_a_credential_free_head_after_a_quiet_spell() {
+        let (base, upstream) = one_shot_upstream();
+        let spotify = client_for(&base);
+        let t = Instant::now();
+        used_at(&spotify, t);
+        let later = t + KEEP_WARM_INTERVAL * 2;
+        assert!(spotify.keep_warm_at(later));
+        let head = upstream.join().unwrap();
+        assert!(head.starts_with("HEAD /api/token HTTP/1.1\r\n"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "{head}"
+        );
+        // Just warmed: not again until the next quiet spell.
+        assert!(!spotify.keep_warm_at(later + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn keep_warm_stops_after_the_window() {
+        let spotify = client_for("http://127.0.0.1:9");
+        let t = Instant::now();
+        used_at(&spotify, t);
+        assert!(!spotify.keep_warm_at(t + KEEP_WARM_WINDOW + KEEP_WARM_INTERVAL));
     }
 
     #[test]
