@@ -56,6 +56,95 @@ end
 """
 
 
+IDLE_SECS = int(os.environ.get("BENCH_IDLE_SECS", "60"))
+DELAY_MS = int(os.environ.get("BENCH_DELAY_MS", "20"))
+
+
+class DelayProxy:
+    """A TCP proxy on loopback that delays every chunk by DELAY_MS in each
+    direction, standing in for the network distance to Spotify."""
+
+    def __init__(self, target_port, delay_s):
+        import threading
+        self.target_port = target_port
+        self.delay_s = delay_s
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            time.sleep(self.delay_s)  # SYN/ACK distance
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                time.sleep(self.delay_s)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+def timed_swap_ms(port):
+    t0 = time.monotonic()
+    ok = swap_once(port, timeout=10)
+    return (time.monotonic() - t0) * 1000 if ok else float("nan")
+
+
+def idle_latency(env, mock_port, our_port):
+    """p50 of warm swaps and the latency of one swap after IDLE_SECS idle,
+    with DELAY_MS added each way between us and the mock."""
+    proxy = DelayProxy(mock_port, DELAY_MS / 1000)
+    env = dict(env, SPOTIFY_ACCOUNTS_URL=f"https://127.0.0.1:{proxy.port}")
+    proc = subprocess.Popen([str(BIN)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(our_port)
+        timed_swap_ms(our_port)  # first connection
+        warm = statistics.median(timed_swap_ms(our_port) for _ in range(10))
+        conns_before = proxy.connections
+        time.sleep(IDLE_SECS)
+        after_idle = timed_swap_ms(our_port)
+        return {
+            "delay_ms_each_way": DELAY_MS,
+            "idle_secs": IDLE_SECS,
+            "warm_p50_ms": round(warm, 1),
+            "after_idle_ms": round(after_idle, 1),
+            "new_upstream_connections_after_idle": proxy.connections - conns_before,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        proxy.close()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -291,6 +380,10 @@ def main():
             "MAX_CONNECTIONS_PER_CLIENT": "1024",
         }
         first_swap_ms = time_to_first_swap(env, our_port)
+        idle = idle_latency(env, mock_port, our_port) if IDLE_SECS > 0 else None
+        if os.environ.get("BENCH_ONLY") == "idle":
+            print(json.dumps(idle))
+            return
 
         ours_log = open(d / "ours.stderr", "w")
         ours = subprocess.Popen([str(BIN)], env=env, stdout=subprocess.DEVNULL, stderr=ours_log)
@@ -333,6 +426,7 @@ def main():
             "sequential_upstream_connections": seq_conns,
             "sequential_upstream_requests": seq_requests,
             "rows": rows,
+            "after_idle": idle,
         }
         ratios = {}
         for c in CONNECTIONS:
@@ -393,8 +487,15 @@ def render_markdown(s):
         f"- idle: RSS {s['rss_idle_kib']} KiB, {s['threads_idle']} threads",
         f"- {s['sequential_swaps']} sequential swaps used {s['sequential_upstream_connections']} "
         f"upstream connection(s) for {s['sequential_upstream_requests']} upstream requests",
-        "",
     ]
+    idle = s.get("after_idle")
+    if idle:
+        out.append(
+            f"- with {idle['delay_ms_each_way']} ms added each way to the mock: warm swap p50 "
+            f"{idle['warm_p50_ms']} ms; after {idle['idle_secs']} s idle {idle['after_idle_ms']} ms "
+            f"({idle['new_upstream_connections_after_idle']} new upstream connection(s))"
+        )
+    out.append("")
     return "\n".join(out)
 
 

@@ -21,9 +21,16 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::config::TlsFiles;
 use crate::http::Transport;
+use crate::http::conn::Context;
 
 /// Time allowed for a TLS handshake, counted from accept.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has sent nothing for this long is given up when other
+/// connections wait for a worker, or at shutdown (the plain-HTTP rule of
+/// `http::conn`, applied before the handshake).
+const SILENT_UNDER_PRESSURE: Duration = Duration::from_secs(1);
+/// How often a silent connection looks at the server's state again.
+const SILENT_POLL_SLICE: Duration = Duration::from_millis(200);
 
 /// The current certificate and key; swapped on reload.
 pub struct CertStore {
@@ -149,15 +156,22 @@ pub enum HandshakeFailure {
 }
 
 /// Runs the handshake with a deadline. A client speaking plain HTTP gets a
-/// plain-text 400 JSON answer explaining that this port is HTTPS.
-pub fn accept(
+/// plain-text 400 JSON answer explaining that this port is HTTPS. A client
+/// that sends nothing is given up early when `context` says others are
+/// waiting or the server is shutting down.
+pub fn accept<C: Context + ?Sized>(
     stream: TcpStream,
     config: &Arc<ServerConfig>,
+    context: &C,
 ) -> Result<TlsStream, HandshakeFailure> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    if looks_like_plain_http(&stream, deadline) {
-        tell_plain_http_client(stream);
-        return Err(HandshakeFailure::PlainHttp);
+    match first_byte(&stream, deadline, context) {
+        Opening::Silent => return Err(HandshakeFailure::Failed),
+        Opening::PlainHttp => {
+            tell_plain_http_client(stream);
+            return Err(HandshakeFailure::PlainHttp);
+        }
+        Opening::Tls => {}
     }
     let Ok(conn) = ServerConnection::new(Arc::clone(config)) else {
         return Err(HandshakeFailure::Failed);
@@ -184,18 +198,55 @@ pub fn accept(
     Ok(tls)
 }
 
-/// Peeks at the first bytes: a TLS record starts with 0x16 (handshake); an
+/// How a fresh connection opened.
+enum Opening {
+    /// Something other than an HTTP method: let rustls judge it.
+    Tls,
+    /// An upper-case letter: the start of a plain-HTTP request line.
+    PlainHttp,
+    /// Nothing (in time, or before the peer left, or before it had to make
+    /// room for others).
+    Silent,
+}
+
+/// Peeks at the first byte: a TLS record starts with 0x16 (handshake); an
 /// HTTP request starts with an upper-case method name.
-fn looks_like_plain_http(stream: &TcpStream, deadline: Instant) -> bool {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if stream
-        .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-        .is_err()
-    {
-        return false;
-    }
+fn first_byte<C: Context + ?Sized>(stream: &TcpStream, deadline: Instant, context: &C) -> Opening {
+    let accepted = Instant::now();
     let mut first = [0u8; 1];
-    matches!(stream.peek(&mut first), Ok(1) if first[0].is_ascii_uppercase())
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Opening::Silent;
+        }
+        // SECURITY: a connection that has sent nothing holds a worker. As on
+        // plain HTTP (`http::conn`), give it up after a short grace when
+        // others are queueing or at shutdown; waiting for the whole
+        // handshake deadline let WORKER_THREADS empty connections stall
+        // every client for 10 s, and one hold up shutdown as long.
+        if now - accepted >= SILENT_UNDER_PRESSURE
+            && (context.shutting_down() || context.others_waiting())
+        {
+            return Opening::Silent;
+        }
+        let slice = (deadline - now).min(SILENT_POLL_SLICE);
+        if stream.set_read_timeout(Some(slice)).is_err() {
+            return Opening::Silent;
+        }
+        match stream.peek(&mut first) {
+            Ok(0) => return Opening::Silent,
+            Ok(_) if first[0].is_ascii_uppercase() => return Opening::PlainHttp,
+            Ok(_) => return Opening::Tls,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return Opening::Silent,
+        }
+    }
 }
 
 fn tell_plain_http_client(mut stream: TcpStream) {

@@ -28,6 +28,9 @@ const POLL_SLICE: Duration = Duration::from_millis(200);
 /// A connection that has sent nothing for this long is given up when other
 /// connections are waiting for a worker.
 const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
+/// How long a worker looks for the first bytes of a connection that has
+/// already spent its [`IDLE_UNDER_PRESSURE`] grace waiting in the queue.
+const FIRST_LOOK: Duration = Duration::from_millis(10);
 /// After a server-side close, read and discard at most this much of what the
 /// client still sends, so the kernel does not reset the connection before
 /// the client has read our response.
@@ -109,13 +112,15 @@ enum NoRequest {
     Fail(Error),
 }
 
-/// Runs one connection until it closes.
+/// Runs one connection until it closes. `accepted` is when it was accepted:
+/// the time it waited in the queue counts towards its silence.
 pub fn serve<S: Transport, H: Handler + ?Sized, C: Context + ?Sized>(
     mut stream: S,
     peer: IpAddr,
     handler: &H,
     context: &C,
     buffers: &mut Buffers,
+    accepted: Instant,
 ) {
     let mut conn = Conn {
         stream: &mut stream,
@@ -128,7 +133,7 @@ pub fn serve<S: Transport, H: Handler + ?Sized, C: Context + ?Sized>(
     let _ = conn.stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut first = true;
     loop {
-        let head = match conn.read_head(first, context) {
+        let head = match conn.read_head(first, accepted, context) {
             Ok(head) => head,
             Err(NoRequest::Quiet) => return,
             Err(NoRequest::Fail(error)) => {
@@ -138,7 +143,12 @@ pub fn serve<S: Transport, H: Handler + ?Sized, C: Context + ?Sized>(
                 write_response(out, &response, 1, false, true);
                 let _ = conn.stream.write_all(out);
                 log_and_record(handler, "-", "-", response.status, started, Some(client));
-                conn.linger();
+                // A client that never sent a byte left no unread input for
+                // the close to turn into a reset; lingering would only let a
+                // silent connection hold the worker LINGER_TIME longer.
+                if !(first && conn.start == conn.end) {
+                    conn.linger();
+                }
                 return;
             }
         };
@@ -367,9 +377,23 @@ impl<S: Transport> Conn<'_, S> {
     fn read_head<C: Context + ?Sized>(
         &mut self,
         first: bool,
+        accepted: Instant,
         context: &C,
     ) -> Result<Head, NoRequest> {
         let waiting_since = Instant::now();
+        // SECURITY: a fresh connection's silence counts from accept. Measured
+        // from when a worker took it, every silent connection in a queue
+        // full of them (a few hundred from a few dozen addresses) cost a
+        // worker the whole grace, and other clients waited in line behind
+        // them for many seconds. Time in the queue is no excuse: a client's
+        // request follows its handshake at once.
+        let silent_since = if first {
+            accepted.min(waiting_since)
+        } else {
+            waiting_since
+        };
+        // Never give a connection up as silent before having looked at it.
+        let mut looked = false;
         // The first request must arrive within HEAD_TIMEOUT of accept; later
         // ones get KEEP_ALIVE_IDLE for their first byte, then HEAD_TIMEOUT.
         let mut deadline: Option<Instant> = first.then(|| waiting_since + HEAD_TIMEOUT);
@@ -402,11 +426,11 @@ impl<S: Transport> Conn<'_, S> {
                 // A fresh connection that has said nothing gets a short grace
                 // (its request may be on the way), then goes too, so a
                 // silent preconnect cannot hold shutdown for HEAD_TIMEOUT.
-                if context.shutting_down() && (!first || now - waiting_since >= IDLE_UNDER_PRESSURE)
-                {
+                let grace_over = looked && now - silent_since >= IDLE_UNDER_PRESSURE;
+                if context.shutting_down() && (!first || grace_over) {
                     return Err(NoRequest::Quiet);
                 }
-                if context.others_waiting() && now - waiting_since >= IDLE_UNDER_PRESSURE {
+                if context.others_waiting() && grace_over {
                     return Err(if first {
                         NoRequest::Fail(Error::HeadTimeout)
                     } else {
@@ -414,12 +438,18 @@ impl<S: Transport> Conn<'_, S> {
                     });
                 }
             }
-            let slice = if nothing_yet {
-                (limit - now).min(POLL_SLICE)
-            } else {
+            let slice = if !nothing_yet {
                 limit - now
+            } else if !looked && now - silent_since >= IDLE_UNDER_PRESSURE {
+                // Queued past its grace: bytes already sent are read at
+                // once; a silent connection is not worth a poll slice.
+                (limit - now).min(FIRST_LOOK)
+            } else {
+                (limit - now).min(POLL_SLICE)
             };
-            match self.fill(slice) {
+            let read = self.fill(slice);
+            looked = true;
+            match read {
                 Read_::Data | Read_::TimedOut => {}
                 Read_::Closed => {
                     return Err(NoRequest::Quiet);
@@ -772,6 +802,131 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n"
+        );
+    }
+
+    /// A socket stand-in: reads what `input` holds, then times out after
+    /// the read timeout like a real socket; collects what is written.
+    #[derive(Default)]
+    struct FakeSocket {
+        input: Vec<u8>,
+        output: Vec<u8>,
+        read_timeout: Option<Duration>,
+    }
+
+    impl Read for FakeSocket {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                std::thread::sleep(self.read_timeout.unwrap_or(POLL_SLICE));
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.input.len());
+            buf[..n].copy_from_slice(&self.input[..n]);
+            self.input.drain(..n);
+            Ok(n)
+        }
+    }
+
+    impl Write for FakeSocket {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for &mut FakeSocket {
+        fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+            self.read_timeout = timeout;
+            Ok(())
+        }
+        fn set_write_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+        fn shutdown_write(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A server whose queue always has connections waiting.
+    struct UnderPressure;
+
+    impl Context for UnderPressure {
+        fn shutting_down(&self) -> bool {
+            false
+        }
+        fn others_waiting(&self) -> bool {
+            true
+        }
+        fn client_address(&self, peer: IpAddr, _: Option<&str>) -> IpAddr {
+            peer
+        }
+    }
+
+    struct Ok200;
+
+    impl Handler for Ok200 {
+        fn handle(&self, _: &Request) -> Response {
+            Response::json(200, b"{}".to_vec())
+        }
+    }
+
+    /// Runs `socket` as a connection accepted `queued` ago; returns how
+    /// long serving it took.
+    fn serve_after_queueing(socket: &mut FakeSocket, queued: Duration) -> Duration {
+        let accepted = Instant::now() - queued;
+        let started = Instant::now();
+        serve(
+            socket,
+            IpAddr::from([192, 0, 2, 1]),
+            &Ok200,
+            &UnderPressure,
+            &mut Buffers::default(),
+            accepted,
+        );
+        started.elapsed()
+    }
+
+    #[test]
+    fn silent_connection_queued_past_its_grace_is_given_up_at_once_under_pressure() {
+        let mut socket = FakeSocket::default();
+
+        let took = serve_after_queueing(&mut socket, Duration::from_secs(2));
+
+        assert!(
+            socket.output.starts_with(b"HTTP/1.1 408 "),
+            "{}",
+            String::from_utf8_lossy(&socket.output)
+        );
+        // One brief look, no grace, no linger.
+        assert!(took < IDLE_UNDER_PRESSURE / 2, "took {took:?}");
+    }
+
+    #[test]
+    fn fresh_silent_connection_keeps_its_grace_under_pressure() {
+        let mut socket = FakeSocket::default();
+
+        let took = serve_after_queueing(&mut socket, Duration::ZERO);
+
+        assert!(socket.output.starts_with(b"HTTP/1.1 408 "));
+        assert!(took >= IDLE_UNDER_PRESSURE, "gave up after {took:?}");
+    }
+
+    #[test]
+    fn request_that_waited_in_the_queue_is_served_however_long_it_waited() {
+        let mut socket = FakeSocket {
+            input: b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            ..FakeSocket::default()
+        };
+
+        serve_after_queueing(&mut socket, Duration::from_secs(5));
+
+        assert!(
+            socket.output.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&socket.output)
         );
     }
 }

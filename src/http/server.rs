@@ -33,6 +33,12 @@ const WORKER_STACK_BYTES: usize = 256 * 1024;
 /// Pause after an `accept` error (e.g. out of file descriptors), so the
 /// accept loop neither spins nor dies.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// Connections the kernel holds until the accept thread takes them: as many
+/// as our own queue (the kernel caps it at `net.core.somaxconn`). std listens
+/// with 128; a burst larger than that, arriving while the accept thread waits
+/// for a CPU, was dropped at SYN, and those clients retried only after 1 s,
+/// 3 s, … instead of being queued or answered 503.
+const LISTEN_BACKLOG: libc::c_int = 1024;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -59,6 +65,8 @@ pub struct Stats {
 struct Job {
     stream: TcpStream,
     peer: IpAddr,
+    /// When it was accepted (its silence counts from then).
+    accepted: Instant,
     _slot: ClientSlot,
 }
 
@@ -210,6 +218,13 @@ impl<H: Handler> Server<H> {
         stats: Arc<Stats>,
     ) -> Server<H> {
         let listener_fd = listener.as_raw_fd();
+        // SAFETY: listen(2) on the descriptor of the listener we own (bound
+        // and already listening, or passed by systemd); on a listening
+        // socket it only changes the backlog. If it fails, the old backlog
+        // stays, which is harmless.
+        unsafe {
+            libc::listen(listener_fd, LISTEN_BACKLOG);
+        }
         Server {
             listener,
             handler,
@@ -350,6 +365,7 @@ impl<H: Handler> Server<H> {
         queue.push_back(Job {
             stream,
             peer,
+            accepted: Instant::now(),
             _slot: slot,
         });
         shared.queued.store(queue.len(), Ordering::Relaxed);
@@ -397,12 +413,30 @@ fn worker<H: Handler>(shared: &Arc<Shared>, handler: &H) {
         // worker (handler panics are caught closer, and answered 500).
         let served = catch_unwind(AssertUnwindSafe(|| {
             match &shared.settings.tls {
-                None => conn::serve(job.stream, job.peer, handler, &**shared, &mut buffers),
+                None => conn::serve(
+                    job.stream,
+                    job.peer,
+                    handler,
+                    &**shared,
+                    &mut buffers,
+                    job.accepted,
+                ),
                 Some(config) => {
                     // The handshake counts against the connection's time:
                     // a stalled one is dropped after HANDSHAKE_TIMEOUT.
-                    if let Ok(stream) = crate::tls::accept(job.stream, config) {
-                        conn::serve(stream, job.peer, handler, &**shared, &mut buffers);
+                    if let Ok(stream) = crate::tls::accept(job.stream, config, &**shared) {
+                        // Silence counts from the end of the handshake: the
+                        // request of a TLS 1.2 client follows a round trip
+                        // later.
+                        let handshaken = Instant::now();
+                        conn::serve(
+                            stream,
+                            job.peer,
+                            handler,
+                            &**shared,
+                            &mut buffers,
+                            handshaken,
+                        );
                     }
                 }
             }

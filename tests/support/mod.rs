@@ -23,7 +23,8 @@ use std::env;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -41,6 +42,8 @@ pub const REDIRECT_URI: &str = "myapp://callback";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`run_binary`] lets a one-shot command run.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`connect_from`] and [`Conn::try_open`] wait for the handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default limit for receiving one whole response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response head the client accepts.
@@ -419,7 +422,26 @@ impl Conn {
 
     /// Connects to `addr` (5 s connect timeout).
     pub fn try_open(addr: SocketAddr) -> io::Result<Conn> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+        Conn::from_stream(stream)
+    }
+
+    /// Connects to `addr` from the local address `local_ip` (e.g.
+    /// `127.0.0.2`, to play a second client on loopback).
+    ///
+    /// # Panics
+    /// If the connection fails.
+    pub fn open_from(local_ip: IpAddr, addr: SocketAddr) -> Conn {
+        Conn::try_open_from(local_ip, addr)
+            .unwrap_or_else(|e| panic!("cannot connect to {addr} from {local_ip}: {e}"))
+    }
+
+    /// Like [`Conn::open_from`], returning the error.
+    pub fn try_open_from(local_ip: IpAddr, addr: SocketAddr) -> io::Result<Conn> {
+        Conn::from_stream(connect_from(local_ip, addr)?)
+    }
+
+    fn from_stream(stream: TcpStream) -> io::Result<Conn> {
         stream.set_nodelay(true)?;
         Ok(Conn {
             stream,
@@ -778,6 +800,266 @@ pub fn try_request(addr: SocketAddr, raw: &[u8], timeout: Duration) -> io::Resul
     }
 }
 
+/// Like [`try_request`], from the local address `local_ip`.
+pub fn try_request_from(
+    local_ip: IpAddr,
+    addr: SocketAddr,
+    raw: &[u8],
+    timeout: Duration,
+) -> io::Result<Resp> {
+    let mut conn = Conn::try_open_from(local_ip, addr)?;
+    conn.set_timeout(timeout);
+    let write_error = conn.try_send(raw).err();
+    let expect_body = !raw.starts_with(b"HEAD ");
+    loop {
+        match conn.read_one(expect_body) {
+            Ok(resp) if (100..200).contains(&resp.status) => {}
+            Ok(resp) => return Ok(resp),
+            Err(e) => {
+                return Err(match write_error {
+                    Some(w) => {
+                        io::Error::new(e.kind(), format!("{e} (the write had failed too: {w})"))
+                    }
+                    None => e,
+                });
+            }
+        }
+    }
+}
+
+/// Like [`request`], from the local address `local_ip`.
+///
+/// # Panics
+/// If nothing complete arrives within 10 s.
+pub fn request_from(local_ip: IpAddr, addr: SocketAddr, raw: &[u8]) -> Resp {
+    try_request_from(local_ip, addr, raw, RESPONSE_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "request from {local_ip} to {addr} failed: {e}\nrequest: {:?}",
+            String::from_utf8_lossy(raw)
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Connecting from a chosen loopback address
+// ---------------------------------------------------------------------------
+
+/// Connects to `addr` from `local_ip` (any port), within 5 s.
+///
+/// All of `127.0.0.0/8` is local on Linux, so tests can play several
+/// clients — an attacker at `127.0.0.2`, a legitimate user at `127.0.0.3` —
+/// that the server tells apart by address. std cannot bind a socket before
+/// connecting it, hence `libc`.
+pub fn connect_from(local_ip: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    connect_from_timeout(local_ip, addr, CONNECT_TIMEOUT)
+}
+
+/// Like [`connect_from`], waiting at most `timeout` for the handshake (a
+/// server whose accept queue is full never completes it).
+pub fn connect_from_timeout(
+    local_ip: IpAddr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket(2) takes no pointers; it returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created, is valid and owned by nobody else; the
+    // `OwnedFd` closes it on every path below.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    if family == libc::AF_INET {
+        // Pick the port at connect time, per destination, instead of at
+        // bind time: without this, a bound address runs out of ports after
+        // one ephemeral range's worth of sockets whatever they connect to.
+        // Best effort (Linux 4.2+); failing only costs port space.
+        let on: libc::c_int = 1;
+        // SAFETY: `on` is a live c_int and the length passed is its size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                std::ptr::from_ref(&on).cast(),
+                socklen_of::<libc::c_int>(),
+            );
+        }
+    }
+    let (local, local_len) = sockaddr(SocketAddr::new(local_ip, 0));
+    // SAFETY: `local` is a sockaddr_storage initialised for `local_len`
+    // bytes, which is what bind(2) reads.
+    if unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            std::ptr::from_ref(&local).cast(),
+            local_len,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let (remote, remote_len) = sockaddr(addr);
+    // SAFETY: as for bind(2) above.
+    let connected = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            std::ptr::from_ref(&remote).cast(),
+            remote_len,
+        )
+    };
+    if connected != 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(error);
+        }
+        wait_writable(&socket, timeout)?;
+        let mut so_error: libc::c_int = 0;
+        let mut len = socklen_of::<libc::c_int>();
+        // SAFETY: `so_error` and `len` are live and `len` holds the size of
+        // `so_error`, as getsockopt(2) requires.
+        let got = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                std::ptr::from_mut(&mut so_error).cast(),
+                &mut len,
+            )
+        };
+        if got != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if so_error != 0 {
+            return Err(io::Error::from_raw_os_error(so_error));
+        }
+    }
+    let stream = TcpStream::from(socket);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// Waits until `socket` is writable (its non-blocking connect finished).
+fn wait_writable(socket: &OwnedFd, timeout: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(ErrorKind::TimedOut, "connect timed out"));
+        }
+        let mut poll = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let millis = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `poll` is one live pollfd and we pass a count of 1.
+        match unsafe { libc::poll(&mut poll, 1, millis) } {
+            0 => {}
+            n if n > 0 => return Ok(()),
+            _ => {
+                let error = io::Error::last_os_error();
+                if error.kind() != ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+fn socklen_of<T>() -> libc::socklen_t {
+    // Socket address and option types are a few dozen bytes.
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
+}
+
+/// `addr` as a C socket address and its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero bytes are a
+    // valid (unspecified-family) value of it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for every
+            // socket address type, sockaddr_in included.
+            unsafe {
+                std::ptr::from_mut(&mut storage)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin);
+            }
+            (storage, socklen_of::<libc::sockaddr_in>())
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe {
+                std::ptr::from_mut(&mut storage)
+                    .cast::<libc::sockaddr_in6>()
+                    .write(sin6);
+            }
+            (storage, socklen_of::<libc::sockaddr_in6>())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Watching the server process
+// ---------------------------------------------------------------------------
+
+/// A `kB` (or count) field of `/proc/<pid>/status`, e.g. `VmHWM`, `VmRSS`,
+/// `Threads`.
+///
+/// # Panics
+/// If the file or the field cannot be read (the process is gone).
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    status
+        .lines()
+        .find_map(|line| {
+            let value = line.strip_prefix(field)?.strip_prefix(':')?;
+            value.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in {path}:\n{status}"))
+}
+
+/// Number of open file descriptors of process `pid`.
+///
+/// # Panics
+/// If `/proc/<pid>/fd` cannot be read.
+pub fn open_fds(pid: u32) -> usize {
+    let path = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&path)
+        .unwrap_or_else(|e| panic!("cannot list {path}: {e}"))
+        .count()
+}
+
 /// `application/x-www-form-urlencoded` encoding of `fields`.
 pub fn form_body(fields: &[(&str, &str)]) -> String {
     form_urlencoded::Serializer::new(String::new())
@@ -898,4 +1180,131 @@ pub fn assert_error(resp: &Resp, status: u16, code: &str) {
         body["error_description"].is_string(),
         "error_description must be a string:\n{resp:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Temporary directories and custom launches
+// ---------------------------------------------------------------------------
+
+/// A fresh directory in the system temporary directory, removed with its
+/// contents on drop. Names never repeat within a process, so tests running
+/// in parallel never share one.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `sts-<label>-<pid>-<n>`.
+    ///
+    /// # Panics
+    /// If the directory cannot be created.
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = env::temp_dir().join(format!("sts-{label}-{}-{n}", std::process::id()));
+        // A leftover from a crashed run with a recycled pid: start clean.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// `<dir>/<name>` as text, for environment variables.
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+
+    /// Replaces `<dir>/<name>` with `contents` atomically (a sibling file
+    /// renamed over it, as certbot and editors do), so a server reading it
+    /// concurrently sees the old or the new contents, never half of one.
+    /// Returns the path as text.
+    ///
+    /// # Panics
+    /// If the file cannot be written.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> String {
+        let target = self.0.join(name);
+        let staging = self.0.join(format!(".{name}.new"));
+        std::fs::write(&staging, contents)
+            .and_then(|()| std::fs::rename(&staging, &target))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", target.display()));
+        target.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The command line that runs the binary under test: the `STS_RUNNER`
+/// words (if any), then the binary. For tests that launch it their own way
+/// (through `sh`, with descriptors passed) and start it with
+/// [`ServerProc::spawn`].
+pub fn binary_argv() -> Vec<OsString> {
+    let mut argv: Vec<OsString> = env::var("STS_RUNNER")
+        .map(|runner| runner.split_whitespace().map(OsString::from).collect())
+        .unwrap_or_default();
+    argv.push(binary().into_os_string());
+    argv
+}
+
+/// `PATH` and `QEMU_*` of the test process: what [`ServerProc::start`]
+/// passes on besides the test's own variables.
+pub fn inherited_env() -> Vec<(OsString, OsString)> {
+    env::vars_os()
+        .filter(|(name, _)| name == "PATH" || name.to_string_lossy().starts_with("QEMU_"))
+        .collect()
+}
+
+impl ServerProc {
+    /// Runs `cmd` (built by the test: its program, arguments, environment
+    /// and descriptors) as the server, capturing its output, and waits up
+    /// to 10 s for the `listening on` line, like [`ServerProc::start`].
+    pub fn spawn(mut cmd: Command) -> Result<ServerProc, String> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        if let Some(pipe) = child.stderr.take() {
+            capture_lines(pipe, Arc::clone(&stderr));
+        }
+        if let Some(pipe) = child.stdout.take() {
+            capture_lines(pipe, Arc::clone(&stdout));
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let found = lock(&stderr).iter().find_map(|line| parse_listening(line));
+            if let Some((addr, tls)) = found {
+                return Ok(ServerProc {
+                    child,
+                    addr,
+                    tls,
+                    stderr,
+                    stdout,
+                });
+            }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                if exited.is_some() {
+                    thread::sleep(Duration::from_millis(100));
+                } else {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                return Err(format!(
+                    "{cmd:?} did not report a listening address ({exited:?}); stderr:\n{}",
+                    lock(&stderr).join("\n")
+                ));
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
 }

@@ -1,0 +1,1032 @@
+//! Built-in HTTPS (`TLS_CERT_FILE`, `TLS_KEY_FILE`) over real sockets:
+//! curl, ureq and a raw rustls client against the real binary, with
+//! throwaway certificates made by the `openssl` command line in a temporary
+//! directory — a CA, a server certificate for IP 127.0.0.1, an expired one,
+//! a key that belongs to nothing, and a second CA for renewals.
+//!
+//! Covered: HTTPS on the start line, `/health` and `/swap`, TLS 1.2 and 1.3,
+//! ALPN `http/1.1`, bad certificate or key files (exit 2, no key material),
+//! an expired certificate, plain HTTP on the HTTPS port, stalled handshakes,
+//! and `SIGHUP` certificate reloads (new connections get the new
+//! certificate, established ones keep working, a broken file keeps the old
+//! one, no request fails during the swap).
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::mock::MockSpotify;
+use support::{
+    CLIENT_ID, CLIENT_SECRET, Conn, REDIRECT_URI, ServerProc, TempDir, assert_error, get, request,
+    run_binary, start_mock, start_server,
+};
+
+/// Longest a single curl run may take before it is killed (`--max-time`).
+const CURL_MAX_SECS: &str = "20";
+/// What a client stalled in the handshake may hold a worker for
+/// (`tls::HANDSHAKE_TIMEOUT`).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read/write limit for the raw TLS client.
+const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// Throwaway certificates
+// ---------------------------------------------------------------------------
+
+/// The `openssl` configuration the certificates are made with: no prompts,
+/// CA and server extensions that rustls/webpki accept, and a minimal
+/// `openssl ca` setup, which is the one way OpenSSL 3.0 can set arbitrary
+/// validity dates (for the expired certificate).
+const OPENSSL_CNF: &str = "\
+[ req ]
+distinguished_name = dn
+prompt = no
+[ dn ]
+CN = placeholder
+[ v3_ca ]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[ v3_server ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[ ca ]
+default_ca = testca
+[ testca ]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any
+copy_extensions = none
+unique_subject = no
+[ any ]
+commonName = supplied
+";
+
+/// A directory of certificates: `ca.pem`/`ca.key` (the first CA) and
+/// `server.pem`/`server.key` (a certificate for 127.0.0.1 signed by it).
+/// More are made on demand.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki {
+            dir: TempDir::new("https"),
+        };
+        pki.dir.write("openssl.cnf", OPENSSL_CNF);
+        pki.dir.write("index.txt", "");
+        pki.dir.write("serial", "1000\n");
+        pki.make_ca("ca");
+        pki.make_server_cert("ca", "server");
+        pki
+    }
+
+    /// `<dir>/<name>` as text.
+    fn path(&self, name: &str) -> String {
+        self.dir.file(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join(name))
+            .unwrap_or_else(|e| panic!("cannot read {name}: {e}"))
+    }
+
+    /// Runs `openssl` in the directory with `command` split at whitespace
+    /// (every argument here is a word: file names are relative).
+    fn openssl(&self, command: &str) {
+        let args: Vec<&str> = command.split_whitespace().collect();
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl (is it installed?): {e}"));
+        assert!(
+            out.status.success(),
+            "openssl {command} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A new P-256 key in `<name>.key` and a request for it in `<name>.csr`.
+    fn make_key_and_request(&self, name: &str, cn: &str) {
+        self.openssl(&format!(
+            "req -new -config openssl.cnf -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+             -keyout {name}.key -out {name}.csr -subj /CN={cn}"
+        ));
+    }
+
+    /// A self-signed CA: `<name>.pem`, `<name>.key`.
+    fn make_ca(&self, name: &str) {
+        self.openssl(&format!(
+            "req -x509 -config openssl.cnf -extensions v3_ca -newkey ec \
+             -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {name}.key -out {name}.pem \
+             -days 3 -subj /CN=sts-test-{name}"
+        ));
+    }
+
+    /// A certificate for IP 127.0.0.1 signed by CA `ca`, valid from now
+    /// for 3 days: `<name>.pem`, `<name>.key`.
+    fn make_server_cert(&self, ca: &str, name: &str) {
+        self.make_key_and_request(name, "127.0.0.1");
+        self.openssl(&format!(
+            "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -days 3 \
+             -extfile openssl.cnf -extensions v3_server -out {name}.pem"
+        ));
+    }
+
+    /// Like [`Pki::make_server_cert`], but valid only on 1 January 2020
+    /// (`openssl ca` is the OpenSSL 3.0 way to set both dates).
+    fn make_expired_cert(&self, ca: &str, name: &str) {
+        self.make_key_and_request(name, "127.0.0.1");
+        self.openssl(&format!(
+            "ca -batch -config openssl.cnf -cert {ca}.pem -keyfile {ca}.key -in {name}.csr \
+             -out {name}.pem -startdate 20200101000000Z -enddate 20200102000000Z \
+             -extfile openssl.cnf -extensions v3_server"
+        ));
+    }
+
+    /// The first certificate of `<name>`, as DER.
+    fn der(&self, name: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(&self.read(name))
+            .unwrap_or_else(|e| panic!("{name} holds no certificate: {e:?}"))
+    }
+}
+
+/// Server environment for HTTPS with `cert` and `key` (paths).
+fn tls_vars<'a>(cert: &'a str, key: &'a str) -> [(&'a str, &'a str); 2] {
+    [("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key)]
+}
+
+/// The server with [`support::server_vars`] plus HTTPS and `extra`.
+fn start_https(mock: &MockSpotify, cert: &str, key: &str, extra: &[(&str, &str)]) -> ServerProc {
+    let mut vars = tls_vars(cert, key).to_vec();
+    vars.extend_from_slice(extra);
+    let server = start_server(mock, &vars);
+    assert!(
+        server.base_url().starts_with("https://"),
+        "start line does not say https://:\n{}",
+        server.stderr()
+    );
+    server
+}
+
+/// The minimal valid environment plus `extra`, for one-shot runs.
+fn base_vars<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut vars = vec![
+        ("SPOTIFY_CLIENT_ID", CLIENT_ID),
+        ("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET),
+        ("SPOTIFY_REDIRECT_URI", REDIRECT_URI),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+    ];
+    vars.extend_from_slice(extra);
+    vars
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------
+
+/// Runs curl (no config file, no proxy, bounded) with `args`.
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-q", "-sS", "--noproxy", "*", "--max-time", CURL_MAX_SECS])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl (is it installed?): {e}"))
+}
+
+/// What a curl run that must succeed printed, with `-w` appending
+/// `\n<status> <http version>`.
+struct CurlResult {
+    body: String,
+    status: u16,
+    http_version: String,
+    verbose: String,
+}
+
+/// curl `-v` with `args` against `url`, which must succeed.
+fn curl_ok(args: &[&str], url: &str) -> CurlResult {
+    let mut all = vec!["-v", "-w", "\n%{http_code} %{http_version}"];
+    all.extend_from_slice(args);
+    all.push(url);
+    let out = curl(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let verbose = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "curl {all:?} failed ({}):\n{verbose}\n{stdout}",
+        out.status
+    );
+    let (body, trailer) = stdout
+        .rsplit_once('\n')
+        .unwrap_or_else(|| panic!("no -w trailer in {stdout:?}"));
+    let (status, http_version) = trailer
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("bad -w trailer {trailer:?}"));
+    CurlResult {
+        body: body.to_owned(),
+        status: status.parse().unwrap_or(0),
+        http_version: http_version.to_owned(),
+        verbose,
+    }
+}
+
+/// `curl --cacert <ca> https://ADDR/health` must answer 200 `{"status":"ok"}`.
+fn assert_health_with_ca(server: &ServerProc, ca: &str) {
+    let result = curl_ok(&["--cacert", ca], &format!("{}/health", server.base_url()));
+    assert_eq!(result.status, 200, "{}", result.verbose);
+    assert_eq!(result.body, r#"{"status":"ok"}"#);
+}
+
+/// curl's exit code for `GET /health` trusting only `ca`.
+fn curl_health_exit_code(server: &ServerProc, ca: &str) -> (Option<i32>, String) {
+    let out = curl(&["--cacert", ca, &format!("{}/health", server.base_url())]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// curl exit code 60: the peer's certificate could not be verified.
+const CURL_PEER_FAILED_VERIFICATION: i32 = 60;
+
+/// A rustls client configuration trusting the CA certificates in `cas`,
+/// without session resumption.
+fn client_config(pki: &Pki, cas: &[&str]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(pki.der(ca))
+            .unwrap_or_else(|e| panic!("{ca} is not a usable root: {e:?}"));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    // Every connection does a full handshake and sees the certificate the
+    // server holds now; a resumed session would carry the one it was made
+    // with.
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Connects to `addr` and completes a TLS handshake for 127.0.0.1.
+fn tls_connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Result<TlsClient, String> {
+    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    sock.set_read_timeout(Some(CLIENT_IO_TIMEOUT))
+        .and_then(|()| sock.set_write_timeout(Some(CLIENT_IO_TIMEOUT)))
+        .map_err(|e| format!("timeouts: {e}"))?;
+    let name = ServerName::IpAddress(addr.ip().into());
+    let conn = rustls::ClientConnection::new(Arc::clone(config), name)
+        .map_err(|e| format!("client: {e}"))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| format!("handshake: {e}"))?;
+    }
+    Ok(tls)
+}
+
+/// Sends `GET path` on `tls` and reads the response: (status, body).
+fn tls_get(tls: &mut TlsClient, path: &str, keep_alive: bool) -> Result<(u16, String), String> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: {connection}\r\n\r\n");
+    tls.write_all(raw.as_bytes())
+        .and_then(|()| tls.flush())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return Err("response head over 64 KiB".into());
+        }
+        match tls.read(&mut chunk) {
+            Ok(0) => return Err(format!("closed mid-head after {buf:?}")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .ok_or_else(|| format!("no Content-Length in {head:?}"))?;
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        match tls.read(&mut chunk) {
+            Ok(0) => return Err("closed mid-body".into()),
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    body.truncate(length);
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The certificate the server presented on `tls`.
+fn served_cert(tls: &TlsClient) -> CertificateDer<'static> {
+    tls.conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("the server presented a certificate")
+        .clone()
+        .into_owned()
+}
+
+/// Waits up to `timeout` for the peer to close `sock` (EOF or reset),
+/// discarding anything it sends; the time it took, or `None`.
+fn wait_for_close(sock: &mut TcpStream, timeout: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut sink = [0u8; 1024];
+    while started.elapsed() < timeout {
+        let left = timeout.saturating_sub(started.elapsed());
+        sock.set_read_timeout(Some(
+            left.clamp(Duration::from_millis(1), Duration::from_millis(200)),
+        ))
+        .expect("set a read timeout");
+        match sock.read(&mut sink) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+/// Asserts `text` holds no line of the PEM body of `key_pem`, nor a PEM
+/// key header.
+fn assert_no_key_material(text: &str, key_pem: &[u8]) {
+    assert!(!text.contains("PRIVATE KEY"), "key PEM header in:\n{text}");
+    for line in String::from_utf8_lossy(key_pem).lines() {
+        if line.len() >= 16 && !line.starts_with("-----") {
+            assert!(!text.contains(line), "key material {line:?} in:\n{text}");
+        }
+    }
+}
+
+/// Asserts a bad-configuration exit: status 2, no listening line, and a
+/// `configuration error: <variable>` line mentioning `path`.
+fn assert_exit_2_naming(output: &Output, variable: &str, path: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{}\n{stderr}", output.status);
+    assert!(!stderr.contains("listening"), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| {
+            l.starts_with(&format!("configuration error: {variable}")) && l.contains(path)
+        }),
+        "no line naming {variable} and {path}:\n{stderr}"
+    );
+    stderr
+}
+
+// ---------------------------------------------------------------------------
+// Serving
+// ---------------------------------------------------------------------------
+
+#[test]
+fn curl_trusting_the_ca_gets_health_over_https() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+
+    assert_health_with_ca(&server, &pki.path("ca.pem"));
+    assert!(
+        server
+            .stderr()
+            .contains(&format!("listening on https://{}", server.addr())),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn swap_over_https_reaches_spotify_and_returns_the_tokens() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    mock.add_code("https-code");
+    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+
+    let result = curl_ok(
+        &["--cacert", &pki.path("ca.pem"), "-d", "code=https-code"],
+        &format!("{}/swap", server.base_url()),
+    );
+
+    assert_eq!(result.status, 200, "{}\n{}", result.verbose, result.body);
+    let body: serde_json::Value = serde_json::from_str(&result.body).expect("JSON body");
+    assert_eq!(body["access_token"], "access-https-code");
+    assert_eq!(body["refresh_token"], "refresh-https-code");
+    let upstream = mock.last_request().expect("the mock was called");
+    assert_eq!(upstream.field("code"), Some("https-code"));
+}
+
+#[test]
+fn tls_1_2_is_served_to_a_client_capped_at_1_2() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+
+    let result = curl_ok(
+        &[
+            "--cacert",
+            &pki.path("ca.pem"),
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+        ],
+        &format!("{}/health", server.base_url()),
+    );
+
+    assert_eq!(result.status, 200);
+    assert!(
+        result.verbose.contains("SSL connection using TLSv1.2"),
+        "{}",
+        result.verbose
+    );
+}
+
+#[test]
+fn tls_1_3_is_served_to_a_client_requiring_1_3() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+
+    let result = curl_ok(
+        &["--cacert", &pki.path("ca.pem"), "--tlsv1.3"],
+        &format!("{}/health", server.base_url()),
+    );
+
+    assert_eq!(result.status, 200);
+    assert!(
+        result.verbose.contains("SSL connection using TLSv1.3"),
+        "{}",
+        result.verbose
+    );
+}
+
+#[test]
+fn alpn_settles_on_http_1_1_when_the_client_offers_h2() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+
+    let result = curl_ok(
+        &["--cacert", &pki.path("ca.pem"), "--http2"],
+        &format!("{}/health", server.base_url()),
+    );
+
+    assert_eq!(result.status, 200);
+    assert_eq!(result.http_version, "1.1", "{}", result.verbose);
+    assert_eq!(result.body, r#"{"status":"ok"}"#);
+}
+
+#[test]
+fn ureq_client_trusting_the_ca_can_swap() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    mock.add_code("ureq-code");
+    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+    let ca = ureq::tls::Certificate::from_pem(&pki.read("ca.pem")).expect("CA PEM");
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .proxy(None)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+
+    let mut resp = agent
+        .post(format!("{}/swap", server.base_url()))
+        .content_type("application/x-www-form-urlencoded")
+        .send("code=ureq-code")
+        .expect("the HTTPS request succeeds");
+
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.body_mut().read_to_string().expect("a body");
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON body");
+    assert_eq!(body["access_token"], "access-ureq-code");
+    assert_eq!(body["token_type"], "Bearer");
+}
+
+// ---------------------------------------------------------------------------
+// Bad files: exit 2 before binding, naming the variable, never the key
+// ---------------------------------------------------------------------------
+
+#[test]
+fn key_that_does_not_match_the_certificate_exits_2_without_key_material() {
+    let pki = Pki::new();
+    pki.make_key_and_request("stranger", "stranger");
+    let (cert, key) = (pki.path("server.pem"), pki.path("stranger.key"));
+
+    let out = run_binary(&[], &base_vars(&tls_vars(&cert, &key)));
+
+    let stderr = assert_exit_2_naming(&out, "TLS_KEY_FILE", &key);
+    assert!(stderr.contains("does not belong"), "{stderr}");
+    assert_no_key_material(&stderr, &pki.read("stranger.key"));
+    assert_no_key_material(&stderr, &pki.read("server.key"));
+}
+
+#[test]
+fn missing_certificate_file_exits_2_naming_tls_cert_file() {
+    let pki = Pki::new();
+    let (cert, key) = (pki.path("nonexistent.pem"), pki.path("server.key"));
+
+    let out = run_binary(&[], &base_vars(&tls_vars(&cert, &key)));
+
+    assert_exit_2_naming(&out, "TLS_CERT_FILE", &cert);
+}
+
+#[test]
+fn garbage_certificate_file_exits_2_naming_tls_cert_file() {
+    let pki = Pki::new();
+    let cert = pki.dir.write("garbage.pem", "this is not a certificate\n");
+    let key = pki.path("server.key");
+
+    let out = run_binary(&[], &base_vars(&tls_vars(&cert, &key)));
+
+    assert_exit_2_naming(&out, "TLS_CERT_FILE", &cert);
+}
+
+#[test]
+fn missing_key_file_exits_2_naming_tls_key_file() {
+    let pki = Pki::new();
+    let (cert, key) = (pki.path("server.pem"), pki.path("nonexistent.key"));
+
+    let out = run_binary(&[], &base_vars(&tls_vars(&cert, &key)));
+
+    assert_exit_2_naming(&out, "TLS_KEY_FILE", &key);
+}
+
+#[test]
+fn key_file_holding_a_certificate_exits_2_naming_tls_key_file() {
+    let pki = Pki::new();
+    // A classic mix-up: the certificate given as the key.
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.pem"));
+
+    let out = run_binary(&[], &base_vars(&tls_vars(&cert, &key)));
+
+    let stderr = assert_exit_2_naming(&out, "TLS_KEY_FILE", &key);
+    assert_no_key_material(&stderr, &pki.read("server.key"));
+}
+
+#[test]
+fn certificate_without_key_exits_2() {
+    let pki = Pki::new();
+    let cert = pki.path("server.pem");
+
+    let out = run_binary(&[], &base_vars(&[("TLS_CERT_FILE", &cert)]));
+
+    assert_eq!(out.status.code(), Some(2), "{}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("configuration error: TLS_CERT_FILE and TLS_KEY_FILE must be set together"),
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Clients that get it wrong
+// ---------------------------------------------------------------------------
+
+/// The server does not refuse an expired certificate: it starts and serves
+/// it (as nginx and Caddy do), so a failed renewal degrades to clients'
+/// verification errors rather than a service that will not start, and a
+/// later renewal plus `SIGHUP` fixes it without a restart. Verifying
+/// clients refuse it; the server carries on.
+#[test]
+fn expired_certificate_is_served_and_refused_by_verifying_clients() {
+    let pki = Pki::new();
+    pki.make_expired_cert("ca", "expired");
+    let mock = start_mock();
+    let server = start_https(
+        &mock,
+        &pki.path("expired.pem"),
+        &pki.path("expired.key"),
+        &[],
+    );
+
+    let (code, stderr) = curl_health_exit_code(&server, &pki.path("ca.pem"));
+
+    assert_eq!(code, Some(CURL_PEER_FAILED_VERIFICATION), "{stderr}");
+    assert!(stderr.contains("expired"), "{stderr}");
+    // The failed handshake did not hurt the server: a client that does not
+    // check dates is still served.
+    let result = curl_ok(&["--insecure"], &format!("{}/health", server.base_url()));
+    assert_eq!(result.status, 200);
+    assert_eq!(result.body, r#"{"status":"ok"}"#);
+}
+
+#[test]
+fn plain_http_on_the_https_port_gets_a_json_400_and_serving_goes_on() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+
+    let resp = get(server.addr(), "/health");
+
+    assert_error(&resp, 400, "invalid_request");
+    assert!(
+        resp.json()["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("https://")),
+        "{resp:?}"
+    );
+    assert_eq!(resp.header("connection"), Some("close"), "{resp:?}");
+    assert_health_with_ca(&server, &pki.path("ca.pem"));
+}
+
+#[test]
+fn plain_http_post_on_the_https_port_gets_a_json_400() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+
+    let resp = request(
+        server.addr(),
+        b"POST /swap HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 6\r\n\r\ncode=x",
+    );
+
+    assert_error(&resp, 400, "invalid_request");
+    assert_eq!(
+        mock.request_count(),
+        0,
+        "a plain-HTTP request reached Spotify"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Stalled handshakes
+// ---------------------------------------------------------------------------
+
+/// With every worker held by a connection that has sent nothing, a real
+/// client is still served promptly: silent connections are given up when
+/// others wait (as on plain HTTP), not held for the whole handshake
+/// deadline.
+#[test]
+fn silent_connections_do_not_block_other_clients() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    let server = start_https(
+        &mock,
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        &[("WORKER_THREADS", "2")],
+    );
+    let mut silent: Vec<Conn> = (0..2).map(|_| Conn::open(server.addr())).collect();
+    // Let both workers take a silent connection.
+    thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    assert_health_with_ca(&server, &pki.path("ca.pem"));
+    let took = started.elapsed();
+
+    assert!(
+        took < Duration::from_secs(5),
+        "a client waited {took:?} behind silent connections (handshake deadline {HANDSHAKE_TIMEOUT:?})"
+    );
+    // At least the one that made room was given up (both may be, if the
+    // second worker looked before the first took the waiting client).
+    let closed = silent
+        .iter_mut()
+        .map(|conn| conn.is_closed_by_peer(Duration::from_secs(3)))
+        .filter(|&closed| closed)
+        .count();
+    assert!(
+        closed >= 1,
+        "no silent connection was given up while a client waited"
+    );
+}
+
+/// A client that sends half a ClientHello and stops holds one worker until
+/// the handshake deadline, then is dropped; the other worker serves
+/// everyone else meanwhile.
+#[test]
+fn half_a_client_hello_is_dropped_at_the_handshake_deadline() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    let server = start_https(
+        &mock,
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        &[("WORKER_THREADS", "2")],
+    );
+    let mut hello = Vec::new();
+    let mut client = rustls::ClientConnection::new(
+        client_config(&pki, &["ca.pem"]),
+        ServerName::IpAddress(server.addr().ip().into()),
+    )
+    .expect("client connection");
+    client.write_tls(&mut hello).expect("ClientHello");
+    assert!(hello.len() > 100, "ClientHello of {} bytes", hello.len());
+    let mut stalled = TcpStream::connect(server.addr()).expect("connect");
+    let connected = Instant::now();
+    stalled
+        .write_all(&hello[..hello.len() / 2])
+        .expect("send half a ClientHello");
+    thread::sleep(Duration::from_millis(300));
+
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_health_with_ca(&server, &pki.path("ca.pem"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a client waited {:?} behind one stalled handshake",
+            started.elapsed()
+        );
+    }
+    let closed = wait_for_close(&mut stalled, HANDSHAKE_TIMEOUT + Duration::from_secs(5))
+        .map(|_| connected.elapsed());
+
+    let closed = closed.unwrap_or_else(|| {
+        panic!(
+            "the stalled handshake was still open {:?} after connecting",
+            connected.elapsed()
+        )
+    });
+    assert!(
+        closed >= HANDSHAKE_TIMEOUT - Duration::from_secs(1),
+        "dropped after {closed:?}, before the handshake deadline"
+    );
+    assert_health_with_ca(&server, &pki.path("ca.pem"));
+}
+
+#[test]
+fn silent_connection_does_not_hold_up_shutdown() {
+    let pki = Pki::new();
+    let mock = start_mock();
+    let mut server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+    let _silent = Conn::open(server.addr());
+    thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(12));
+
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}");
+    // A fresh connection that has said nothing gets 1 s of grace at
+    // shutdown, as on plain HTTP; not the 10 s handshake deadline.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "exit took {:?}",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// SIGHUP: certificate renewal
+// ---------------------------------------------------------------------------
+
+/// A PKI with a second CA and a certificate from it (`ca2`, `server2`),
+/// and the live pair `live.pem`/`live.key` holding the first one.
+fn renewal_pki() -> Pki {
+    let pki = Pki::new();
+    pki.make_ca("ca2");
+    pki.make_server_cert("ca2", "server2");
+    pki.dir.write("live.pem", pki.read("server.pem"));
+    pki.dir.write("live.key", pki.read("server.key"));
+    pki
+}
+
+/// Installs `<name>.pem`/`<name>.key` as the live pair (certificate first,
+/// as a renewal does) and sends `SIGHUP`.
+fn renew_to(pki: &Pki, server: &ServerProc, name: &str) {
+    pki.dir.write("live.pem", pki.read(&format!("{name}.pem")));
+    pki.dir.write("live.key", pki.read(&format!("{name}.key")));
+    server.signal("HUP");
+}
+
+/// Waits for the reload's log line.
+fn assert_reloaded(server: &ServerProc) {
+    assert!(
+        server.wait_for_stderr("SIGHUP: TLS certificate reloaded", Duration::from_secs(5)),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn sighup_serves_the_new_certificate_to_new_connections() {
+    let pki = renewal_pki();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
+    assert_health_with_ca(&server, &pki.path("ca.pem"));
+    let (before, _) = curl_health_exit_code(&server, &pki.path("ca2.pem"));
+    assert_eq!(before, Some(CURL_PEER_FAILED_VERIFICATION));
+
+    renew_to(&pki, &server, "server2");
+    assert_reloaded(&server);
+
+    assert_health_with_ca(&server, &pki.path("ca2.pem"));
+    let (old_ca, stderr) = curl_health_exit_code(&server, &pki.path("ca.pem"));
+    assert_eq!(old_ca, Some(CURL_PEER_FAILED_VERIFICATION), "{stderr}");
+}
+
+#[test]
+fn sighup_leaves_established_keep_alive_connections_working() {
+    let pki = renewal_pki();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
+    let mut established =
+        tls_connect(server.addr(), &client_config(&pki, &["ca.pem"])).expect("TLS connection");
+    assert_eq!(
+        tls_get(&mut established, "/health", true),
+        Ok((200, r#"{"status":"ok"}"#.to_owned()))
+    );
+
+    renew_to(&pki, &server, "server2");
+    assert_reloaded(&server);
+
+    assert_eq!(
+        tls_get(&mut established, "/health", true),
+        Ok((200, r#"{"status":"ok"}"#.to_owned())),
+        "the established connection broke on reload"
+    );
+    assert_eq!(served_cert(&established), pki.der("server.pem"));
+    let fresh = tls_connect(server.addr(), &client_config(&pki, &["ca2.pem"]))
+        .expect("a new connection trusts the new CA");
+    assert_eq!(served_cert(&fresh), pki.der("server2.pem"));
+}
+
+#[test]
+fn sighup_with_a_broken_certificate_file_keeps_the_current_certificate() {
+    let pki = renewal_pki();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
+
+    pki.dir
+        .write("live.pem", "-----BEGIN CERTIFICATE-----\nbroken\n");
+    server.signal("HUP");
+
+    assert!(
+        server.wait_for_stderr("keeping the current certificate", Duration::from_secs(5)),
+        "{}",
+        server.stderr()
+    );
+    let line = server
+        .stderr()
+        .lines()
+        .find(|l| l.contains("keeping the current certificate"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(line.starts_with("[ERROR]"), "{line}");
+    assert!(line.contains("TLS_CERT_FILE"), "{line}");
+    assert_health_with_ca(&server, &pki.path("ca.pem"));
+    assert_no_key_material(&server.stderr(), &pki.read("server.key"));
+}
+
+/// A renewal caught half-way (new certificate, old key) must not take the
+/// server down or serve a certificate it cannot sign for.
+#[test]
+fn sighup_with_a_mismatched_pair_keeps_the_current_certificate() {
+    let pki = renewal_pki();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
+
+    pki.dir.write("live.pem", pki.read("server2.pem"));
+    server.signal("HUP");
+
+    assert!(
+        server.wait_for_stderr("keeping the current certificate", Duration::from_secs(5)),
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        server.stderr().contains("does not belong"),
+        "{}",
+        server.stderr()
+    );
+    assert_health_with_ca(&server, &pki.path("ca.pem"));
+    assert_no_key_material(&server.stderr(), &pki.read("server.key"));
+}
+
+/// New connections made continuously while the certificate is swapped all
+/// succeed (the client trusts both CAs), and the swap is seen mid-stream.
+#[test]
+fn reload_under_load_fails_no_request() {
+    let pki = renewal_pki();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
+    let config = client_config(&pki, &["ca.pem", "ca2.pem"]);
+    let new_cert = pki.der("server2.pem");
+    let stop = Arc::new(AtomicBool::new(false));
+    // (certificate seen, or the error) per request, in order.
+    let log: Arc<Mutex<Vec<Result<bool, String>>>> = Arc::new(Mutex::new(Vec::new()));
+    let addr = server.addr();
+    let load = {
+        let (stop, log, new_cert) = (Arc::clone(&stop), Arc::clone(&log), new_cert.clone());
+        thread::spawn(move || {
+            // Bounded: the test stops it within seconds; 5000 is far beyond.
+            for _ in 0..5000 {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let outcome = tls_connect(addr, &config).and_then(|mut tls| {
+                    let got = tls_get(&mut tls, "/health", false)?;
+                    if got != (200, r#"{"status":"ok"}"#.to_owned()) {
+                        return Err(format!("unexpected answer {got:?}"));
+                    }
+                    Ok(served_cert(&tls) == new_cert)
+                });
+                log.lock().expect("log").push(outcome);
+            }
+        })
+    };
+    let count = |new: bool| {
+        log.lock()
+            .expect("log")
+            .iter()
+            .filter(|o| o.as_ref().is_ok_and(|n| *n == new))
+            .count()
+    };
+    let wait_for = |new: bool, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count(new) < n && Instant::now() < deadline && !load.is_finished() {
+            thread::sleep(Duration::from_millis(20));
+        }
+        count(new) >= n
+    };
+
+    assert!(
+        wait_for(false, 10),
+        "no load before the reload: {:?}",
+        log.lock()
+            .expect("log")
+            .iter()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    renew_to(&pki, &server, "server2");
+    assert_reloaded(&server);
+    assert!(
+        wait_for(true, 10),
+        "the new certificate never showed; last outcomes: {:?}",
+        log.lock()
+            .expect("log")
+            .iter()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    stop.store(true, Ordering::SeqCst);
+    load.join().expect("load thread");
+
+    let log = log.lock().expect("log");
+    let failures: Vec<&String> = log.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed: {failures:?}",
+        failures.len(),
+        log.len()
+    );
+    // Once the new certificate was served, the old one never came back.
+    let first_new = log
+        .iter()
+        .position(|o| o == &Ok(true))
+        .expect("new certificate seen");
+    assert!(
+        log[first_new..].iter().all(|o| o == &Ok(true)),
+        "the old certificate was served after the new one"
+    );
+}
