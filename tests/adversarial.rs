@@ -1,0 +1,842 @@
+//! The server under attack and under load, over real sockets, against the
+//! real binary: slowloris, floods of idle connections, request bursts, a
+//! misbehaving Spotify, shutdown with requests in flight, and the resource
+//! bounds (threads, memory, file descriptors) that hold through all of it.
+//!
+//! Clients are told apart by loopback address: `127.0.0.2` is the attacker,
+//! `127.0.0.3` the legitimate user, `127.0.0.10`–`127.0.0.40` a botnet, and
+//! `127.0.0.1` a trusted proxy (set explicitly with `TRUSTED_PROXIES`, so
+//! the others are subject to the per-client cap). Every loop is bounded in
+//! count and time; time limits are generous because the tests run on a
+//! small shared machine, in a debug build.
+//!
+//! The resource tests print what they measured (`--nocapture` shows it);
+//! README "Limits and hardening" quotes those figures from a release build:
+//! `STS_BIN=target/release/spotify-token-swap cargo test --test adversarial -- --nocapture`.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::mock::{MockSpotify, Reply};
+use support::{
+    Conn, Resp, ServerProc, assert_error, assert_still_serving, connect_from_timeout, open_fds,
+    proc_status, raw_get, request_from, start_mock, start_server, try_request_from,
+};
+
+/// The attacking client.
+const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// The legitimate client, who must keep being served.
+const LEGIT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+/// The trusted reverse proxy (exempt from the per-client cap).
+const PROXY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+/// Workers of the servers these tests start: above the per-client cap, as
+/// an operator should configure it (README, Limits and hardening).
+const WORKERS: usize = 16;
+/// `MAX_CONNECTIONS_PER_CLIENT` of these servers (the default).
+const CAP: usize = 8;
+/// Longest a legitimate swap may take while the server is under attack.
+const LEGIT_LATENCY: Duration = Duration::from_secs(1);
+/// A successful token response of a scripted Spotify.
+const TOKEN_BODY: &str =
+    r#"{"access_token":"at","token_type":"Bearer","expires_in":3600,"scope":"s"}"#;
+
+/// The `n`-th address of the botnet, `127.0.0.10` onwards.
+fn bot(n: usize) -> IpAddr {
+    let last = u8::try_from(10 + n).expect("at most 245 bots");
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// A server with [`WORKERS`] workers, the per-client cap [`CAP`] and only
+/// `127.0.0.1` trusted; `extra` overrides.
+fn start(mock: &MockSpotify, extra: &[(&str, &str)]) -> ServerProc {
+    let workers = WORKERS.to_string();
+    let cap = CAP.to_string();
+    let mut vars = vec![
+        ("WORKER_THREADS", workers.as_str()),
+        ("MAX_CONNECTIONS_PER_CLIENT", cap.as_str()),
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+    ];
+    vars.extend_from_slice(extra);
+    start_server(mock, &vars)
+}
+
+/// Raw bytes of a one-shot `POST /swap` with `code`.
+fn swap_request(code: &str) -> Vec<u8> {
+    let body = format!("code={code}");
+    format!(
+        "POST /swap HTTP/1.1\r\nHost: localhost\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The legitimate client swaps a fresh code and must get its tokens within
+/// [`LEGIT_LATENCY`].
+fn legit_swap(mock: &MockSpotify, addr: SocketAddr, code: &str) {
+    mock.add_code(code);
+    let started = Instant::now();
+    let resp = request_from(LEGIT, addr, &swap_request(code));
+    let took = started.elapsed();
+    assert_eq!(resp.status, 200, "legitimate swap failed:\n{resp:?}");
+    assert_eq!(
+        resp.json()["access_token"],
+        format!("access-{code}"),
+        "{resp:?}"
+    );
+    assert!(
+        took < LEGIT_LATENCY,
+        "legitimate swap took {took:?} under attack"
+    );
+}
+
+/// Sends `raw` from `local` on `n` connections at once (one thread each)
+/// and returns every outcome with its duration.
+fn concurrent(
+    local: IpAddr,
+    addr: SocketAddr,
+    n: usize,
+    raw: &[u8],
+    timeout: Duration,
+) -> Vec<(std::io::Result<Resp>, Duration)> {
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let raw = raw.to_vec();
+            thread::spawn(move || {
+                let started = Instant::now();
+                let resp = try_request_from(local, addr, &raw, timeout);
+                (resp, started.elapsed())
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .collect()
+}
+
+/// [`concurrent`] on a background thread.
+fn concurrent_in_background(
+    local: IpAddr,
+    addr: SocketAddr,
+    n: usize,
+    raw: &[u8],
+) -> thread::JoinHandle<Vec<(std::io::Result<Resp>, Duration)>> {
+    let raw = raw.to_vec();
+    thread::spawn(move || concurrent(local, addr, n, &raw, Duration::from_secs(30)))
+}
+
+/// Whether the server still holds `stream` open: nothing to read and no
+/// end of stream or reset.
+fn held_open(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let mut reader = stream;
+    let open = matches!(reader.read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock);
+    let _ = stream.set_nonblocking(false);
+    open
+}
+
+/// Value of a sample line `name value` of the `/metrics` text.
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let resp = request_from(LEGIT, addr, &get_close("/metrics"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let text = resp.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+/// Raw bytes of a `GET` that asks for the connection to be closed.
+fn get_close(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// Opens up to `n` connections from the addresses `from` yields, keeping
+/// those the kernel completes; stops early after `limit`.
+fn open_many(
+    addr: SocketAddr,
+    n: usize,
+    from: impl Fn(usize) -> IpAddr,
+    limit: Duration,
+) -> Vec<TcpStream> {
+    let deadline = Instant::now() + limit;
+    let mut streams = Vec::with_capacity(n);
+    for i in 0..n {
+        if Instant::now() >= deadline {
+            break;
+        }
+        if let Ok(stream) = connect_from_timeout(from(i), addr, Duration::from_secs(2)) {
+            streams.push(stream);
+        }
+    }
+    streams
+}
+
+/// Peak resident memory (`VmHWM`) of the server, in KiB.
+fn peak_rss_kib(server: &ServerProc) -> u64 {
+    proc_status(server.pid(), "VmHWM")
+}
+
+/// Threads of the server process.
+fn threads(server: &ServerProc) -> u64 {
+    proc_status(server.pid(), "Threads")
+}
+
+// ---------------------------------------------------------------------------
+// Slow and idle clients
+// ---------------------------------------------------------------------------
+
+#[test]
+fn slowloris_from_one_address_does_not_delay_other_clients() {
+    const ATTACK_CONNECTIONS: usize = 300;
+    let mock = start_mock();
+    let server = start(&mock, &[]);
+    let addr = server.addr();
+
+    let mut attack = open_many(
+        addr,
+        ATTACK_CONNECTIONS,
+        |_| ATTACKER,
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        attack.len(),
+        ATTACK_CONNECTIONS,
+        "could not open the attack"
+    );
+    // Trickle a request head one byte per connection per second, for as
+    // long as the legitimate client is being served (bounded: 20 rounds).
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let head = b"POST /swap HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            for round in 0..20 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let byte = &head[round % head.len()..=round % head.len()];
+                for stream in &mut attack {
+                    let _ = stream.write(byte);
+                }
+                thread::sleep(Duration::from_secs(1));
+            }
+            attack
+        })
+    };
+    // Let the attack settle: the admitted connections are trickling.
+    thread::sleep(Duration::from_millis(1500));
+
+    for i in 0..5 {
+        legit_swap(&mock, addr, &format!("slowloris-{i}"));
+        thread::sleep(Duration::from_millis(200));
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    let attack = trickle.join().expect("trickle thread");
+    let held = attack.iter().filter(|s| held_open(s)).count();
+    assert!(
+        held <= CAP,
+        "{held} attacker connections held open, cap is {CAP}"
+    );
+    let rejected = metric(addr, "spotify_token_swap_rejected_connection_cap_total");
+    assert!(
+        rejected >= (ATTACK_CONNECTIONS - CAP) as u64,
+        "only {rejected} connections closed by the per-client cap"
+    );
+    assert_still_serving(addr);
+}
+
+#[test]
+fn thousand_idle_connections_from_one_address_hold_at_most_the_cap() {
+    const IDLE: usize = 1000;
+    let mock = start_mock();
+    let server = start(&mock, &[]);
+    let addr = server.addr();
+    let fds_before = open_fds(server.pid());
+
+    let idle = open_many(addr, IDLE, |_| ATTACKER, Duration::from_secs(15));
+    assert_eq!(idle.len(), IDLE, "could not open the idle connections");
+    // Let the accept thread get through them.
+    thread::sleep(Duration::from_millis(500));
+
+    for i in 0..3 {
+        legit_swap(&mock, addr, &format!("idle-one-{i}"));
+    }
+    let fds = open_fds(server.pid());
+    eprintln!("measured: {IDLE} idle connections from one address: fds {fds_before} -> {fds}");
+    assert!(
+        fds <= fds_before + CAP + 8,
+        "server holds {fds} fds (was {fds_before}) with {IDLE} connections from one address"
+    );
+    let held = idle.iter().filter(|s| held_open(s)).count();
+    assert!(held <= CAP, "{held} idle connections held, cap is {CAP}");
+}
+
+/// Longest a legitimate swap may take while silent connections from many
+/// addresses fill the queue: a silent connection gets one second of grace
+/// (counted from accept) before it gives up its place to others.
+const LEGIT_LATENCY_BEHIND_SILENT: Duration = Duration::from_secs(3);
+
+#[test]
+fn thousand_idle_connections_from_many_addresses_do_not_lock_out_others() {
+    const IDLE: usize = 1000;
+    const BOTS: usize = 31;
+    let mock = start_mock();
+    let server = start(&mock, &[]);
+    let addr = server.addr();
+
+    // 31 addresses get past the per-client cap: 248 silent connections are
+    // admitted at a time, far more than there are workers.
+    let idle = open_many(addr, IDLE, |i| bot(i % BOTS), Duration::from_secs(20));
+    assert_eq!(idle.len(), IDLE, "could not open the idle connections");
+    let rejected = metric(addr, "spotify_token_swap_rejected_connection_cap_total");
+    let admitted = IDLE as u64 - rejected;
+    assert!(
+        admitted as usize >= WORKERS * 2,
+        "only {admitted} connections admitted; the queue was not under pressure"
+    );
+    // Meanwhile the botnet reconnects whatever the server closes, keeping
+    // the queue full of fresh silent connections (bounded: 20 rounds).
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut idle = idle;
+            let mut reopened = 0;
+            for _ in 0..20 {
+                for (n, stream) in idle.iter_mut().enumerate() {
+                    if stop.load(Ordering::SeqCst) {
+                        return reopened;
+                    }
+                    if !held_open(stream) {
+                        let bot = bot(n % BOTS);
+                        if let Ok(fresh) = connect_from_timeout(bot, addr, Duration::from_secs(1)) {
+                            *stream = fresh;
+                            reopened += 1;
+                        }
+                    }
+                }
+            }
+            reopened
+        })
+    };
+
+    for i in 0..3 {
+        let code = format!("idle-many-{i}");
+        mock.add_code(&code);
+        let started = Instant::now();
+        let resp = request_from(LEGIT, addr, &swap_request(&code));
+        let took = started.elapsed();
+        eprintln!("measured: legit swap behind silent connections from {BOTS} addresses: {took:?}");
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert!(
+            took < LEGIT_LATENCY_BEHIND_SILENT,
+            "legitimate swap took {took:?} behind silent connections"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let reopened = churn.join().expect("churn thread");
+    assert!(reopened > 0, "the botnet never had to reconnect");
+}
+
+// ---------------------------------------------------------------------------
+// Bursts
+// ---------------------------------------------------------------------------
+
+/// Asserts `resp` is the overload answer: 503 JSON with `Retry-After: 1`.
+fn assert_overloaded(resp: &Resp) {
+    assert_error(resp, 503, "temporarily_unavailable");
+    assert_eq!(resp.header("retry-after"), Some("1"), "{resp:?}");
+}
+
+#[test]
+fn burst_of_a_thousand_requests_is_answered_200_or_503() {
+    const THREADS: usize = 20;
+    const PER_THREAD: usize = 55;
+    const HOLD: Duration = Duration::from_secs(3);
+    let mock = start_mock();
+    let server = start(&mock, &[]);
+    let addr = server.addr();
+    // First every worker is held by a slow Spotify answer …
+    for _ in 0..WORKERS {
+        mock.push_reply(Reply::delayed(HOLD, Reply::json(200, TOKEN_BODY)));
+    }
+    mock.set_default_reply(Some(Reply::json(200, TOKEN_BODY)));
+    let held = concurrent_in_background(PROXY, addr, WORKERS, &swap_request("held"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mock.request_count() < WORKERS {
+        assert!(Instant::now() < deadline, "the workers were never all busy");
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    // … then a burst: every thread opens its connections and sends on all
+    // of them before reading any answer, so 1100 requests are outstanding
+    // at once, more than the queue (1024) holds.
+    let started = Instant::now();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut conns = Vec::with_capacity(PER_THREAD);
+                for _ in 0..PER_THREAD {
+                    let mut conn = Conn::try_open_from(PROXY, addr)
+                        .unwrap_or_else(|e| panic!("connect failed during the burst: {e}"));
+                    conn.set_timeout(HOLD + Duration::from_secs(20));
+                    let sent = conn.try_send(&swap_request("burst"));
+                    conns.push((conn, sent.err()));
+                }
+                conns
+                    .into_iter()
+                    .map(|(mut conn, send_error)| {
+                        conn.try_read_response()
+                            .map_err(|e| format!("{e} (send error: {send_error:?})"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut overloaded = 0;
+    for handle in handles {
+        for outcome in handle.join().expect("burst thread") {
+            let resp = outcome.unwrap_or_else(|e| panic!("a burst request got no answer: {e}"));
+            if resp.status == 200 {
+                assert_eq!(resp.json()["access_token"], "at", "{resp:?}");
+                ok += 1;
+            } else {
+                assert_overloaded(&resp);
+                overloaded += 1;
+            }
+        }
+    }
+    eprintln!(
+        "measured: burst of {} requests: {ok} x 200, {overloaded} x 503 in {:?}",
+        THREADS * PER_THREAD,
+        started.elapsed()
+    );
+    assert_eq!(
+        metric(addr, "spotify_token_swap_rejected_overloaded_total"),
+        overloaded as u64,
+        "/metrics disagrees with the 503s seen"
+    );
+    for (outcome, _) in held.join().expect("held clients") {
+        let resp = outcome.expect("a held request got no answer");
+        assert_eq!(resp.status, 200, "{resp:?}");
+    }
+    assert_eq!(ok + overloaded, THREADS * PER_THREAD);
+    assert!(ok >= WORKERS, "only {ok} requests served");
+    assert!(overloaded > 0, "the burst never filled the queue");
+    assert_still_serving(addr);
+    mock.set_default_reply(None);
+    legit_swap(&mock, addr, "after-burst");
+}
+
+// ---------------------------------------------------------------------------
+// Spotify misbehaving under load
+// ---------------------------------------------------------------------------
+
+/// Swaps on [`WORKERS`] connections at once (one per worker) from the proxy
+/// address while Spotify answers with `reply`; asserts each is answered
+/// `status`/`code` within `within`, then that the server serves again.
+fn misbehaving_spotify_under_load(
+    extra: &[(&str, &str)],
+    reply: Reply,
+    status: u16,
+    code: &str,
+    within: Duration,
+) -> (MockSpotify, ServerProc) {
+    let mock = start_mock();
+    let server = start(&mock, extra);
+    let addr = server.addr();
+    mock.set_default_reply(Some(reply));
+
+    for (outcome, took) in concurrent(PROXY, addr, WORKERS, &swap_request("c"), within * 3) {
+        let resp = outcome.unwrap_or_else(|e| panic!("no answer while Spotify misbehaved: {e}"));
+        assert_error(&resp, status, code);
+        assert!(took < within, "answered after {took:?}");
+    }
+
+    mock.set_default_reply(None);
+    legit_swap(&mock, addr, "after-misbehaviour");
+    (mock, server)
+}
+
+#[test]
+fn spotify_never_answering_under_load_is_504_within_the_timeout() {
+    // UPSTREAM_TIMEOUT_SECS=1; the rest is slack for a loaded machine.
+    misbehaving_spotify_under_load(
+        &[("UPSTREAM_TIMEOUT_SECS", "1")],
+        Reply::Hang(Duration::from_secs(30)),
+        504,
+        "gateway_timeout",
+        Duration::from_secs(4),
+    );
+}
+
+#[test]
+fn spotify_closing_mid_response_under_load_is_502() {
+    misbehaving_spotify_under_load(
+        &[],
+        Reply::CloseMidResponse,
+        502,
+        "server_error",
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn spotify_invalid_json_under_load_is_502() {
+    misbehaving_spotify_under_load(
+        &[],
+        Reply::json(200, r#"{"access_token":"at","#),
+        502,
+        "server_error",
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn huge_and_endless_spotify_bodies_under_load_leave_memory_flat() {
+    // How much the peak resident memory may grow while every worker is fed
+    // megabytes by Spotify: the answer is read up to 64 KiB, never more.
+    const GROWTH_LIMIT_KIB: u64 = 10 * 1024;
+    let mock = start_mock();
+    let server = start(&mock, &[("UPSTREAM_TIMEOUT_SECS", "5")]);
+    let addr = server.addr();
+    // Warm up: every worker and the upstream pool have served a swap.
+    mock.set_default_reply(Some(Reply::json(200, TOKEN_BODY)));
+    for (outcome, _) in concurrent(
+        PROXY,
+        addr,
+        WORKERS * 2,
+        &swap_request("w"),
+        Duration::from_secs(20),
+    ) {
+        assert_eq!(outcome.expect("warm-up swap").status, 200);
+    }
+    let before = peak_rss_kib(&server);
+
+    for reply in [Reply::Large(8 * 1024 * 1024), Reply::Endless] {
+        mock.set_default_reply(Some(reply.clone()));
+        for _round in 0..2 {
+            let outcomes = concurrent(
+                PROXY,
+                addr,
+                WORKERS,
+                &swap_request("big"),
+                Duration::from_secs(20),
+            );
+            for (outcome, took) in outcomes {
+                let resp = outcome.unwrap_or_else(|e| panic!("no answer to {reply:?}: {e}"));
+                assert_error(&resp, 502, "server_error");
+                assert!(
+                    took < Duration::from_secs(5),
+                    "{reply:?} answered after {took:?}"
+                );
+            }
+        }
+    }
+
+    let after = peak_rss_kib(&server);
+    eprintln!(
+        "measured: VmHWM {before} KiB before, {after} KiB after {} huge/endless answers",
+        WORKERS * 4
+    );
+    assert!(
+        after <= before + GROWTH_LIMIT_KIB,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+    mock.set_default_reply(None);
+    legit_swap(&mock, addr, "after-huge");
+}
+
+#[test]
+fn spotify_429_storm_gets_one_upstream_call_per_back_off_window() {
+    const WINDOW_SECS: u64 = 3;
+    let mock = start_mock();
+    let server = start(&mock, &[]);
+    let addr = server.addr();
+    mock.set_default_reply(Some(Reply::too_many_requests(WINDOW_SECS)));
+
+    // The first request meets Spotify's 429 and opens the window.
+    let resp = request_from(PROXY, addr, &swap_request("first"));
+    let window_opened = Instant::now();
+    assert_error(&resp, 429, "rate_limit_exceeded");
+    assert_eq!(resp.header("retry-after"), Some("3"), "{resp:?}");
+
+    // A storm inside the window is answered locally.
+    let storm = concurrent(
+        PROXY,
+        addr,
+        200,
+        &swap_request("storm"),
+        Duration::from_secs(10),
+    );
+    let storm_took = window_opened.elapsed();
+    for (outcome, _) in &storm {
+        let resp = outcome.as_ref().expect("storm request answered");
+        assert_error(resp, 429, "too_many_requests");
+        let secs: u64 = resp
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no integer Retry-After:\n{resp:?}"));
+        assert!(
+            (1..=WINDOW_SECS).contains(&secs),
+            "Retry-After {secs}:\n{resp:?}"
+        );
+    }
+    assert!(
+        storm_took < Duration::from_secs(WINDOW_SECS),
+        "the storm took {storm_took:?}, longer than the window; inconclusive"
+    );
+    assert_eq!(
+        mock.request_count(),
+        1,
+        "Spotify was called inside the window"
+    );
+
+    // Once the window has passed, exactly one request goes to Spotify
+    // again (and, still refused, opens the next window).
+    thread::sleep(Duration::from_secs(WINDOW_SECS) - storm_took + Duration::from_millis(200));
+    let resp = request_from(PROXY, addr, &swap_request("next"));
+    assert_error(&resp, 429, "rate_limit_exceeded");
+    for (outcome, _) in concurrent(
+        PROXY,
+        addr,
+        50,
+        &swap_request("storm-2"),
+        Duration::from_secs(10),
+    ) {
+        assert_error(
+            &outcome.expect("second storm answered"),
+            429,
+            "too_many_requests",
+        );
+    }
+    assert_eq!(mock.request_count(), 2, "one call per window");
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown under load
+// ---------------------------------------------------------------------------
+
+#[test]
+fn sigterm_under_load_finishes_every_request_in_flight_and_exits_0() {
+    const IN_FLIGHT: usize = 2 * WORKERS;
+    const UPSTREAM_DELAY: Duration = Duration::from_millis(1500);
+    let mock = start_mock();
+    mock.set_default_reply(Some(Reply::delayed(
+        UPSTREAM_DELAY,
+        Reply::json(200, TOKEN_BODY),
+    )));
+    let mut server = start(&mock, &[]);
+    let addr = server.addr();
+    // Idle keep-alive clients too: they must not hold shutdown up.
+    let mut idle: Vec<Conn> = (0..4).map(|_| Conn::open_from(LEGIT, addr)).collect();
+    for conn in &mut idle {
+        conn.send(&raw_get("/health"));
+        assert_eq!(conn.read_response().status, 200);
+    }
+
+    // Twice as many swaps as workers: half at Spotify, half queued.
+    let in_flight = concurrent_in_background(PROXY, addr, IN_FLIGHT, &swap_request("c"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mock.request_count() < WORKERS {
+        assert!(Instant::now() < deadline, "the swaps never reached Spotify");
+        thread::sleep(Duration::from_millis(10));
+    }
+    server.signal("TERM");
+    let signalled = Instant::now();
+
+    // New connections are refused soon.
+    let refused_by = Instant::now() + Duration::from_secs(2);
+    while connect_from_timeout(LEGIT, addr, Duration::from_millis(200)).is_ok() {
+        assert!(Instant::now() < refused_by, "still accepting after SIGTERM");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Every request in flight gets its whole answer.
+    for (outcome, _) in in_flight.join().expect("clients") {
+        let resp = outcome.unwrap_or_else(|e| panic!("a request in flight was cut off: {e}"));
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert_eq!(resp.json()["access_token"], "at", "{resp:?}");
+    }
+    // Idle keep-alive connections were closed, not kept.
+    for conn in &mut idle {
+        assert!(
+            conn.is_closed_by_peer(Duration::from_secs(2)),
+            "idle connection kept open"
+        );
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{}", server.stderr()));
+    assert_eq!(status.code(), Some(0), "{status}\n{}", server.stderr());
+    let took = signalled.elapsed();
+    eprintln!("measured: SIGTERM with {IN_FLIGHT} swaps in flight: exit 0 after {took:?}");
+    // Two rounds of upstream delay, plus slack.
+    assert!(took < Duration::from_secs(8), "exit took {took:?}");
+    assert!(!server.stderr().contains("cut off"), "{}", server.stderr());
+}
+
+// ---------------------------------------------------------------------------
+// Bounded resources
+// ---------------------------------------------------------------------------
+
+#[test]
+fn thread_count_stays_bounded_with_a_thousand_open_connections() {
+    // Threads besides the workers: main (the accept loop), signals and
+    // keep-warm, plus the watchdog under systemd; never one per connection.
+    const OTHER_THREADS: u64 = 4;
+    const CONNECTIONS: usize = 1000;
+    let mock = start_mock();
+    let server = start(&mock, &[]);
+    let addr = server.addr();
+    let baseline = threads(&server);
+    let rss_before = peak_rss_kib(&server);
+
+    // From the trusted proxy, so none is turned away by the per-client cap.
+    let conns = open_many(addr, CONNECTIONS, |_| PROXY, Duration::from_secs(20));
+    assert_eq!(conns.len(), CONNECTIONS);
+    let mut most = baseline;
+    for _ in 0..10 {
+        most = most.max(threads(&server));
+        thread::sleep(Duration::from_millis(50));
+    }
+    let fds = open_fds(server.pid());
+    let rss = peak_rss_kib(&server);
+    eprintln!(
+        "measured: {CONNECTIONS} open connections, WORKER_THREADS={WORKERS}: threads {baseline} -> {most}, \
+         fds {fds}, VmHWM {rss_before} -> {rss} KiB"
+    );
+    assert!(
+        most <= WORKERS as u64 + OTHER_THREADS,
+        "{most} threads with {CONNECTIONS} connections and {WORKERS} workers"
+    );
+    drop(conns);
+    assert_still_serving(addr);
+}
+
+#[test]
+fn peak_memory_with_500_keep_alive_clients() {
+    const CLIENTS: usize = 500;
+    const ROUNDS: usize = 3;
+    // Generous: a debug build; the release figure is in the README.
+    const PEAK_LIMIT_KIB: u64 = 64 * 1024;
+    let mock = start_mock();
+    let server = start(&mock, &[]);
+    let addr = server.addr();
+    let before = peak_rss_kib(&server);
+
+    // 500 clients, each on its own keep-alive connection, ask for /health
+    // round after round; the server closes some to let others in, and those
+    // clients reconnect.
+    let mut conns: Vec<Conn> = (0..CLIENTS).map(|_| Conn::open_from(PROXY, addr)).collect();
+    let mut reconnects = 0;
+    for _ in 0..ROUNDS {
+        for conn in &mut conns {
+            conn.send(&raw_get("/health"));
+        }
+        for conn in &mut conns {
+            let resp = match conn.try_read_response() {
+                Ok(resp) => resp,
+                Err(e) => panic!("keep-alive client got no answer: {e}"),
+            };
+            assert_eq!(resp.status, 200, "{resp:?}");
+            if resp.header("connection") == Some("close") {
+                *conn = Conn::open_from(PROXY, addr);
+                reconnects += 1;
+            }
+        }
+    }
+    let after = peak_rss_kib(&server);
+    eprintln!(
+        "measured: {CLIENTS} keep-alive clients x {ROUNDS} rounds ({reconnects} reconnects): \
+         VmHWM {before} -> {after} KiB, threads {}",
+        threads(&server)
+    );
+    assert!(after < PEAK_LIMIT_KIB, "peak RSS {after} KiB");
+}
+
+/// The numbers of the open file descriptors of process `pid`.
+fn fd_numbers(pid: u32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list the server's descriptors")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Sets the open-file limit of process `pid` (soft and hard).
+fn limit_open_files(pid: u32, limit: u64) {
+    let rlimit = libc::rlimit64 {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: prlimit64(2) reads one live rlimit64 and, with a null pointer
+    // for the old limit, writes nothing.
+    let done = unsafe { libc::prlimit64(pid, libc::RLIMIT_NOFILE, &rlimit, std::ptr::null_mut()) };
+    assert_eq!(done, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn accept_loop_survives_running_out_of_file_descriptors() {
+    const FD_LIMIT: u64 = 64;
+    const CONNECTIONS: usize = 150;
+    let mock = start_mock();
+    let server = start(&mock, &[]);
+    let addr = server.addr();
+    let inherited_high = fd_numbers(server.pid())
+        .iter()
+        .filter(|&&fd| fd >= FD_LIMIT)
+        .count();
+    limit_open_files(server.pid(), FD_LIMIT);
+
+    // More connections than the server may have descriptors: those beyond
+    // wait in the kernel's queue while accept(2) fails with EMFILE.
+    let conns = open_many(addr, CONNECTIONS, |_| PROXY, Duration::from_secs(20));
+    assert!(
+        server.wait_for_stderr("accept failed", Duration::from_secs(5)),
+        "the server never ran out of descriptors:\n{}",
+        server.stderr()
+    );
+    let fds = open_fds(server.pid());
+    eprintln!(
+        "measured: {} connections at RLIMIT_NOFILE={FD_LIMIT}: server holds {fds} fds",
+        conns.len()
+    );
+    // Descriptors numbered above the limit were inherited before it was
+    // set (e.g. a build tool's pipe); every new one is below it.
+    assert!(
+        fds <= FD_LIMIT as usize + inherited_high,
+        "{fds} descriptors open"
+    );
+
+    // Once the connections close, the same process serves again.
+    drop(conns);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match try_request_from(LEGIT, addr, &get_close("/health"), Duration::from_secs(2)) {
+            Ok(resp) if resp.status == 200 => break,
+            outcome => {
+                assert!(
+                    Instant::now() < deadline,
+                    "not serving 15 s after the connections closed: {outcome:?}\n{}",
+                    server.stderr()
+                );
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    legit_swap(&mock, addr, "after-emfile");
+}
