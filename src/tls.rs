@@ -29,6 +29,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// connections wait for a worker, or at shutdown (the plain-HTTP rule of
 /// `http::conn`, applied before the handshake).
 const SILENT_UNDER_PRESSURE: Duration = Duration::from_secs(1);
+/// How long to look for the first byte of a connection that already spent
+/// its grace in the queue.
+const FIRST_LOOK: Duration = Duration::from_millis(10);
 /// How often a silent connection looks at the server's state again.
 const SILENT_POLL_SLICE: Duration = Duration::from_millis(200);
 
@@ -159,13 +162,16 @@ pub enum HandshakeFailure {
 /// plain-text 400 JSON answer explaining that this port is HTTPS. A client
 /// that sends nothing is given up early when `context` says others are
 /// waiting or the server is shutting down.
+/// `accepted` is when the connection was accepted: time spent waiting in
+/// the queue counts towards both the handshake deadline and the silence.
 pub fn accept<C: Context + ?Sized>(
     stream: TcpStream,
     config: &Arc<ServerConfig>,
     context: &C,
+    accepted: Instant,
 ) -> Result<TlsStream, HandshakeFailure> {
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    match first_byte(&stream, deadline, context) {
+    let deadline = accepted + HANDSHAKE_TIMEOUT;
+    match first_byte(&stream, deadline, context, accepted) {
         Opening::Silent => return Err(HandshakeFailure::Failed),
         Opening::PlainHttp => {
             tell_plain_http_client(stream);
@@ -211,9 +217,15 @@ enum Opening {
 
 /// Peeks at the first byte: a TLS record starts with 0x16 (handshake); an
 /// HTTP request starts with an upper-case method name.
-fn first_byte<C: Context + ?Sized>(stream: &TcpStream, deadline: Instant, context: &C) -> Opening {
-    let accepted = Instant::now();
+fn first_byte<C: Context + ?Sized>(
+    stream: &TcpStream,
+    deadline: Instant,
+    context: &C,
+    accepted: Instant,
+) -> Opening {
     let mut first = [0u8; 1];
+    // Never give a connection up as silent before having looked at it once.
+    let mut looked = false;
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -224,12 +236,18 @@ fn first_byte<C: Context + ?Sized>(stream: &TcpStream, deadline: Instant, contex
         // others are queueing or at shutdown; waiting for the whole
         // handshake deadline let WORKER_THREADS empty connections stall
         // every client for 10 s, and one hold up shutdown as long.
-        if now - accepted >= SILENT_UNDER_PRESSURE
-            && (context.shutting_down() || context.others_waiting())
-        {
+        let grace_over = now.saturating_duration_since(accepted) >= SILENT_UNDER_PRESSURE;
+        if looked && grace_over && (context.shutting_down() || context.others_waiting()) {
             return Opening::Silent;
         }
-        let slice = (deadline - now).min(SILENT_POLL_SLICE);
+        // Queued past its grace: bytes already sent are seen at once; a
+        // silent connection is not worth a whole poll slice.
+        let slice = if !looked && grace_over {
+            (deadline - now).min(FIRST_LOOK)
+        } else {
+            (deadline - now).min(SILENT_POLL_SLICE)
+        };
+        looked = true;
         if stream.set_read_timeout(Some(slice)).is_err() {
             return Opening::Silent;
         }

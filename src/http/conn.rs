@@ -28,6 +28,9 @@ const POLL_SLICE: Duration = Duration::from_millis(200);
 /// A connection that has sent nothing for this long is given up when other
 /// connections are waiting for a worker.
 const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
+/// Time allowed for a request head while other connections wait for a
+/// worker (else [`HEAD_TIMEOUT`]).
+const HEAD_TIMEOUT_UNDER_PRESSURE: Duration = Duration::from_secs(2);
 /// How long a worker looks for the first bytes of a connection that has
 /// already spent its [`IDLE_UNDER_PRESSURE`] grace waiting in the queue.
 const FIRST_LOOK: Duration = Duration::from_millis(10);
@@ -437,9 +440,24 @@ impl<S: Transport> Conn<'_, S> {
                         NoRequest::Quiet
                     });
                 }
+            } else if context.others_waiting() {
+                // SECURITY: a head trickling in holds a worker too. While
+                // others queue, it gets HEAD_TIMEOUT_UNDER_PRESSURE instead
+                // of HEAD_TIMEOUT (a real client's head arrives in one
+                // round trip), so slowloris from many addresses costs each
+                // worker seconds per connection, not ten.
+                let head_started = if first {
+                    silent_since
+                } else {
+                    limit - HEAD_TIMEOUT
+                };
+                if now.saturating_duration_since(head_started) >= HEAD_TIMEOUT_UNDER_PRESSURE {
+                    return Err(NoRequest::Fail(Error::HeadTimeout));
+                }
             }
             let slice = if !nothing_yet {
-                limit - now
+                // Wake now and then to notice connections queueing.
+                (limit - now).min(POLL_SLICE)
             } else if !looked && now - silent_since >= IDLE_UNDER_PRESSURE {
                 // Queued past its grace: bytes already sent are read at
                 // once; a silent connection is not worth a poll slice.

@@ -424,7 +424,9 @@ fn worker<H: Handler>(shared: &Arc<Shared>, handler: &H) {
                 Some(config) => {
                     // The handshake counts against the connection's time:
                     // a stalled one is dropped after HANDSHAKE_TIMEOUT.
-                    if let Ok(stream) = crate::tls::accept(job.stream, config, &**shared) {
+                    if let Ok(stream) =
+                        crate::tls::accept(job.stream, config, &**shared, job.accepted)
+                    {
                         // Silence counts from the end of the handshake: the
                         // request of a TLS 1.2 client follows a round trip
                         // later.
