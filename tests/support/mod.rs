@@ -193,51 +193,7 @@ impl ServerProc {
         {
             all_vars.push(("LISTEN_ADDR", "127.0.0.1:0"));
         }
-        let mut child = command(&all_vars)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary().display()))?;
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        if let Some(pipe) = child.stderr.take() {
-            capture_lines(pipe, Arc::clone(&stderr));
-        }
-        if let Some(pipe) = child.stdout.take() {
-            capture_lines(pipe, Arc::clone(&stdout));
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let found = lock(&stderr).iter().find_map(|line| parse_listening(line));
-            if let Some((addr, tls)) = found {
-                return Ok(ServerProc {
-                    child,
-                    addr,
-                    tls,
-                    stderr,
-                    stdout,
-                });
-            }
-            let exited = child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
-                let what = if let Some(status) = exited {
-                    // Let the reader threads drain what is left in the pipes.
-                    thread::sleep(Duration::from_millis(100));
-                    format!("exited ({status}) before listening")
-                } else {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    format!("did not report a listening address within {START_TIMEOUT:?}")
-                };
-                return Err(format!(
-                    "server {} {what}; stderr:\n{}\nstdout:\n{}",
-                    binary().display(),
-                    lock(&stderr).join("\n"),
-                    lock(&stdout).join("\n"),
-                ));
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+        ServerProc::spawn(command(&all_vars))
     }
 
     /// The address the server reported it listens on.
@@ -1293,15 +1249,20 @@ impl ServerProc {
             }
             let exited = child.try_wait().ok().flatten();
             if exited.is_some() || Instant::now() >= deadline {
-                if exited.is_some() {
+                let what = if let Some(status) = exited {
+                    // Let the reader threads drain what is left in the pipes.
                     thread::sleep(Duration::from_millis(100));
+                    format!("exited ({status}) before listening")
                 } else {
                     let _ = child.kill();
                     let _ = child.wait();
-                }
+                    format!("did not report a listening address within {START_TIMEOUT:?}")
+                };
                 return Err(format!(
-                    "{cmd:?} did not report a listening address ({exited:?}); stderr:\n{}",
-                    lock(&stderr).join("\n")
+                    "server {} {what}; stderr:\n{}\nstdout:\n{}",
+                    binary().display(),
+                    lock(&stderr).join("\n"),
+                    lock(&stdout).join("\n"),
                 ));
             }
             thread::sleep(POLL_INTERVAL);
