@@ -236,9 +236,16 @@ pub fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
 impl Config {
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Config, ConfigErrors> {
+        Config::from_vars(env_vars())
+    }
+
+    /// Reads the configuration from the process environment without the
+    /// TLS certificate and key, which a reload handles on its own: a broken
+    /// certificate file must not block rotating the secrets, nor be loaded
+    /// (and reported) twice.
+    pub fn from_env_without_tls() -> Result<Config, ConfigErrors> {
         Config::from_vars(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            env_vars().filter(|(name, _)| name != "TLS_CERT_FILE" && name != "TLS_KEY_FILE"),
         )
     }
 
@@ -617,6 +624,11 @@ impl Config {
         lines.push(String::new());
         lines.join("\n")
     }
+}
+
+/// The process environment as UTF-8 pairs (others cannot be ours).
+fn env_vars() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, ()> {

@@ -153,7 +153,7 @@ pub fn start_line(config: &Config, addr: std::net::SocketAddr) -> String {
 /// the TLS certificate and key. Logs what changed by name, never a value; on
 /// any error the old secrets or certificate stay in use.
 fn reload(app: &App, tls: Option<&config::Tls>) {
-    match Config::from_env() {
+    match Config::from_env_without_tls() {
         Err(errors) => log::error!("SIGHUP: secrets not reloaded:\n{errors}"),
         Ok(fresh) => {
             let changed = app.reload_secrets(&fresh);

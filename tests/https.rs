@@ -915,6 +915,49 @@ fn sighup_with_a_broken_certificate_file_keeps_the_current_certificate() {
     assert_no_key_material(&server.stderr(), &pki.read("server.key"));
 }
 
+/// A broken certificate must not block rotating the secrets on the same
+/// SIGHUP, and is reported once.
+#[test]
+fn sighup_with_a_broken_certificate_still_reloads_the_secrets() {
+    let pki = renewal_pki();
+    let mock = start_mock();
+    pki.dir
+        .write("enc", "first-encryption-secret-0123456789abcdef\n");
+    let enc = pki.path("enc");
+    let server = start_https(
+        &mock,
+        &pki.path("live.pem"),
+        &pki.path("live.key"),
+        &[("ENCRYPTION_SECRET_FILE", enc.as_str())],
+    );
+
+    pki.dir
+        .write("live.pem", "-----BEGIN CERTIFICATE-----\nbroken\n");
+    pki.dir
+        .write("enc", "second-encryption-secret-0123456789abcdef\n");
+    server.signal("HUP");
+
+    assert!(
+        server.wait_for_stderr("SIGHUP: reloaded ENCRYPTION_SECRET", Duration::from_secs(5)),
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        server.wait_for_stderr("keeping the current certificate", Duration::from_secs(5)),
+        "{}",
+        server.stderr()
+    );
+    let stderr = server.stderr();
+    assert_eq!(
+        stderr.matches("TLS_CERT_FILE").count(),
+        1,
+        "the certificate problem is reported once:\n{stderr}"
+    );
+    assert!(!stderr.contains("secrets not reloaded"), "{stderr}");
+    assert!(!stderr.contains("encryption-secret-0123"), "{stderr}");
+    assert_health_with_ca(&server, &pki.path("ca.pem"));
+}
+
 /// A renewal caught half-way (new certificate, old key) must not take the
 /// server down or serve a certificate it cannot sign for.
 #[test]
