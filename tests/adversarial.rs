@@ -46,6 +46,16 @@ const LEGIT_LATENCY: Duration = Duration::from_secs(1);
 const TOKEN_BODY: &str =
     r#"{"access_token":"at","token_type":"Bearer","expires_in":3600,"scope":"s"}"#;
 
+/// The tests here each push a server to its limits (a thousand
+/// connections, every worker busy); run side by side they would measure each
+/// other. One at a time, then.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still runs.
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The `n`-th address of the botnet, `127.0.0.10` onwards.
 fn bot(n: usize) -> IpAddr {
     let last = u8::try_from(10 + n).expect("at most 245 bots");
@@ -198,6 +208,7 @@ fn threads(server: &ServerProc) -> u64 {
 
 #[test]
 fn slowloris_from_one_address_does_not_delay_other_clients() {
+    let _serial = serial();
     const ATTACK_CONNECTIONS: usize = 300;
     let mock = start_mock();
     let server = start(&mock, &[]);
@@ -259,6 +270,7 @@ fn slowloris_from_one_address_does_not_delay_other_clients() {
 
 #[test]
 fn slowloris_from_many_addresses_is_cut_short_while_others_wait() {
+    let _serial = serial();
     // 12 addresses × the cap: more trickling connections than workers, so
     // some always queue. Each trickling head gets 2 s (not 10 s) while
     // others wait, so a legitimate client behind them is served in seconds.
@@ -309,6 +321,7 @@ fn slowloris_from_many_addresses_is_cut_short_while_others_wait() {
 
 #[test]
 fn thousand_idle_connections_from_one_address_hold_at_most_the_cap() {
+    let _serial = serial();
     const IDLE: usize = 1000;
     let mock = start_mock();
     let server = start(&mock, &[]);
@@ -340,6 +353,7 @@ const LEGIT_LATENCY_BEHIND_SILENT: Duration = Duration::from_secs(3);
 
 #[test]
 fn thousand_idle_connections_from_many_addresses_do_not_lock_out_others() {
+    let _serial = serial();
     const IDLE: usize = 1000;
     const BOTS: usize = 31;
     let mock = start_mock();
@@ -413,6 +427,7 @@ fn assert_overloaded(resp: &Resp) {
 
 #[test]
 fn burst_of_a_thousand_requests_is_answered_200_or_503() {
+    let _serial = serial();
     const THREADS: usize = 20;
     const PER_THREAD: usize = 55;
     const HOLD: Duration = Duration::from_secs(3);
@@ -524,6 +539,7 @@ fn misbehaving_spotify_under_load(
 
 #[test]
 fn spotify_never_answering_under_load_is_504_within_the_timeout() {
+    let _serial = serial();
     // UPSTREAM_TIMEOUT_SECS=1; the rest is slack for a loaded machine.
     misbehaving_spotify_under_load(
         &[("UPSTREAM_TIMEOUT_SECS", "1")],
@@ -536,6 +552,7 @@ fn spotify_never_answering_under_load_is_504_within_the_timeout() {
 
 #[test]
 fn spotify_closing_mid_response_under_load_is_502() {
+    let _serial = serial();
     misbehaving_spotify_under_load(
         &[],
         Reply::CloseMidResponse,
@@ -547,6 +564,7 @@ fn spotify_closing_mid_response_under_load_is_502() {
 
 #[test]
 fn spotify_invalid_json_under_load_is_502() {
+    let _serial = serial();
     misbehaving_spotify_under_load(
         &[],
         Reply::json(200, r#"{"access_token":"at","#),
@@ -558,6 +576,7 @@ fn spotify_invalid_json_under_load_is_502() {
 
 #[test]
 fn huge_and_endless_spotify_bodies_under_load_leave_memory_flat() {
+    let _serial = serial();
     // How much the peak resident memory may grow while every worker is fed
     // megabytes by Spotify: the answer is read up to 64 KiB, never more.
     const GROWTH_LIMIT_KIB: u64 = 10 * 1024;
@@ -613,6 +632,7 @@ fn huge_and_endless_spotify_bodies_under_load_leave_memory_flat() {
 
 #[test]
 fn spotify_429_storm_gets_one_upstream_call_per_back_off_window() {
+    let _serial = serial();
     const WINDOW_SECS: u64 = 3;
     let mock = start_mock();
     let server = start(&mock, &[]);
@@ -683,6 +703,7 @@ fn spotify_429_storm_gets_one_upstream_call_per_back_off_window() {
 
 #[test]
 fn sigterm_under_load_finishes_every_request_in_flight_and_exits_0() {
+    let _serial = serial();
     const IN_FLIGHT: usize = 2 * WORKERS;
     const UPSTREAM_DELAY: Duration = Duration::from_millis(1500);
     let mock = start_mock();
@@ -745,6 +766,7 @@ fn sigterm_under_load_finishes_every_request_in_flight_and_exits_0() {
 
 #[test]
 fn thread_count_stays_bounded_with_a_thousand_open_connections() {
+    let _serial = serial();
     // Threads besides the workers: main (the accept loop), signals and
     // keep-warm, plus the watchdog under systemd; never one per connection.
     const OTHER_THREADS: u64 = 4;
@@ -779,6 +801,7 @@ fn thread_count_stays_bounded_with_a_thousand_open_connections() {
 
 #[test]
 fn peak_memory_with_500_keep_alive_clients() {
+    let _serial = serial();
     const CLIENTS: usize = 500;
     const ROUNDS: usize = 3;
     // Generous: a debug build; the release figure is in the README.
@@ -841,6 +864,7 @@ fn limit_open_files(pid: u32, limit: u64) {
 
 #[test]
 fn accept_loop_survives_running_out_of_file_descriptors() {
+    let _serial = serial();
     const FD_LIMIT: u64 = 64;
     const CONNECTIONS: usize = 150;
     let mock = start_mock();
