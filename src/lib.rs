@@ -154,7 +154,12 @@ pub fn start_line(config: &Config, addr: std::net::SocketAddr) -> String {
 /// any error the old secrets or certificate stay in use.
 fn reload(app: &App, tls: Option<&config::Tls>) {
     match Config::from_env_without_tls() {
-        Err(errors) => log::error!("SIGHUP: secrets not reloaded:\n{errors}"),
+        // One record per problem: each is one line, written whole.
+        Err(errors) => {
+            for problem in &errors.0 {
+                log::error!("SIGHUP: secrets not reloaded: {problem}");
+            }
+        }
         Ok(fresh) => {
             let changed = app.reload_secrets(&fresh);
             if changed.is_empty() {
