@@ -734,7 +734,11 @@ pub fn request(addr: SocketAddr, raw: &[u8]) -> Resp {
 
 /// Like [`request`], with a custom timeout and the error returned.
 pub fn try_request(addr: SocketAddr, raw: &[u8], timeout: Duration) -> io::Result<Resp> {
-    let mut conn = Conn::try_open(addr)?;
+    exchange(Conn::try_open(addr)?, raw, timeout)
+}
+
+/// Sends `raw` on `conn` and reads its final response (skipping 1xx).
+fn exchange(mut conn: Conn, raw: &[u8], timeout: Duration) -> io::Result<Resp> {
     conn.set_timeout(timeout);
     // The server may answer and close before reading everything (413, 431):
     // a failed write is fine as long as a response can be read.
@@ -763,24 +767,7 @@ pub fn try_request_from(
     raw: &[u8],
     timeout: Duration,
 ) -> io::Result<Resp> {
-    let mut conn = Conn::try_open_from(local_ip, addr)?;
-    conn.set_timeout(timeout);
-    let write_error = conn.try_send(raw).err();
-    let expect_body = !raw.starts_with(b"HEAD ");
-    loop {
-        match conn.read_one(expect_body) {
-            Ok(resp) if (100..200).contains(&resp.status) => {}
-            Ok(resp) => return Ok(resp),
-            Err(e) => {
-                return Err(match write_error {
-                    Some(w) => {
-                        io::Error::new(e.kind(), format!("{e} (the write had failed too: {w})"))
-                    }
-                    None => e,
-                });
-            }
-        }
-    }
+    exchange(Conn::try_open_from(local_ip, addr)?, raw, timeout)
 }
 
 /// Like [`request`], from the local address `local_ip`.
