@@ -25,15 +25,9 @@ use crate::http::conn::Context;
 
 /// Time allowed for a TLS handshake, counted from accept.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection that has sent nothing for this long is given up when other
-/// connections wait for a worker, or at shutdown (the plain-HTTP rule of
-/// `http::conn`, applied before the handshake).
-const SILENT_UNDER_PRESSURE: Duration = Duration::from_secs(1);
-/// How long to look for the first byte of a connection that already spent
-/// its grace in the queue.
-const FIRST_LOOK: Duration = Duration::from_millis(10);
-/// How often a silent connection looks at the server's state again.
-const SILENT_POLL_SLICE: Duration = Duration::from_millis(200);
+// Before the handshake, a silent connection is treated as plain HTTP treats
+// one: the same grace under pressure, first look and poll slice.
+use crate::http::conn::{FIRST_LOOK, IDLE_UNDER_PRESSURE, POLL_SLICE};
 
 /// The current certificate and key; swapped on reload.
 pub struct CertStore {
@@ -236,7 +230,7 @@ fn first_byte<C: Context + ?Sized>(
         // others are queueing or at shutdown; waiting for the whole
         // handshake deadline let WORKER_THREADS empty connections stall
         // every client for 10 s, and one hold up shutdown as long.
-        let grace_over = now.saturating_duration_since(accepted) >= SILENT_UNDER_PRESSURE;
+        let grace_over = now.saturating_duration_since(accepted) >= IDLE_UNDER_PRESSURE;
         if looked && grace_over && (context.shutting_down() || context.others_waiting()) {
             return Opening::Silent;
         }
@@ -245,7 +239,7 @@ fn first_byte<C: Context + ?Sized>(
         let slice = if !looked && grace_over {
             (deadline - now).min(FIRST_LOOK)
         } else {
-            (deadline - now).min(SILENT_POLL_SLICE)
+            (deadline - now).min(POLL_SLICE)
         };
         looked = true;
         if stream.set_read_timeout(Some(slice)).is_err() {

@@ -24,16 +24,16 @@ use crate::error::Error;
 pub const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// While waiting for a request, wake this often to notice shutdown and
 /// waiting connections.
-const POLL_SLICE: Duration = Duration::from_millis(200);
+pub(crate) const POLL_SLICE: Duration = Duration::from_millis(200);
 /// A connection that has sent nothing for this long is given up when other
 /// connections are waiting for a worker.
-const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
 /// Time allowed for a request head while other connections wait for a
 /// worker (else [`HEAD_TIMEOUT`]).
 const HEAD_TIMEOUT_UNDER_PRESSURE: Duration = Duration::from_secs(2);
 /// How long a worker looks for the first bytes of a connection that has
 /// already spent its [`IDLE_UNDER_PRESSURE`] grace waiting in the queue.
-const FIRST_LOOK: Duration = Duration::from_millis(10);
+pub(crate) const FIRST_LOOK: Duration = Duration::from_millis(10);
 /// After a server-side close, read and discard at most this much of what the
 /// client still sends, so the kernel does not reset the connection before
 /// the client has read our response.
