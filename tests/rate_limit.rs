@@ -8,7 +8,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use support::mock::{MockSpotify, Reply};
-use support::{Resp, ServerProc, assert_error, request_from, start_mock, start_server};
+use support::{Resp, ServerProc, request_from, start_mock, start_server};
 
 /// A client that exhausts its allowance.
 const GREEDY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -75,15 +75,7 @@ fn exhaust(addr: SocketAddr, from: IpAddr, forwarded_for: Option<&str>) {
 
 /// Asserts `resp` is our 429 with an integer `Retry-After` of 1 to 12 s.
 fn assert_rate_limited(resp: &Resp) {
-    assert_error(resp, 429, "too_many_requests");
-    let secs: u64 = resp
-        .header("retry-after")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no integer Retry-After:\n{resp:?}"));
-    assert!(
-        (1..=REFILL_SECS).contains(&secs),
-        "Retry-After {secs}:\n{resp:?}"
-    );
+    support::assert_too_many_requests(resp, REFILL_SECS);
 }
 
 #[test]

@@ -1125,6 +1125,20 @@ pub fn assert_error(resp: &Resp, status: u16, code: &str) {
     );
 }
 
+/// Asserts `resp` is our own 429 `too_many_requests` with an integer
+/// `Retry-After` from 1 to `max_secs` seconds.
+pub fn assert_too_many_requests(resp: &Resp, max_secs: u64) {
+    assert_error(resp, 429, "too_many_requests");
+    let secs: u64 = resp
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no integer Retry-After:\n{resp:?}"));
+    assert!(
+        (1..=max_secs).contains(&secs),
+        "Retry-After {secs}:\n{resp:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Temporary directories and custom launches
 // ---------------------------------------------------------------------------
