@@ -180,6 +180,15 @@ fn reload(app: &App, tls: Option<&config::Tls>) {
     }
 }
 
+/// Starts a named helper thread; failing to is a startup error.
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), RunError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map(drop)
+        .map_err(|e| RunError::Startup(format!("cannot start the {name} thread: {e}")))
+}
+
 /// Serves until `SIGTERM`/`SIGINT`, then drains and returns.
 pub fn run(config: Config) -> Result<(), RunError> {
     service::block_signals()
@@ -194,47 +203,38 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let server = server(config, listener);
     let shutdown = server.shutdown_handle();
     let app = Arc::clone(server.handler());
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            loop {
-                match service::wait() {
-                    service::Signal::Terminate => {
-                        log::info!("shutting down: finishing requests in flight");
-                        service::notify("STOPPING=1");
-                        shutdown.shutdown();
-                        return;
-                    }
-                    service::Signal::Reload => reload(&app, tls.as_ref()),
+    spawn("signals", move || {
+        loop {
+            match service::wait() {
+                service::Signal::Terminate => {
+                    log::info!("shutting down: finishing requests in flight");
+                    service::notify("STOPPING=1");
+                    shutdown.shutdown();
+                    return;
                 }
+                service::Signal::Reload => reload(&app, tls.as_ref()),
             }
-        })
-        .map_err(|e| RunError::Startup(format!("cannot start the signal thread: {e}")))?;
+        }
+    })?;
     service::notify("READY=1");
     if let Some(interval) = service::watchdog_interval() {
         let shutdown = server.shutdown_handle();
-        std::thread::Builder::new()
-            .name("watchdog".into())
-            .spawn(move || {
-                while !shutdown.is_shutting_down() {
-                    service::notify("WATCHDOG=1");
-                    std::thread::sleep(interval);
-                }
-            })
-            .map_err(|e| RunError::Startup(format!("cannot start the watchdog thread: {e}")))?;
+        spawn("watchdog", move || {
+            while !shutdown.is_shutting_down() {
+                service::notify("WATCHDOG=1");
+                std::thread::sleep(interval);
+            }
+        })?;
     }
     {
         let app = Arc::clone(server.handler());
         let shutdown = server.shutdown_handle();
-        std::thread::Builder::new()
-            .name("keep-warm".into())
-            .spawn(move || {
-                while !shutdown.is_shutting_down() {
-                    std::thread::sleep(spotify::KEEP_WARM_INTERVAL / 4);
-                    app.keep_warm();
-                }
-            })
-            .map_err(|e| RunError::Startup(format!("cannot start the keep-warm thread: {e}")))?;
+        spawn("keep-warm", move || {
+            while !shutdown.is_shutting_down() {
+                std::thread::sleep(spotify::KEEP_WARM_INTERVAL / 4);
+                app.keep_warm();
+            }
+        })?;
     }
     let drained = server.run();
     log::info!(
