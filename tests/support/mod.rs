@@ -1,8 +1,9 @@
 //! Shared support for the integration tests: the Spotify mock ([`mock`]),
-//! throwaway certificates ([`pki`]), a harness that runs the real binary
-//! ([`ServerProc`], [`run_binary`]) and a tiny raw HTTP/1.1 client
-//! ([`request`], [`Conn`], [`Resp`]) that sends exactly the bytes a test
-//! writes, so malformed input reaches the server unaltered.
+//! throwaway certificates ([`pki`]), an HTTPS stand-in for Spotify that
+//! records its TLS handshakes ([`tls_upstream`]), a harness that runs the
+//! real binary ([`ServerProc`], [`run_binary`]) and a tiny raw HTTP/1.1
+//! client ([`request`], [`Conn`], [`Resp`]) that sends exactly the bytes a
+//! test writes, so malformed input reaches the server unaltered.
 //!
 //! Environment knobs, for testing a cross-built binary:
 //! - `STS_BIN`: path of the binary to run instead of the one Cargo built.
@@ -19,6 +20,7 @@
 
 pub mod mock;
 pub mod pki;
+pub mod tls_upstream;
 
 use std::env;
 use std::ffi::OsString;
