@@ -30,6 +30,7 @@ pub mod service;
 pub mod spotify;
 pub mod tls;
 pub mod token;
+mod upstream_tcp;
 
 use std::net::TcpListener;
 use std::sync::Arc;

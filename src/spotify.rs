@@ -20,10 +20,13 @@ use serde_json::{Map, Value};
 use ureq::Agent;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{
+    ConnectProxyConnector, Connector as _, NextTimeout, RustlsConnector,
+};
 
 use crate::config::{Config, Secret};
 use crate::error::Error;
+use crate::upstream_tcp::UpstreamTcpConnector;
 
 /// Largest answer from Spotify we read; a larger one is a 502.
 pub const MAX_UPSTREAM_BODY_BYTES: u64 = 64 * 1024;
@@ -149,11 +152,13 @@ impl Spotify {
             .accept("application/json")
             .tls_config(tls.build())
             .build();
-        let agent = Agent::with_parts(
-            agent_config,
-            DefaultConnector::new(),
-            CachingResolver::default(),
-        );
+        // ureq's default chain, with our TCP layer in place of its own
+        // (see `upstream_tcp`): a CONNECT proxy if configured, TCP, TLS.
+        let connector =
+            ().chain(ConnectProxyConnector::default())
+                .chain(UpstreamTcpConnector)
+                .chain(RustlsConnector::default());
+        let agent = Agent::with_parts(agent_config, connector, CachingResolver::default());
         Spotify {
             agent,
             token_url: config.token_url.clone(),
