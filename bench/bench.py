@@ -6,12 +6,17 @@ release binary). Everything runs on loopback and every phase is bounded:
 
 1. a throwaway CA and a server certificate for 127.0.0.1;
 2. nginx as the HTTPS mock of Spotify's token endpoint (a fixed token JSON,
-   keep-alive, access log of `$pid-$connection` per request, so upstream TLS
-   handshakes can be counted);
+   keep-alive, access log of `$pid-$connection`, the request's number on its
+   connection and `$ssl_session_reused` per request, so upstream TLS
+   handshakes, and resumed ones, can be counted);
 3. nginx as a reverse proxy to the same mock (upstream keep-alive, TLS) —
    the ceiling reference;
 4. our release binary against the same mock (SPOTIFY_CA_FILE = the CA);
-5. wrk POSTing `code=…` to each at c=16 and c=64 for BENCH_SECS seconds.
+5. 200 sequential swaps (one upstream connection expected), then
+   RELOADS reloads of the mock, each closing our pooled upstream connection,
+   with a few swaps after each: how many new upstream connections resumed
+   their TLS session;
+6. wrk POSTing `code=…` to each at c=16 and c=64 for BENCH_SECS seconds.
 
 Prints one table and writes it as Markdown and JSON under bench/results/.
 """
@@ -20,6 +25,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -58,6 +64,9 @@ end
 
 IDLE_SECS = int(os.environ.get("BENCH_IDLE_SECS", "60"))
 DELAY_MS = int(os.environ.get("BENCH_DELAY_MS", "20"))
+# Reloads of the mock after the sequential swaps, and swaps after each.
+RELOADS = 3
+SWAPS_PER_RELOAD = 2
 
 
 class DelayProxy:
@@ -271,6 +280,49 @@ def upstream_connections(log, start_line):
     return len(lines), len(conns)
 
 
+def upstream_handshakes(log, start_line):
+    """Requests, new connections (first request logged) and resumed TLS
+    sessions among them, in the mock's log from start_line on."""
+    lines = [line.split() for line in log.read_text().splitlines()[start_line:] if line.strip()]
+    new = [fields for fields in lines if fields[1] == "1"]
+    resumed = [fields for fields in new if fields[2] == "r"]
+    return len(lines), len(new), len(resumed)
+
+
+def reload_mock(mock):
+    """SIGHUP to the mock's nginx master: new workers take over, the old ones
+    close their idle keep-alive connections (our pooled one among them) and
+    exit. Returns once they are gone."""
+    old = set(pids_of(mock.pid)) - {mock.pid}
+    os.kill(mock.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        workers = set(pids_of(mock.pid)) - {mock.pid}
+        if workers and not workers & old:
+            return
+        time.sleep(0.01)
+    raise RuntimeError("the mock's old nginx workers were still running 10 s after a reload")
+
+
+def after_mock_close(mock, our_port, mock_log):
+    """RELOADS times: the mock closes our pooled upstream connection, then
+    SWAPS_PER_RELOAD swaps. Each reload should cost one new connection, and
+    its handshake should resume the TLS session."""
+    before = log_lines(mock_log)
+    for _ in range(RELOADS):
+        reload_mock(mock)
+        for _ in range(SWAPS_PER_RELOAD):
+            assert swap_once(our_port)
+    requests, new, resumed = upstream_handshakes(mock_log, before)
+    return {
+        "reloads": RELOADS,
+        "swaps": RELOADS * SWAPS_PER_RELOAD,
+        "upstream_requests": requests,
+        "new_upstream_connections": new,
+        "resumed": resumed,
+    }
+
+
 def log_lines(log):
     try:
         return len(log.read_text().splitlines())
@@ -335,10 +387,15 @@ def main():
         make_certs(d)
         mock_port, proxy_port, our_port = free_port(), free_port(), free_port()
         mock_log = d / "mock" / "logs" / "access.log"
+        # A fixed session-ticket key, so tickets the mock issued before a
+        # reload still resume after it (without one, nginx 1.22 makes new
+        # keys at every reload, and no session could resume across it).
+        (d / "ticket.key").write_bytes(os.urandom(80))
         mock = start_nginx(d, "mock", f"""
- log_format conn '$pid-$connection $connection_requests';
+ log_format conn '$pid-$connection $connection_requests $ssl_session_reused';
  access_log {mock_log} conn;
  ssl_session_cache shared:SSL:1m;
+ ssl_session_ticket_key {d}/ticket.key;
  server {{
   listen 127.0.0.1:{mock_port} ssl;
   ssl_certificate {d}/srv.pem;
@@ -401,6 +458,9 @@ def main():
             assert swap_once(our_port)
         seq_requests, seq_conns = upstream_connections(mock_log, before)
 
+        # Session resumption: the mock closes the pooled connection.
+        resumption = after_mock_close(mock, our_port, mock_log)
+
         rows = []
         for c in CONNECTIONS:
             rows.append(load("spotify-token-swap", ours.pid, our_port, c, d, mock_log))
@@ -425,6 +485,7 @@ def main():
             "sequential_swaps": sequential,
             "sequential_upstream_connections": seq_conns,
             "sequential_upstream_requests": seq_requests,
+            "after_mock_close": resumption,
             "rows": rows,
             "after_idle": idle,
         }
@@ -488,6 +549,12 @@ def render_markdown(s):
         f"- {s['sequential_swaps']} sequential swaps used {s['sequential_upstream_connections']} "
         f"upstream connection(s) for {s['sequential_upstream_requests']} upstream requests",
     ]
+    closed = s["after_mock_close"]
+    out.append(
+        f"- after the mock closed the pooled connection ({closed['reloads']} reloads, "
+        f"{closed['swaps']} swaps): {closed['new_upstream_connections']} new upstream "
+        f"connection(s), {closed['resumed']} resumed"
+    )
     idle = s.get("after_idle")
     if idle:
         out.append(
