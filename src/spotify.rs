@@ -45,11 +45,15 @@ pub const KEEP_WARM_INTERVAL: Duration = Duration::from_secs(20);
 pub const KEEP_WARM_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// How long a DNS answer for the accounts host is reused.
 const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
-/// Size of ureq's per-connection read and write buffers. ureq's default is
-/// 128 KiB each, per pooled connection; our requests are a few hundred
-/// bytes and Spotify's answers are capped at 64 KiB anyway (the buffer is
-/// not a limit on the body, only on one response head).
-const UPSTREAM_BUFFER_BYTES: usize = 16 * 1024;
+/// Size of ureq's per-connection read buffers (one for TCP, one for TLS
+/// plaintext), and the largest response head taken from Spotify (its heads
+/// are about 1 KiB; a larger one is a 502). ureq's default is 128 KiB per
+/// buffer per pooled connection; the body is not limited by this (it is
+/// read in pieces up to [`MAX_UPSTREAM_BODY_BYTES`]).
+const UPSTREAM_READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Size of ureq's per-connection write buffers. A request head is a few
+/// hundred bytes; a longer form body goes out in several pieces.
+const UPSTREAM_WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
 /// What the client asks Spotify for.
 pub enum Grant<'a> {
@@ -145,9 +149,9 @@ impl Spotify {
             .max_idle_connections_per_host(config.worker_threads.max(4))
             .max_idle_age(POOL_IDLE_AGE)
             .max_redirects(0)
-            .max_response_header_size(UPSTREAM_BUFFER_BYTES)
-            .input_buffer_size(UPSTREAM_BUFFER_BYTES)
-            .output_buffer_size(UPSTREAM_BUFFER_BYTES)
+            .max_response_header_size(UPSTREAM_READ_BUFFER_BYTES)
+            .input_buffer_size(UPSTREAM_READ_BUFFER_BYTES)
+            .output_buffer_size(UPSTREAM_WRITE_BUFFER_BYTES)
             .user_agent(concat!("spotify-token-swap/", env!("CARGO_PKG_VERSION")))
             .accept("application/json")
             .tls_config(tls.build())

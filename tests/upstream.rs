@@ -457,3 +457,43 @@ fn slowly_dripping_spotify_body_is_504_within_the_timeout() {
     assert_error(&resp, 504, "gateway_timeout");
     assert!(took < Duration::from_millis(2500), "took {took:?}");
 }
+
+#[test]
+fn a_code_longer_than_the_upstream_write_buffer_reaches_spotify_whole() {
+    // The form goes to Spotify in several 4 KiB pieces (and one send).
+    let mock = start_mock();
+    let code = "c".repeat(6000);
+    mock.add_code(&code);
+    let server = start_server(&mock, &[]);
+
+    let resp = swap(&server, &code);
+
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let seen = mock.last_request().expect("Spotify was called");
+    assert_eq!(seen.field("code"), Some(code.as_str()));
+    assert_eq!(seen.field("grant_type"), Some("authorization_code"));
+}
+
+#[test]
+fn a_spotify_response_head_up_to_8_kib_is_read_and_a_larger_one_is_502() {
+    let mock = start_mock();
+    let server = start_server(&mock, &[]);
+    let pad = |len: usize| "p".repeat(len);
+
+    mock.push_reply(Reply::json_with_headers(
+        200,
+        TOKEN_BODY,
+        &[("X-Pad", &pad(6 * 1024))],
+    ));
+    let resp = swap(&server, "c");
+    assert_eq!(resp.status, 200, "{resp:?}");
+
+    mock.push_reply(Reply::json_with_headers(
+        200,
+        TOKEN_BODY,
+        &[("X-Pad", &pad(9 * 1024))],
+    ));
+    let resp = swap(&server, "c");
+    assert_error(&resp, 502, "server_error");
+    assert_still_serving(server.addr());
+}
