@@ -16,6 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
+use std::cell::RefCell;
 
 use crate::config::Secret;
 
@@ -63,6 +64,37 @@ impl std::fmt::Debug for TokenCipher {
     }
 }
 
+/// Nonces are fetched from the OS this many at a time, per thread: one
+/// `getrandom` per 32 seals instead of one per seal.
+const NONCES_PER_BATCH: usize = 32;
+
+/// 96 fresh random bits from the OS, never handed out twice.
+///
+/// SECURITY: a repeated nonce under one key breaks ChaCha20-Poly1305; 96
+/// random bits from the OS make that negligible. Taking them from a batch
+/// changes nothing there: each thread fills its own batch from the OS and
+/// hands every nonce out once (a nonce is not secret — it travels in the
+/// token). If the OS RNG fails we cannot seal safely at all, so we stop
+/// rather than continue.
+fn fresh_nonce(rng: &SystemRandom) -> [u8; NONCE_LEN] {
+    thread_local! {
+        /// Random bytes for the next nonces, and how many nonces were used.
+        static BATCH: RefCell<([u8; NONCE_LEN * NONCES_PER_BATCH], usize)> =
+            const { RefCell::new(([0; NONCE_LEN * NONCES_PER_BATCH], NONCES_PER_BATCH)) };
+    }
+    BATCH.with_borrow_mut(|(bytes, used)| {
+        if *used == NONCES_PER_BATCH {
+            rng.fill(bytes)
+                .expect("the operating system's random number generator failed");
+            *used = 0;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&bytes[*used * NONCE_LEN..][..NONCE_LEN]);
+        *used += 1;
+        nonce
+    })
+}
+
 impl TokenCipher {
     /// Derives the keys from the current and previous secrets.
     pub fn new(current: &Secret, previous: &[Secret], client_id: &str) -> TokenCipher {
@@ -76,13 +108,7 @@ impl TokenCipher {
 
     /// Encrypts a refresh token into URL-safe text.
     pub fn seal(&self, refresh_token: &str) -> String {
-        let mut nonce = [0u8; NONCE_LEN];
-        // SECURITY: a repeated nonce under one key breaks ChaCha20-Poly1305;
-        // 96 random bits from the OS make that negligible. If the OS RNG fails
-        // we cannot seal safely at all, so we stop rather than continue.
-        self.rng
-            .fill(&mut nonce)
-            .expect("the operating system's random number generator failed");
+        let nonce = fresh_nonce(&self.rng);
         let mut out = Vec::with_capacity(1 + NONCE_LEN + refresh_token.len() + TAG_LEN);
         out.push(TOKEN_VERSION);
         out.extend_from_slice(&nonce);
@@ -204,6 +230,27 @@ mod tests {
     fn each_seal_uses_a_fresh_nonce() {
         let c = cipher(SECRET, &[], "app");
         assert_ne!(c.seal("same"), c.seal("same"));
+    }
+
+    #[test]
+    fn nonces_never_repeat_across_batches_and_threads() {
+        let c = std::sync::Arc::new(cipher(SECRET, &[], "app"));
+        let seal_many = |c: std::sync::Arc<TokenCipher>| {
+            (0..5 * NONCES_PER_BATCH + 3)
+                .map(|_| URL_SAFE_NO_PAD.decode(c.seal("same")).unwrap()[1..1 + NONCE_LEN].to_vec())
+                .collect::<Vec<_>>()
+        };
+        let other = {
+            let c = std::sync::Arc::clone(&c);
+            std::thread::spawn(move || seal_many(c))
+        };
+        let mut nonces = seal_many(c);
+        nonces.extend(other.join().unwrap());
+        let total = nonces.len();
+        assert!(nonces.iter().all(|n| n.iter().any(|&b| b != 0)));
+        nonces.sort();
+        nonces.dedup();
+        assert_eq!(nonces.len(), total, "a nonce was used twice");
     }
 
     #[test]
