@@ -180,7 +180,7 @@ pub fn serve<S: Transport, H: Handler + ?Sized, C: Context + ?Sized>(
                         log::error!(
                             "request handler panicked: {} {}; answered 500",
                             request.method,
-                            printable(&request.path)
+                            Printable(&request.path)
                         );
                         (Response::error(&Error::Internal), None)
                     }
@@ -235,10 +235,10 @@ fn log_and_record<H: Handler + ?Sized>(
     log::info!(
         "{} {} {} {}ms {}",
         method,
-        printable(path),
+        Printable(path),
         status,
         duration.as_millis(),
-        client.map_or_else(|| "-".to_string(), |c| c.to_string())
+        ClientOrDash(client)
     );
     handler.record(&Record {
         method,
@@ -250,16 +250,37 @@ fn log_and_record<H: Handler + ?Sized>(
 }
 
 /// A path as it may appear in a log line: at most 200 characters, escaped.
-fn printable(path: &str) -> String {
-    let mut shown: String = path
-        .chars()
-        .take(200)
-        .flat_map(char::escape_default)
-        .collect();
-    if path.chars().count() > 200 {
-        shown.push('…');
+struct Printable<'a>(&'a str);
+
+impl std::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MAX_CHARS: usize = 200;
+        let plain = |b: &u8| (b' '..=b'~').contains(b) && !matches!(b, b'\'' | b'"' | b'\\');
+        // The usual case, a short path of plain ASCII, is written as is.
+        if self.0.len() <= MAX_CHARS && self.0.bytes().all(|b| plain(&b)) {
+            return f.write_str(self.0);
+        }
+        let mut chars = self.0.chars();
+        for c in chars.by_ref().take(MAX_CHARS) {
+            std::fmt::Display::fmt(&c.escape_default(), f)?;
+        }
+        if chars.next().is_some() {
+            f.write_str("…")?;
+        }
+        Ok(())
     }
-    shown
+}
+
+/// A client address in a log line, `-` when unknown.
+struct ClientOrDash(Option<IpAddr>);
+
+impl std::fmt::Display for ClientOrDash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => std::fmt::Display::fmt(&ip, f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// Serialises a response into `out`; without its body if `send_body` is
@@ -796,7 +817,12 @@ mod tests {
 
     #[test]
     fn printable_escapes_control_characters() {
+        let printable = |path: &str| Printable(path).to_string();
         assert_eq!(printable("/a\nb"), "/a\\nb");
+        assert_eq!(printable("/swap"), "/swap");
+        assert_eq!(printable("/a\"b'c\\"), "/a\\\"b\\'c\\\\");
+        assert_eq!(printable("/caf\u{e9}"), "/caf\\u{e9}");
+        assert_eq!(printable(&"x".repeat(200)), "x".repeat(200));
         assert_eq!(printable(&"x".repeat(300)).chars().count(), 201);
     }
 
