@@ -45,12 +45,17 @@ pub const KEEP_WARM_INTERVAL: Duration = Duration::from_secs(20);
 pub const KEEP_WARM_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// How long a DNS answer for the accounts host is reused.
 const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
+/// The largest response head taken from Spotify; its heads are about
+/// 1 KiB, and a larger one is a 502.
+const MAX_UPSTREAM_HEAD_BYTES: usize = 8 * 1024;
 /// Size of ureq's per-connection read buffers (one for TCP, one for TLS
-/// plaintext), and the largest response head taken from Spotify (its heads
-/// are about 1 KiB; a larger one is a 502). ureq's default is 128 KiB per
-/// buffer per pooled connection; the body is not limited by this (it is
-/// read in pieces up to [`MAX_UPSTREAM_BODY_BYTES`]).
-const UPSTREAM_READ_BUFFER_BYTES: usize = 8 * 1024;
+/// plaintext). ureq's default is 128 KiB per buffer per pooled connection,
+/// zero-filled when allocated, so it all counts in RSS. Not below 10 KiB:
+/// ureq grows a smaller one to 10 KiB for every request with a body (and
+/// shrinks it back), zero-filling the difference each time. The body is
+/// not limited by this (it is read in pieces up to
+/// [`MAX_UPSTREAM_BODY_BYTES`]).
+const UPSTREAM_READ_BUFFER_BYTES: usize = 10 * 1024;
 /// Size of ureq's per-connection write buffers. A request head is a few
 /// hundred bytes; a longer form body goes out in several pieces.
 const UPSTREAM_WRITE_BUFFER_BYTES: usize = 4 * 1024;
@@ -149,7 +154,7 @@ impl Spotify {
             .max_idle_connections_per_host(config.worker_threads.max(4))
             .max_idle_age(POOL_IDLE_AGE)
             .max_redirects(0)
-            .max_response_header_size(UPSTREAM_READ_BUFFER_BYTES)
+            .max_response_header_size(MAX_UPSTREAM_HEAD_BYTES)
             .input_buffer_size(UPSTREAM_READ_BUFFER_BYTES)
             .output_buffer_size(UPSTREAM_WRITE_BUFFER_BYTES)
             .user_agent(concat!("spotify-token-swap/", env!("CARGO_PKG_VERSION")))
