@@ -30,6 +30,8 @@ use crate::upstream_tcp::UpstreamTcpConnector;
 
 /// Largest answer from Spotify we read; a larger one is a 502.
 pub const MAX_UPSTREAM_BODY_BYTES: u64 = 64 * 1024;
+/// Room reserved for Spotify's answer before reading it.
+const UPSTREAM_BODY_CAPACITY: usize = 1024;
 /// Back-off used when Spotify answers 429 without a usable `Retry-After`.
 pub const DEFAULT_BACKOFF_SECS: u64 = 5;
 /// Longest back-off window honoured, whatever Spotify says.
@@ -278,24 +280,32 @@ impl Spotify {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let read = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_UPSTREAM_BODY_BYTES)
-            .read_to_vec();
+        // ureq's `read_to_vec` starts from an empty Vec, so std's
+        // `read_to_end` probes and regrows it through several reads; a token
+        // answer is a few hundred bytes and fits this in one.
+        let mut bytes = Vec::with_capacity(UPSTREAM_BODY_CAPACITY);
+        let read = std::io::Read::read_to_end(
+            &mut response
+                .body_mut()
+                .with_config()
+                .limit(MAX_UPSTREAM_BODY_BYTES)
+                .reader(),
+            &mut bytes,
+        )
+        .map_err(ureq::Error::from);
         if status >= 500 {
             return Err((
                 Error::UpstreamServerError(status),
                 Some(FailureKind::ServerError),
             ));
         }
-        let bytes = match read {
-            Ok(bytes) => bytes,
+        match read {
+            Ok(_) => {}
             Err(ureq::Error::BodyExceedsLimit(_)) => {
                 return Err(bad_response("the answer is larger than 64 KiB"));
             }
             Err(e) => return Err(classify(&e)),
-        };
+        }
         let parsed = match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Some(map),
             _ => None,
