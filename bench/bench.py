@@ -479,6 +479,7 @@ def main():
             "worker_threads": WORKERS,
             "binary_bytes": size,
             "binary_stripped_bytes": stripped.stat().st_size,
+            "static_binary_bytes": static_binaries(),
             "exec_to_first_swap_ms": first_swap_ms,
             "rss_idle_kib": rss_idle_kib,
             "threads_idle": threads_idle,
@@ -518,6 +519,13 @@ def main():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def static_binaries():
+    """Size of the static binary bench/run built for this machine, if it did."""
+    triple = os.environ.get("BENCH_STATIC_TRIPLE")
+    path = ROOT / "target" / "dist" / str(triple) / "spotify-token-swap"
+    return {triple: path.stat().st_size} if triple and path.exists() else {}
+
+
 def render_markdown(s):
     out = [
         f"Benchmark {s['date']} — {s['machine']}; wrk {s['bench_secs']} s per run, "
@@ -544,6 +552,9 @@ def render_markdown(s):
     out += [
         "",
         f"- binary: {s['binary_bytes']} bytes ({s['binary_stripped_bytes']} stripped)",
+        "- static stripped binary (scripts/cross-build): "
+        + (", ".join(f"{t} {n} bytes" for t, n in s["static_binary_bytes"].items())
+           or "not built (BENCH_STATIC=0)"),
         f"- exec → first successful swap: {s['exec_to_first_swap_ms']} ms (median of 5)",
         f"- idle: RSS {s['rss_idle_kib']} KiB, {s['threads_idle']} threads",
         f"- {s['sequential_swaps']} sequential swaps used {s['sequential_upstream_connections']} "
