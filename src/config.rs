@@ -308,6 +308,7 @@ impl Config {
         let token_url = format!("{accounts}/api/token");
         if !(accounts.starts_with("https://") || accounts.starts_with("http://"))
             || accounts.len() <= "https://".len()
+            || ureq::http::Uri::try_from(token_url.as_str()).is_err()
         {
             v.errors.push(format!(
                 "SPOTIFY_ACCOUNTS_URL: '{accounts}' is not an http:// or https:// URL"
@@ -765,6 +766,22 @@ mod tests {
         assert!(!debug.contains("0123456789abcdef"), "{debug}");
         assert!(debug.contains("[redacted]"));
         assert!(!c.describe().contains("csecret-value"));
+    }
+
+    #[test]
+    fn accounts_url_that_is_not_a_url_is_rejected() {
+        for bad in [
+            "ftp://accounts.example",
+            "https://",
+            "https://exa mple.com",
+            "http://a\"b",
+        ] {
+            let errs = with(&[("SPOTIFY_ACCOUNTS_URL", bad)]).unwrap_err();
+            assert!(
+                errs.to_string().contains("SPOTIFY_ACCOUNTS_URL"),
+                "{bad}: {errs}"
+            );
+        }
     }
 
     #[test]

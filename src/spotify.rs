@@ -18,6 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 use ureq::Agent;
+use ureq::http::Uri;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
@@ -113,6 +114,8 @@ impl FailureKind {
 pub struct Spotify {
     agent: Agent,
     token_url: String,
+    /// `token_url`, parsed once instead of on every call.
+    token_uri: Uri,
     /// `Basic base64(id:secret)`; replaced when SIGHUP brings a new secret.
     basic_auth: std::sync::RwLock<std::sync::Arc<Secret>>,
     backoff_until: Mutex<Option<Instant>>,
@@ -173,6 +176,8 @@ impl Spotify {
         Spotify {
             agent,
             token_url: config.token_url.clone(),
+            token_uri: Uri::try_from(config.token_url.as_str())
+                .expect("Config checked that the token URL parses"),
             basic_auth: std::sync::RwLock::new(std::sync::Arc::new(basic_auth(
                 &config.client_id,
                 &config.client_secret,
@@ -233,7 +238,7 @@ impl Spotify {
             }
             activity.last_call = Some(now);
         }
-        match self.agent.head(&self.token_url).call() {
+        match self.agent.head(self.token_uri.clone()).call() {
             Ok(mut response) => {
                 // Read the (empty) body so the connection returns to the pool.
                 let _ = response.body_mut().with_config().limit(1024).read_to_vec();
@@ -269,7 +274,7 @@ impl Spotify {
             std::sync::Arc::clone(&self.basic_auth.read().unwrap_or_else(|e| e.into_inner()));
         let sent = self
             .agent
-            .post(&self.token_url)
+            .post(self.token_uri.clone())
             .header("Authorization", auth.expose())
             .content_type("application/x-www-form-urlencoded")
             .send(form.as_bytes());
