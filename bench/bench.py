@@ -36,6 +36,9 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(os.environ.get("STS_BIN", ROOT / "target/release/spotify-token-swap"))
 SECS = int(os.environ.get("BENCH_SECS", "10"))
+# Each load phase runs this many rounds (ours and nginx alternating); the
+# table shows the median round by req/s, and the spread of all rounds.
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
 CONNECTIONS = [16, 64]
 WORKERS = int(os.environ.get("BENCH_WORKERS", "64"))
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -463,8 +466,11 @@ def main():
 
         rows = []
         for c in CONNECTIONS:
-            rows.append(load("spotify-token-swap", ours.pid, our_port, c, d, mock_log))
-            rows.append(load("nginx (ceiling)", ceiling.pid, proxy_port, c, d, mock_log))
+            rounds = {"ours": [], "nginx": []}
+            for _ in range(ROUNDS):
+                rounds["ours"].append(load("spotify-token-swap", ours.pid, our_port, c, d, mock_log))
+                rounds["nginx"].append(load("nginx (ceiling)", ceiling.pid, proxy_port, c, d, mock_log))
+            rows += [median_round(rounds["ours"]), median_round(rounds["nginx"])]
         for r in rows:
             r["rss_idle_kib"] = rss_idle_kib if r["server"] == "spotify-token-swap" else ceiling_rss_idle
 
@@ -476,6 +482,7 @@ def main():
             "machine": f"{os.cpu_count()} cores, {socket.gethostname()}",
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "bench_secs": SECS,
+            "rounds": ROUNDS,
             "worker_threads": WORKERS,
             "binary_bytes": size,
             "binary_stripped_bytes": stripped.stat().st_size,
@@ -519,6 +526,18 @@ def main():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def median_round(rounds):
+    """The round with the median req/s, with every round's req/s and CPU."""
+    ordered = sorted(rounds, key=lambda r: r["req_per_sec"])
+    row = dict(ordered[len(ordered) // 2])
+    row["rounds_req_per_sec"] = [r["req_per_sec"] for r in rounds]
+    row["rounds_cpu_us_per_req"] = [r["cpu_us_per_req"] for r in rounds]
+    row["non2xx"] = sum(r["non2xx"] for r in rounds)
+    row["socket_errors"] = sum(r["socket_errors"] for r in rounds)
+    row["rss_peak_kib"] = max(r["rss_peak_kib"] for r in rounds)
+    return row
+
+
 def static_binaries():
     """Size of the static binary bench/run built for this machine, if it did."""
     triple = os.environ.get("BENCH_STATIC_TRIPLE")
@@ -529,6 +548,7 @@ def static_binaries():
 def render_markdown(s):
     out = [
         f"Benchmark {s['date']} — {s['machine']}; wrk {s['bench_secs']} s per run, "
+        f"median of {s['rounds']} round(s), "
         f"WORKER_THREADS={s['worker_threads']}, encryption on, LOG_LEVEL=info",
         "",
         "| server | conns | req/s | p50 ms | p99 ms | non-2xx | socket errors | CPU µs/req "
@@ -549,6 +569,13 @@ def render_markdown(s):
     ]
     for c, r in s["ours_over_nginx"].items():
         out.append(f"| {c} | {r['throughput']} | {r['cpu_per_req']} |")
+    out.append("")
+    for r in s["rows"]:
+        out.append(
+            f"- {r['server']}, c={r['connections']}, every round: req/s "
+            f"{', '.join(str(v) for v in r['rounds_req_per_sec'])}; CPU µs/req "
+            f"{', '.join(str(v) for v in r['rounds_cpu_us_per_req'])}"
+        )
     out += [
         "",
         f"- binary: {s['binary_bytes']} bytes ({s['binary_stripped_bytes']} stripped)",
