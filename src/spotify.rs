@@ -113,8 +113,7 @@ impl FailureKind {
 /// The accounts-service client, shared by all workers.
 pub struct Spotify {
     agent: Agent,
-    token_url: String,
-    /// `token_url`, parsed once instead of on every call.
+    /// The token endpoint, parsed once instead of on every call.
     token_uri: Uri,
     /// `Basic base64(id:secret)`; replaced when SIGHUP brings a new secret.
     basic_auth: std::sync::RwLock<std::sync::Arc<Secret>>,
@@ -132,7 +131,7 @@ struct Activity {
 impl std::fmt::Debug for Spotify {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spotify")
-            .field("token_url", &self.token_url)
+            .field("token_url", &self.token_uri)
             .field("basic_auth", &self.basic_auth)
             .finish_non_exhaustive()
     }
@@ -175,7 +174,6 @@ impl Spotify {
         let agent = Agent::with_parts(agent_config, connector, CachingResolver::default());
         Spotify {
             agent,
-            token_url: config.token_url.clone(),
             token_uri: Uri::try_from(config.token_url.as_str())
                 .expect("Config checked that the token URL parses"),
             basic_auth: std::sync::RwLock::new(std::sync::Arc::new(basic_auth(
