@@ -94,7 +94,6 @@ fn connect_any(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, 
 }
 
 /// One upstream TCP connection.
-#[derive(Debug)]
 pub struct UpstreamTcp {
     stream: TcpStream,
     buffers: LazyBuffers,
@@ -106,6 +105,18 @@ pub struct UpstreamTcp {
     /// Set by I/O, cleared by `is_open`: the first `is_open` after a call is
     /// ureq returning the connection to its pool (see the module docs).
     used_since_probe: bool,
+}
+
+/// SECURITY: the buffers hold requests to Spotify — the `Authorization`
+/// header, codes, refresh tokens — so `Debug` shows only their sizes.
+impl std::fmt::Debug for UpstreamTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTcp")
+            .field("peer", &self.stream.peer_addr().ok())
+            .field("unsent_bytes", &self.unsent.len())
+            .field("buffered_input_bytes", &self.buffers.input().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl UpstreamTcp {
@@ -369,6 +380,23 @@ mod tests {
         assert_eq!(conn.buffers.input(), b"ok");
         let (got, _server) = answer.join().unwrap();
         assert_eq!(&got, b"head body");
+    }
+
+    #[test]
+    fn debug_shows_no_request_bytes() {
+        let (mut conn, _server) = pair();
+        let secret = b"Authorization: Basic c2VjcmV0 code=plugh";
+        conn.buffers.output()[..secret.len()].copy_from_slice(secret);
+        conn.transmit_output(secret.len(), within(Duration::from_secs(1)))
+            .unwrap();
+        let debug = format!("{conn:?}");
+        assert!(
+            debug.contains(&format!("unsent_bytes: {}", secret.len())),
+            "{debug}"
+        );
+        for leak in ["c2VjcmV0", "plugh", "99, 50"] {
+            assert!(!debug.contains(leak), "{debug}");
+        }
     }
 
     #[test]
