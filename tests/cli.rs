@@ -282,6 +282,18 @@ fn bad_listen_addr_exits_2() {
 }
 
 #[test]
+fn accounts_url_that_does_not_parse_exits_2() {
+    let output = run_binary(
+        &[],
+        &with(&[("SPOTIFY_ACCOUNTS_URL", "https://exa mple.com")]),
+    );
+
+    let lines = assert_config_failure(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("SPOTIFY_ACCOUNTS_URL"), "{lines:?}");
+}
+
+#[test]
 fn every_problem_is_reported_one_line_each_before_binding() {
     // Held, so a server that bound before validating would fail with "address
     // in use" (exit 1) instead of the configuration errors.
