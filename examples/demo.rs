@@ -61,5 +61,8 @@ fn main() {
          Ctrl-C stops it.\n",
         mock.base_url()
     );
-    server(config, listener).run();
+    let server = server(config, listener, None).unwrap_or_else(|e| panic!("{e}"));
+    if let Err(e) = server.run() {
+        eprintln!("demo: {e}");
+    }
 }

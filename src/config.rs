@@ -25,7 +25,7 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 10;
 /// Largest accepted `UPSTREAM_TIMEOUT_SECS`.
 pub const MAX_UPSTREAM_TIMEOUT_SECS: u64 = 300;
 /// Default cap on concurrent connections per client address.
-pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 8;
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 /// Shortest accepted encryption secret, in characters.
 pub const MIN_ENCRYPTION_SECRET_CHARS: usize = 32;
 /// Spotify's accounts service.
@@ -131,6 +131,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub log_level: LevelFilter,
     pub rate_limit_per_minute: u32,
+    /// `MAX_CONNECTIONS`; `None`: sized from `RLIMIT_NOFILE` at start.
+    pub max_connections: Option<usize>,
     pub max_connections_per_client: usize,
     pub trusted_proxies: Vec<IpAddr>,
     pub tls: Option<Tls>,
@@ -462,6 +464,13 @@ impl Config {
             v.errors
                 .push("MAX_CONNECTIONS_PER_CLIENT must be at least 1".into());
         }
+        let max_connections = v
+            .get("MAX_CONNECTIONS")
+            .is_some()
+            .then(|| v.number("MAX_CONNECTIONS", 0usize));
+        if max_connections == Some(0) {
+            v.errors.push("MAX_CONNECTIONS must be at least 1".into());
+        }
 
         let trusted_proxies = match v.map.get("TRUSTED_PROXIES") {
             None => vec![
@@ -546,6 +555,7 @@ impl Config {
             upstream_timeout: Duration::from_secs(timeout_secs),
             log_level,
             rate_limit_per_minute,
+            max_connections,
             max_connections_per_client,
             trusted_proxies,
             tls,
@@ -607,6 +617,10 @@ impl Config {
             format!("UPSTREAM_TIMEOUT_SECS={}", self.upstream_timeout.as_secs()),
             format!("LOG_LEVEL={}", self.log_level.as_str().to_ascii_lowercase()),
             format!("RATE_LIMIT_PER_MINUTE={}", self.rate_limit_per_minute),
+            match self.max_connections {
+                Some(n) => format!("MAX_CONNECTIONS={n}"),
+                None => "MAX_CONNECTIONS=(from RLIMIT_NOFILE at start)".to_string(),
+            },
             format!(
                 "MAX_CONNECTIONS_PER_CLIENT={}",
                 self.max_connections_per_client
@@ -686,7 +700,8 @@ mod tests {
         assert_eq!(c.upstream_timeout, Duration::from_secs(10));
         assert_eq!(c.log_level, LevelFilter::Info);
         assert_eq!(c.rate_limit_per_minute, 0);
-        assert_eq!(c.max_connections_per_client, 8);
+        assert_eq!(c.max_connections_per_client, 256);
+        assert_eq!(c.max_connections, None);
         assert_eq!(c.cors, Cors::Off);
         assert!(c.encryption_secret.is_none());
         assert_eq!(

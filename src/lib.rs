@@ -6,10 +6,12 @@
 //!
 //! How one `/swap` request flows, file by file:
 //!
-//! 1. [`http::server`] accepts the connection and queues it for a worker of
+//! 1. the poller (`http::poll`) accepts the connection and waits for its
+//!    bytes; once they arrive, [`http::server`] queues it for a worker of
 //!    the fixed pool;
-//! 2. [`http::conn`] reads and checks the head and body within their limits
-//!    and deadlines, and hands a [`http::Request`] to the handler;
+//! 2. [`http::conn`] takes in the head and body within their limits (the
+//!    poller enforces the deadlines), and hands a [`http::Request`] to the
+//!    handler;
 //! 3. [`routes`] parses the form or JSON fields and calls
 //! 4. [`spotify`], which posts to the accounts service through the one
 //!    shared `ureq` agent;
@@ -113,11 +115,32 @@ pub fn bind(config: &Config) -> Result<TcpListener, RunError> {
     }
 }
 
-/// Builds the server around a bound listener.
-pub fn server(config: Config, listener: TcpListener) -> Server<App> {
+/// Descriptors kept free for what is not a client connection: the
+/// listener, epoll, upstream connections (one per worker at most), files.
+const RESERVED_FDS: usize = 64;
+
+/// `MAX_CONNECTIONS` when it is not set: what the open-files limit leaves
+/// after the workers' upstream connections and [`RESERVED_FDS`].
+pub fn default_max_connections(open_files_limit: Option<u64>, worker_threads: usize) -> usize {
+    let limit = open_files_limit.map_or(1024, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    limit
+        .saturating_sub(worker_threads + RESERVED_FDS)
+        .max(1)
+}
+
+/// Builds the server around a bound listener. `open_files_limit` sizes
+/// `MAX_CONNECTIONS` when it is not set.
+pub fn server(
+    config: Config,
+    listener: TcpListener,
+    open_files_limit: Option<u64>,
+) -> Result<Server<App>, RunError> {
     let stats = Arc::new(Stats::default());
     let settings = ServerSettings {
         worker_threads: config.worker_threads,
+        max_connections: config.max_connections.unwrap_or_else(|| {
+            default_max_connections(open_files_limit, config.worker_threads)
+        }),
         max_connections_per_client: config.max_connections_per_client,
         trusted_proxies: config.trusted_proxies.clone(),
         request_time_limit: config.upstream_timeout,
@@ -128,6 +151,7 @@ pub fn server(config: Config, listener: TcpListener) -> Server<App> {
     };
     let app = Arc::new(App::new(config, Arc::clone(&stats)));
     Server::new(listener, app, settings, stats)
+        .map_err(|e| RunError::Startup(format!("cannot set up the poller: {e}")))
 }
 
 /// The start line: version, address, paths, encryption on/off.
@@ -200,8 +224,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     if config.encryption_secret.is_none() {
         log::warn!("ENCRYPTION_SECRET is not set: refresh tokens are handed to clients in clear");
     }
+    let open_files_limit = service::raise_open_files_limit();
     let tls = config.tls.clone();
-    let server = server(config, listener);
+    let server = server(config, listener, open_files_limit)?;
     let shutdown = server.shutdown_handle();
     let app = Arc::clone(server.handler());
     spawn("signals", move || {
@@ -220,9 +245,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
     service::notify("READY=1");
     if let Some(interval) = service::watchdog_interval() {
         let shutdown = server.shutdown_handle();
+        let mut probe = server.progress_probe();
         spawn("watchdog", move || {
+            // Each ping vouches that a canary went through the poller and
+            // the queue to a worker since the last one: a wedged pool
+            // stops pinging and systemd restarts the service.
             while !shutdown.is_shutting_down() {
-                service::notify("WATCHDOG=1");
+                if probe.check() {
+                    service::notify("WATCHDOG=1");
+                }
                 std::thread::sleep(interval);
             }
         })?;
@@ -237,7 +268,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
             }
         })?;
     }
-    let drained = server.run();
+    let drained = server
+        .run()
+        .map_err(|e| RunError::Startup(format!("the poller failed: {e}")))?;
     log::info!(
         "stopped{}",
         if drained {

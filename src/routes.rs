@@ -296,6 +296,15 @@ impl Handler for App {
         self.metrics
             .request(self.endpoint(record.path), record.status);
     }
+
+    fn decorate_error(&self, request: &Request, response: Response) -> Response {
+        match self.endpoint(&request.path) {
+            // A browser app reads the HTTP layer's errors on the token
+            // paths only if they carry its CORS headers.
+            Endpoint::Swap | Endpoint::Refresh => self.cors(request, response),
+            _ => response,
+        }
+    }
 }
 
 /// The secrets an app runs with, as read from the environment and files.

@@ -106,6 +106,34 @@ pub fn watchdog_interval() -> Option<std::time::Duration> {
     (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
 }
 
+/// Raises the soft limit on open files to the hard limit (as Go programs
+/// do at start) and returns the limit now in force, or `None` if it cannot
+/// be read. Each connection is a descriptor; the soft limit's usual
+/// default of 1024 is a compatibility value for `select(2)`, which this
+/// program never uses.
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit from a struct we own. Raising
+        // the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
 /// The listener passed by systemd socket activation, if `LISTEN_PID` names
 /// this process and `LISTEN_FDS` is at least 1.
 pub fn activated_listener() -> io::Result<Option<TcpListener>> {

@@ -4,30 +4,23 @@
 //! second TLS stack. The certificate and key live behind a [`CertStore`]
 //! that `SIGHUP` can swap: new handshakes use the new certificate, and
 //! established connections are untouched (certbot/acme.sh renewals). The
-//! handshake runs inside the worker under its own deadline, so a stalled
-//! handshake cannot pin a worker longer than [`HANDSHAKE_TIMEOUT`].
+//! handshake itself runs on workers in short non-blocking steps
+//! (`http::conn`), under a deadline the poller enforces.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use rustls::ServerConfig;
 
 use crate::config::TlsFiles;
-use crate::http::Transport;
-use crate::http::conn::Context;
 
 /// Time allowed for a TLS handshake, counted from accept.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-// Before the handshake, a silent connection is treated as plain HTTP treats
-// one: the same grace under pressure, first look and poll slice.
-use crate::http::conn::{FIRST_LOOK, IDLE_UNDER_PRESSURE, POLL_SLICE};
 
 /// The current certificate and key; swapped on reload.
 pub struct CertStore {
@@ -123,157 +116,4 @@ pub fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
     let mut config = builder.with_no_client_auth().with_cert_resolver(store);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
-}
-
-/// A TLS connection over a TCP socket.
-pub type TlsStream = StreamOwned<ServerConnection, TcpStream>;
-
-impl Transport for TlsStream {
-    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.sock.set_read_timeout(timeout)
-    }
-    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.sock.set_write_timeout(timeout)
-    }
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.conn.send_close_notify();
-        // Push the close_notify out; an error here only means the peer left.
-        let _ = self.conn.complete_io(&mut self.sock);
-        self.sock.shutdown(Shutdown::Write)
-    }
-}
-
-/// How a handshake attempt ended without a TLS connection.
-#[derive(Debug, PartialEq, Eq)]
-pub enum HandshakeFailure {
-    /// The client spoke plain HTTP to the HTTPS port; it was told so.
-    PlainHttp,
-    /// Timed out, closed, or the TLS protocol failed.
-    Failed,
-}
-
-/// Runs the handshake with a deadline. A client speaking plain HTTP gets a
-/// plain-text 400 JSON answer explaining that this port is HTTPS. A client
-/// that sends nothing is given up early when `context` says others are
-/// waiting or the server is shutting down.
-/// `accepted` is when the connection was accepted: time spent waiting in
-/// the queue counts towards both the handshake deadline and the silence.
-pub fn accept<C: Context + ?Sized>(
-    stream: TcpStream,
-    config: &Arc<ServerConfig>,
-    context: &C,
-    accepted: Instant,
-) -> Result<TlsStream, HandshakeFailure> {
-    let deadline = accepted + HANDSHAKE_TIMEOUT;
-    match first_byte(&stream, deadline, context, accepted) {
-        Opening::Silent => return Err(HandshakeFailure::Failed),
-        Opening::PlainHttp => {
-            tell_plain_http_client(stream);
-            return Err(HandshakeFailure::PlainHttp);
-        }
-        Opening::Tls => {}
-    }
-    let Ok(conn) = ServerConnection::new(Arc::clone(config)) else {
-        return Err(HandshakeFailure::Failed);
-    };
-    let mut tls = StreamOwned::new(conn, stream);
-    while tls.conn.is_handshaking() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero()
-            || tls.sock.set_read_timeout(Some(left)).is_err()
-            || tls.sock.set_write_timeout(Some(left)).is_err()
-        {
-            return Err(HandshakeFailure::Failed);
-        }
-        match tls.conn.complete_io(&mut tls.sock) {
-            Ok((0, 0)) if tls.conn.wants_read() => return Err(HandshakeFailure::Failed),
-            Ok(_) => {}
-            Err(_) => {
-                // Send the alert rustls queued (e.g. no shared cipher), if any.
-                let _ = tls.conn.write_tls(&mut tls.sock);
-                return Err(HandshakeFailure::Failed);
-            }
-        }
-    }
-    Ok(tls)
-}
-
-/// How a fresh connection opened.
-enum Opening {
-    /// Something other than an HTTP method: let rustls judge it.
-    Tls,
-    /// An upper-case letter: the start of a plain-HTTP request line.
-    PlainHttp,
-    /// Nothing (in time, or before the peer left, or before it had to make
-    /// room for others).
-    Silent,
-}
-
-/// Peeks at the first byte: a TLS record starts with 0x16 (handshake); an
-/// HTTP request starts with an upper-case method name.
-fn first_byte<C: Context + ?Sized>(
-    stream: &TcpStream,
-    deadline: Instant,
-    context: &C,
-    accepted: Instant,
-) -> Opening {
-    let mut first = [0u8; 1];
-    // Never give a connection up as silent before having looked at it once.
-    let mut looked = false;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Opening::Silent;
-        }
-        // SECURITY: a connection that has sent nothing holds a worker. As on
-        // plain HTTP (`http::conn`), give it up after a short grace when
-        // others are queueing or at shutdown; waiting for the whole
-        // handshake deadline let WORKER_THREADS empty connections stall
-        // every client for 10 s, and one hold up shutdown as long.
-        let grace_over = now.saturating_duration_since(accepted) >= IDLE_UNDER_PRESSURE;
-        if looked && grace_over && (context.shutting_down() || context.others_waiting()) {
-            return Opening::Silent;
-        }
-        // Queued past its grace: bytes already sent are seen at once; a
-        // silent connection is not worth a whole poll slice.
-        let slice = if !looked && grace_over {
-            (deadline - now).min(FIRST_LOOK)
-        } else {
-            (deadline - now).min(POLL_SLICE)
-        };
-        looked = true;
-        if stream.set_read_timeout(Some(slice)).is_err() {
-            return Opening::Silent;
-        }
-        match stream.peek(&mut first) {
-            Ok(0) => return Opening::Silent,
-            Ok(_) if first[0].is_ascii_uppercase() => return Opening::PlainHttp,
-            Ok(_) => return Opening::Tls,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(_) => return Opening::Silent,
-        }
-    }
-}
-
-fn tell_plain_http_client(mut stream: TcpStream) {
-    let body = br#"{"error":"invalid_request","error_description":"this port speaks HTTPS; use https://"}"#;
-    let head = format!(
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
-    let _ = stream.shutdown(Shutdown::Write);
-    // Drain a little of the request so the close is not a reset.
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut sink = [0u8; 4096];
-    let _ = stream.read(&mut sink);
 }

@@ -758,28 +758,37 @@ fn keep_alive_survives_a_client_connecting_alongside() {
 }
 
 #[test]
-fn response_says_close_when_others_are_waiting() {
+fn a_late_body_holds_no_worker() {
     let (mock, server) = start(&[("WORKER_THREADS", "1")]);
     mock.add_code("abc");
     let addr = server.addr();
-    // The only worker is held by a request whose body is late …
+    // The only worker would be held by a request whose body is late, if a
+    // connection waiting for bytes held one …
     let body = form_body(&[("code", "abc")]);
-    let mut busy = Conn::open(addr);
-    busy.send(&post_with_length(&body.len().to_string()));
-    // … while another connection queues behind it.
-    let mut waiting = Conn::open(addr);
-    waiting.send(&raw_get("/health"));
-    thread::sleep(Duration::from_millis(300));
-    busy.send(body.as_bytes());
-    let resp = busy.read_response();
+    let mut late = Conn::open(addr);
+    late.send(&post_with_length(&body.len().to_string()));
+    thread::sleep(Duration::from_millis(100));
+    // … so another client is answered meanwhile, at once.
+    let started = Instant::now();
+    let mut other = Conn::open(addr);
+    other.send(&raw_get("/health"));
+    assert_eq!(other.read_response().status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered only after {:?}",
+        started.elapsed()
+    );
+    // The late body still completes its request, and the connection stays.
+    late.send(body.as_bytes());
+    let resp = late.read_response();
     assert_swapped(&resp, "abc");
-    assert_eq!(resp.header("connection"), Some("close"), "{resp:?}");
-    assert!(busy.is_closed_by_peer(PROMPT_CLOSE));
-    assert_eq!(waiting.read_response().status, 200);
+    assert_eq!(resp.header("connection"), None, "{resp:?}");
+    late.send(&raw_get("/health"));
+    assert_eq!(late.read_response().status, 200);
 }
 
 #[test]
-fn idle_keep_alive_connection_yields_to_a_waiting_one() {
+fn idle_keep_alive_connection_holds_no_worker() {
     let (_mock, server) = start(&[("WORKER_THREADS", "1")]);
     let addr = server.addr();
     let mut idle = Conn::open(addr);
@@ -787,14 +796,17 @@ fn idle_keep_alive_connection_yields_to_a_waiting_one() {
     assert_eq!(idle.read_response().status, 200);
 
     let started = Instant::now();
-    let mut waiting = Conn::open(addr);
-    waiting.send(&raw_get("/health"));
-    let resp = waiting.read_response();
+    let mut other = Conn::open(addr);
+    other.send(&raw_get("/health"));
+    let resp = other.read_response();
     let took = started.elapsed();
     assert_eq!(resp.status, 200, "{resp:?}");
-    // Well before the 5 s idle timeout would have freed the worker.
-    assert!(took < Duration::from_secs(3), "served only after {took:?}");
-    assert!(idle.is_closed_by_peer(PROMPT_CLOSE));
+    assert_eq!(resp.header("connection"), None, "{resp:?}");
+    // Well before the 5 s idle timeout would have freed a worker.
+    assert!(took < Duration::from_secs(1), "served only after {took:?}");
+    // The idle connection was not given up for it.
+    idle.send(&raw_get("/health"));
+    assert_eq!(idle.read_response().status, 200);
 }
 
 // ---------------------------------------------------------------------------
@@ -802,7 +814,7 @@ fn idle_keep_alive_connection_yields_to_a_waiting_one() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn connection_over_the_per_client_cap_is_closed_at_once() {
+fn connection_over_the_per_client_cap_is_answered_503_and_closed() {
     // 127.0.0.1 is not a trusted proxy here, so it is counted.
     let (_mock, server) = start(&[
         ("MAX_CONNECTIONS_PER_CLIENT", "2"),
@@ -818,11 +830,11 @@ fn connection_over_the_per_client_cap_is_closed_at_once() {
     }
 
     let mut third = Conn::open(addr);
-    let _ = third.try_send(&raw_get("/health"));
-    assert!(
-        third.is_closed_by_peer(PROMPT_CLOSE),
-        "a third connection from one client was not closed at once"
-    );
+    third.set_timeout(PROMPT_CLOSE);
+    let resp = third.read_response();
+    assert_closing_error(&resp, 503, "temporarily_unavailable");
+    assert_eq!(resp.header("retry-after"), Some("1"), "{resp:?}");
+    assert!(third.is_closed_by_peer(PROMPT_CLOSE));
 
     // The first two are still served.
     for conn in [&mut first, &mut second] {
@@ -846,7 +858,8 @@ fn closing_a_connection_frees_a_per_client_slot() {
     assert_eq!(closed.read_response().status, 200);
 
     let mut refused = Conn::open(addr);
-    assert!(refused.is_closed_by_peer(PROMPT_CLOSE), "cap not applied");
+    refused.set_timeout(PROMPT_CLOSE);
+    assert_eq!(refused.read_response().status, 503, "cap not applied");
     drop(closed);
 
     // The server notices the close asynchronously; try a bounded number of
@@ -856,8 +869,11 @@ fn closing_a_connection_frees_a_per_client_slot() {
         let mut conn = Conn::open(addr);
         conn.set_timeout(Duration::from_secs(2));
         if conn.try_send(&raw_get("/health")).is_ok() {
+            // Until the server has seen the close, the cap answers 503.
             if let Ok(resp) = conn.try_read_response() {
-                break resp;
+                if resp.status != 503 {
+                    break resp;
+                }
             }
         }
         assert!(
@@ -908,9 +924,16 @@ fn full_queue_is_answered_503_with_retry_after() {
     }
     let held_since = Instant::now();
 
-    // Fill the queue; the worker cannot take any of these.
-    let queued: Vec<Conn> = (0..QUEUE_CAPACITY).map(|_| Conn::open(addr)).collect();
+    // Fill the queue with ready requests; the worker cannot take any.
+    let queued: Vec<Conn> = (0..QUEUE_CAPACITY)
+        .map(|_| {
+            let mut conn = Conn::open(addr);
+            conn.send(&raw_get("/health"));
+            conn
+        })
+        .collect();
     let mut extra = Conn::open(addr);
+    extra.send(&raw_get("/health"));
     extra.set_timeout(Duration::from_secs(3));
     let resp = extra.read_response();
     assert!(

@@ -79,15 +79,17 @@ impl Running {
         let stats = Arc::new(Stats::default());
         let settings = ServerSettings {
             worker_threads: 1,
+            max_connections: 1024,
             max_connections_per_client: 8,
             trusted_proxies: Vec::new(),
             request_time_limit: Duration::from_secs(5),
             tls: None,
         };
-        let server = Server::new(listener, Arc::clone(&handler), settings, Arc::clone(&stats));
+        let server = Server::new(listener, Arc::clone(&handler), settings, Arc::clone(&stats))
+            .expect("set up the poller");
         let addr = server.local_addr().expect("local address");
         let shutdown = server.shutdown_handle();
-        let run = thread::spawn(move || server.run());
+        let run = thread::spawn(move || server.run().expect("the poller must not fail"));
         Running {
             addr,
             handler,

@@ -1,93 +1,161 @@
-//! One connection, start to finish: read a head, read its body, call the
-//! handler, write the response, and decide whether to keep the connection.
+//! One connection's state, and what a worker does with it in one turn:
+//! take in the bytes that are there, answer every complete request, and
+//! say what the connection waits for next.
 //!
-//! Generic over [`Transport`], so built-in TLS can wrap the socket without
-//! anything here changing. Time limits are deadlines per phase (head, body),
-//! not per read: each read's timeout is the time left, so a client trickling
-//! one byte at a time cannot hold a worker past the deadline. Buffers are the
-//! worker's, reused from connection to connection.
+//! Nothing here blocks on the peer. Reads and writes are non-blocking; a
+//! connection that needs more bytes, or has output the socket would not
+//! take, goes back to the poller with its partial state and the deadline
+//! of its phase, and the poller enforces that deadline. Between turns a
+//! connection keeps only what is unfinished: the unparsed bytes of a
+//! request in progress, a body being decoded, unwritten output — an idle
+//! keep-alive connection holds no buffer. The worker's read and write
+//! buffers are reused from turn to turn.
+//!
+//! TLS is a transport of this same loop, through rustls' sans-I/O API:
+//! ciphertext in with `read_tls`, `process_new_packets` decrypts, plaintext
+//! comes out of `reader()`; answers go in through `writer()` and out with
+//! `write_tls`. The handshake advances in the same steps, on a worker.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::{ServerConfig, ServerConnection};
+
 use super::chunked::ChunkedDecoder;
+use super::epoll::{READABLE, WRITABLE};
+use super::server::ClientSlot;
 use super::{
     BODY_TIMEOUT, HEAD_TIMEOUT, Handler, KEEP_ALIVE_IDLE, MAX_BODY_BYTES, MAX_HEAD_BYTES,
     MAX_HEADERS, Record, Request, Response, reason,
 };
 use crate::error::Error;
+use crate::tls::HANDSHAKE_TIMEOUT;
 
 /// Size of a worker's read buffer: one full head plus room for what a
 /// pipelining client sends behind it.
 pub const READ_BUFFER_BYTES: usize = 16 * 1024;
-/// While waiting for a request, wake this often to notice shutdown and
-/// waiting connections.
-pub(crate) const POLL_SLICE: Duration = Duration::from_millis(200);
-/// A connection that has sent nothing for this long is given up when other
-/// connections are waiting for a worker.
-pub(crate) const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
-/// Time allowed for a request head while other connections wait for a
-/// worker (else [`HEAD_TIMEOUT`]).
-const HEAD_TIMEOUT_UNDER_PRESSURE: Duration = Duration::from_secs(2);
-/// How long a worker looks for the first bytes of a connection that has
-/// already spent its [`IDLE_UNDER_PRESSURE`] grace waiting in the queue.
-pub(crate) const FIRST_LOOK: Duration = Duration::from_millis(10);
 /// After a server-side close, read and discard at most this much of what the
 /// client still sends, so the kernel does not reset the connection before
 /// the client has read our response.
 const LINGER_BYTES: usize = 64 * 1024;
 /// … and for at most this long.
-const LINGER_TIME: Duration = Duration::from_millis(500);
-/// A read that timed out this close to its limit counts as at the limit
-/// (socket timeouts are coarse).
-const TIMER_SLACK: Duration = Duration::from_millis(5);
-/// Time allowed for writing one response.
+pub(crate) const LINGER_TIME: Duration = Duration::from_millis(500);
+/// Time allowed for the rest of an answer the socket did not take at once.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A byte stream the connection loop can run on: a `TcpStream`, or later a
-/// TLS stream over one.
-pub trait Transport: Read + Write {
-    /// Sets the timeout of the next reads (`None`: block).
-    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
-    /// Sets the timeout of the next writes.
-    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
-    /// Tells the peer we are done writing.
-    fn shutdown_write(&mut self) -> io::Result<()>;
-}
-
-impl Transport for TcpStream {
-    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, timeout)
-    }
-    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_write_timeout(self, timeout)
-    }
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
-
-/// What the connection loop needs to know about the rest of the server.
-pub trait Context {
-    /// Whether the server is shutting down.
-    fn shutting_down(&self) -> bool;
-    /// Whether other connections are waiting for a worker.
-    fn others_waiting(&self) -> bool;
-    /// The client address for a request from `peer` with this
-    /// `X-Forwarded-For` value.
-    fn client_address(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr;
-}
+/// Requests one connection may have answered in one turn before it goes to
+/// the back of the queue, so a pipelining client cannot keep a worker.
+const REQUESTS_PER_TURN: usize = 32;
 
 /// A worker's reusable buffers, allocated when it serves its first
-/// connection: zero-filled, the read buffer would cost every idle worker
-/// 16 KiB of RSS.
+/// connection.
 #[derive(Default)]
 pub struct Buffers {
     read: Box<[u8]>,
     write: Vec<u8>,
 }
+
+/// What the rest of the server tells a connection about itself.
+pub(crate) struct Env<'a, H: ?Sized> {
+    pub handler: &'a H,
+    pub shutting_down: bool,
+    pub trusted_proxies: &'a [IpAddr],
+}
+
+/// Where a connection stands between turns; each phase has its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Accepted (or just past its TLS handshake), no request byte yet.
+    Fresh,
+    /// TLS handshake under way.
+    Handshake,
+    /// Between keep-alive requests.
+    Idle,
+    /// Part of a request head is in.
+    Head,
+    /// The head is in, part of the body.
+    Body,
+    /// An answer is partly written.
+    Writing,
+    /// Closed for writing; draining what the client still sends.
+    Lingering,
+}
+
+/// What a connection needs after a worker's turn.
+pub(crate) enum Next {
+    /// Bytes from the peer, or room to write: back to the poller.
+    Wait,
+    /// Already holds input to work on: back to the queue.
+    Ready,
+    /// Nothing more: close it.
+    Close,
+}
+
+/// The transport under the HTTP bytes.
+enum Transport {
+    Plain,
+    /// A TLS port, before the first byte said whether it is TLS.
+    TlsPort(Arc<ServerConfig>),
+    Tls(Box<ServerConnection>),
+}
+
+/// A request whose head is in and whose body is not complete yet.
+struct Pending {
+    head: Head,
+    body: Vec<u8>,
+    /// For a chunked body; else the body is `Content-Length` bytes.
+    chunked: Option<ChunkedDecoder>,
+    started: Instant,
+}
+
+/// One client connection.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    peer: IpAddr,
+    transport: Transport,
+    phase: Phase,
+    /// When the current phase ends, whatever the peer does.
+    pub(crate) deadline: Instant,
+    /// Received, not yet parsed: the start of the next request.
+    input: Vec<u8>,
+    pending: Option<Box<Pending>>,
+    /// Plain transport: answer bytes the socket has not taken yet.
+    output: Vec<u8>,
+    written: usize,
+    /// A write failed: the peer is gone.
+    broken: bool,
+    /// Close once the output is out.
+    closing: bool,
+    continue_sent: bool,
+    drained: usize,
+    _slot: ClientSlot,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SECURITY: the buffers hold request bytes (codes, tokens); only
+        // their sizes are shown.
+        f.debug_struct("Conn")
+            .field("peer", &self.peer)
+            .field("phase", &self.phase)
+            .field("input_bytes", &self.input.len())
+            .field("output_bytes", &(self.output.len() - self.written))
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a non-blocking read ended.
+enum Received {
+    /// Bytes were added.
+    Data,
+    /// Nothing there now.
+    Nothing,
+    /// The peer is gone (end of stream, a reset, a TLS failure).
+    Closed,
+}
+
 
 /// The parts of a request head the server uses, copied out of the buffer.
 #[derive(Debug, Default)]
@@ -100,122 +168,653 @@ struct Head {
     expect_continue: bool,
 }
 
-/// How waiting for a head ended without a request.
-enum NoRequest {
-    /// The peer closed, or an idle keep-alive connection timed out: close
-    /// without a word.
-    Quiet,
-    /// Answer this error, then close.
-    Fail(Error),
+/// How far the buffered bytes took a request.
+enum Progress {
+    /// A request was answered; this many bytes were its.
+    Answered(usize),
+    /// The request is not complete; this many bytes were taken into it.
+    NeedMore(usize),
 }
 
-/// Runs one connection until it closes. `accepted` is when it was accepted:
-/// the time it waited in the queue counts towards its silence.
-pub fn serve<S: Transport, H: Handler + ?Sized, C: Context + ?Sized>(
-    mut stream: S,
-    peer: IpAddr,
-    handler: &H,
-    context: &C,
-    buffers: &mut Buffers,
-    accepted: Instant,
-) {
-    if buffers.read.is_empty() {
-        buffers.read = vec![0; READ_BUFFER_BYTES].into_boxed_slice();
-        buffers.write.reserve(1024);
-    }
-    let mut conn = Conn {
-        stream: &mut stream,
-        buf: &mut buffers.read,
-        start: 0,
-        end: 0,
-        read_timeout: None,
-    };
-    let out = &mut buffers.write;
-    let _ = conn.stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut first = true;
-    loop {
-        let head = match conn.read_head(first, accepted, context) {
-            Ok(head) => head,
-            Err(NoRequest::Quiet) => return,
-            Err(NoRequest::Fail(error)) => {
-                let started = Instant::now();
-                let response = Response::error(&error);
-                let client = context.client_address(peer, None);
-                write_response(out, &response, 1, false, true);
-                let _ = conn.stream.write_all(out);
-                log_and_record(handler, "-", "-", response.status, started, Some(client));
-                // A client that never sent a byte left no unread input for
-                // the close to turn into a reset; lingering would only let a
-                // silent connection hold the worker LINGER_TIME longer.
-                if !(first && conn.start == conn.end) {
-                    conn.linger();
-                }
-                return;
-            }
+impl Conn {
+    /// A freshly accepted connection (already non-blocking).
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: IpAddr,
+        tls: Option<&Arc<ServerConfig>>,
+        slot: ClientSlot,
+        accepted: Instant,
+    ) -> Conn {
+        let (transport, limit) = match tls {
+            None => (Transport::Plain, HEAD_TIMEOUT),
+            Some(config) => (Transport::TlsPort(Arc::clone(config)), HANDSHAKE_TIMEOUT),
         };
-        first = false;
-        let started = Instant::now();
+        Conn {
+            stream,
+            peer,
+            transport,
+            phase: Phase::Fresh,
+            deadline: accepted + limit,
+            input: Vec::new(),
+            pending: None,
+            output: Vec::new(),
+            written: 0,
+            broken: false,
+            closing: false,
+            continue_sent: false,
+            drained: 0,
+            _slot: slot,
+        }
+    }
 
-        let Head {
-            mut request,
-            forwarded_for,
-            content_length,
-            chunked,
-            keep_alive,
-            expect_continue,
-        } = head;
-        let client = context.client_address(peer, forwarded_for.as_deref());
-        request.client = Some(client);
+    /// The socket, for registering with the poller.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.stream
+    }
 
-        let body = conn.read_body(&request, content_length, chunked, expect_continue);
-        let (response, failed) = match body {
-            Ok(body) => {
-                request.body = body;
-                let answered = catch_unwind(AssertUnwindSafe(|| handler.handle(&request)));
-                match answered {
-                    Ok(response) => (response, None),
-                    Err(_) => {
-                        log::error!(
-                            "request handler panicked: {} {}; answered 500",
-                            request.method,
-                            Printable(&request.path)
-                        );
-                        (Response::error(&Error::Internal), None)
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// What to wait for: room to write while output is pending, else bytes.
+    pub(crate) fn interest(&self) -> u32 {
+        if self.wants_write() {
+            WRITABLE
+        } else {
+            READABLE
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        match &self.transport {
+            Transport::Tls(tls) => tls.wants_write(),
+            _ => self.written < self.output.len(),
+        }
+    }
+
+    /// Whether no request has begun on it: such a connection is closed at
+    /// shutdown.
+    pub(crate) fn between_requests(&self) -> bool {
+        matches!(self.phase, Phase::Fresh | Phase::Idle) && self.input.is_empty()
+    }
+
+    /// One worker's turn: everything the connection can do now without
+    /// waiting for its peer.
+    pub(crate) fn turn<H: Handler + ?Sized>(
+        &mut self,
+        buffers: &mut Buffers,
+        env: &Env<'_, H>,
+    ) -> Next {
+        if buffers.read.is_empty() {
+            buffers.read = vec![0; READ_BUFFER_BYTES].into_boxed_slice();
+            buffers.write.reserve(1024);
+        }
+        if let Transport::TlsPort(_) = self.transport {
+            if let Some(next) = self.sniff(&mut buffers.write) {
+                return next;
+            }
+        }
+        // Last turn's unparsed bytes go first in the worker's buffer.
+        let buf = &mut buffers.read;
+        let mut end = self.input.len();
+        buf[..end].copy_from_slice(&self.input);
+        self.input = Vec::new();
+        let mut start = 0;
+        let mut answered = 0;
+        let next = loop {
+            if self.wants_write() || self.broken {
+                match self.flush() {
+                    Err(_) => break Next::Close,
+                    Ok(false) => break Next::Wait,
+                    Ok(true) => {}
+                }
+            }
+            match self.phase {
+                Phase::Writing if self.closing => break self.linger(),
+                Phase::Writing => {
+                    self.phase = Phase::Idle;
+                    self.deadline = Instant::now() + KEEP_ALIVE_IDLE;
+                    if answered >= REQUESTS_PER_TURN {
+                        break Next::Ready;
+                    }
+                }
+                Phase::Lingering => break Next::Wait,
+                Phase::Handshake => {
+                    if let Transport::Tls(tls) = &self.transport {
+                        if !tls.is_handshaking() {
+                            // Silence after the handshake counts from its end.
+                            self.phase = Phase::Fresh;
+                            self.deadline = Instant::now() + HEAD_TIMEOUT;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if start < end || self.pending.is_some() {
+                match self.advance(&buf[start..end], &mut buffers.write, env) {
+                    Ok(Progress::Answered(used)) => {
+                        start += used;
+                        answered += 1;
+                        continue;
+                    }
+                    Ok(Progress::NeedMore(used)) => start += used,
+                    Err(error) => {
+                        let shape = match self.pending.take() {
+                            Some(pending) => pending.head.request,
+                            None => shape_of(&buf[start..end]),
+                        };
+                        start = end;
+                        self.fail(&error, &shape, &mut buffers.write, env);
+                        continue;
                     }
                 }
             }
-            Err(error) => (Response::error(&error), Some(error)),
+            if start == end {
+                start = 0;
+                end = 0;
+            } else if end == buf.len() {
+                // What is left is the start of one request: move it to the
+                // front to make room.
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+            }
+            match self.receive(&mut buf[end..]) {
+                (Received::Data, n) => end += n,
+                (Received::Nothing, _) => break Next::Wait,
+                (Received::Closed, _) => break Next::Close,
+            }
         };
+        if self.phase == Phase::Lingering || matches!(next, Next::Close) {
+            return next;
+        }
+        if start < end {
+            self.input = buf[start..end].to_vec();
+            if matches!(self.phase, Phase::Fresh | Phase::Idle) {
+                // A head has begun: its deadline runs from its first byte.
+                self.phase = Phase::Head;
+                self.deadline = Instant::now() + HEAD_TIMEOUT;
+            }
+        }
+        next
+    }
 
-        let keep = keep_alive
-            && failed.as_ref().is_none_or(|e| !e.closes_connection())
-            && !context.shutting_down()
-            && !context.others_waiting();
+    /// On a TLS port, looks at the first byte: a TLS record starts with
+    /// 0x16; an upper-case letter is a plain-HTTP request line, which is
+    /// told to use HTTPS. `None`: go on with the turn.
+    fn sniff(&mut self, out: &mut Vec<u8>) -> Option<Next> {
+        let Transport::TlsPort(config) = &self.transport else {
+            return None;
+        };
+        let mut first = [0u8; 1];
+        let opened = loop {
+            match self.stream.peek(&mut first) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match opened {
+            Ok(0) => Some(Next::Close),
+            Ok(_) if first[0].is_ascii_uppercase() => {
+                self.transport = Transport::Plain;
+                let body = br#"{"error":"invalid_request","error_description":"this port speaks HTTPS; use https://"}"#;
+                write_response(out, &Response::json(400, body.to_vec()), 1, false, true);
+                self.queue_output(out);
+                self.closing = true;
+                self.phase = Phase::Writing;
+                None
+            }
+            Ok(_) => match ServerConnection::new(Arc::clone(config)) {
+                Ok(tls) => {
+                    self.transport = Transport::Tls(Box::new(tls));
+                    self.phase = Phase::Handshake;
+                    None
+                }
+                Err(_) => Some(Next::Close),
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Next::Wait),
+            Err(_) => Some(Next::Close),
+        }
+    }
+
+    /// Takes `data` (the buffered bytes) as far as it goes towards a
+    /// complete request, and answers it if it is complete.
+    fn advance<H: Handler + ?Sized>(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        env: &Env<'_, H>,
+    ) -> Result<Progress, Error> {
+        let mut used = 0;
+        if self.pending.is_none() {
+            let Some((head, len)) = parse_head(data)? else {
+                return Ok(Progress::NeedMore(0));
+            };
+            let started = Instant::now();
+            let expects_body = head.chunked || head.content_length.is_some_and(|n| n > 0);
+            if !expects_body {
+                if head.content_length.is_none()
+                    && matches!(head.request.method.as_str(), "POST" | "PUT" | "PATCH")
+                {
+                    return Err(Error::LengthRequired);
+                }
+                self.answer(head, Vec::new(), started, out, env);
+                return Ok(Progress::Answered(len));
+            }
+            if let Some(length) = head.content_length {
+                // SECURITY: refuse by number; never allocate what was announced.
+                if length > MAX_BODY_BYTES as u64 {
+                    return Err(Error::BodyTooLarge {
+                        limit: MAX_BODY_BYTES,
+                    });
+                }
+            }
+            used = len;
+            let capacity = head
+                .content_length
+                .map_or(512, |n| n as usize)
+                .min(MAX_BODY_BYTES);
+            let chunked = head
+                .chunked
+                .then(|| ChunkedDecoder::new(MAX_BODY_BYTES));
+            self.pending = Some(Box::new(Pending {
+                head,
+                body: Vec::with_capacity(capacity),
+                chunked,
+                started,
+            }));
+            self.phase = Phase::Body;
+            self.deadline = started + BODY_TIMEOUT;
+            self.continue_sent = false;
+        }
+        let Some(pending) = self.pending.as_mut() else {
+            return Ok(Progress::NeedMore(used));
+        };
+        let rest = &data[used..];
+        let complete = match &mut pending.chunked {
+            Some(decoder) => {
+                used += decoder.feed(rest, &mut pending.body)?;
+                decoder.is_done()
+            }
+            None => {
+                // Checked against MAX_BODY_BYTES when the head came in.
+                let length = pending.head.content_length.unwrap_or(0) as usize;
+                let take = (length - pending.body.len()).min(rest.len());
+                pending.body.extend_from_slice(&rest[..take]);
+                used += take;
+                pending.body.len() == length
+            }
+        };
+        if !complete {
+            let nothing_sent = rest.is_empty() && pending.body.is_empty();
+            if pending.head.expect_continue
+                && pending.head.request.minor_version >= 1
+                && nothing_sent
+                && !self.continue_sent
+            {
+                self.continue_sent = true;
+                self.queue_output(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            return Ok(Progress::NeedMore(used));
+        }
+        if let Some(pending) = self.pending.take() {
+            let Pending {
+                head,
+                body,
+                started,
+                ..
+            } = *pending;
+            self.answer(head, body, started, out, env);
+        }
+        Ok(Progress::Answered(used))
+    }
+
+    /// Calls the handler and queues its answer.
+    fn answer<H: Handler + ?Sized>(
+        &mut self,
+        head: Head,
+        body: Vec<u8>,
+        started: Instant,
+        out: &mut Vec<u8>,
+        env: &Env<'_, H>,
+    ) {
+        let Head {
+            mut request,
+            forwarded_for,
+            keep_alive,
+            ..
+        } = head;
+        let client = client_address(env.trusted_proxies, self.peer, forwarded_for.as_deref());
+        request.client = Some(client);
+        request.body = body;
+        let answered = catch_unwind(AssertUnwindSafe(|| env.handler.handle(&request)));
+        let response = answered.unwrap_or_else(|_| {
+            log::error!(
+                "request handler panicked: {} {}; answered 500",
+                request.method,
+                Printable(&request.path)
+            );
+            Response::error(&Error::Internal)
+        });
+        let keep = keep_alive && !env.shutting_down;
         // RFC 9110 §9.3.2: a HEAD response has the GET response's headers
         // (Content-Length included) but no body; sending one would be read
         // as the start of the next response on a kept-alive connection.
         let send_body = request.method != "HEAD";
         write_response(out, &response, request.minor_version, keep, send_body);
-        let wrote = conn
-            .stream
-            .write_all(out)
-            .and_then(|()| conn.stream.flush());
+        self.queue_output(out);
         log_and_record(
-            handler,
+            env.handler,
             &request.method,
             &request.path,
             response.status,
             started,
             Some(client),
         );
-        if wrote.is_err() {
-            return;
-        }
-        if !keep {
-            conn.linger();
-            return;
+        self.closing = !keep;
+        self.phase = Phase::Writing;
+        self.deadline = Instant::now() + WRITE_TIMEOUT;
+    }
+
+    /// Queues the HTTP layer's own error answer; the connection closes
+    /// after it. `shape` is the request as far as it could be read, for
+    /// the handler to decorate the answer (CORS).
+    fn fail<H: Handler + ?Sized>(
+        &mut self,
+        error: &Error,
+        shape: &Request,
+        out: &mut Vec<u8>,
+        env: &Env<'_, H>,
+    ) {
+        let started = Instant::now();
+        let response = env
+            .handler
+            .decorate_error(shape, Response::error(error));
+        let client = client_address(env.trusted_proxies, self.peer, None);
+        write_response(out, &response, 1, false, true);
+        self.queue_output(out);
+        log_and_record(env.handler, "-", "-", response.status, started, Some(client));
+        self.pending = None;
+        self.closing = true;
+        self.phase = Phase::Writing;
+        self.deadline = Instant::now() + WRITE_TIMEOUT;
+    }
+
+    /// Hands `bytes` to the transport: plain bytes are written at once as
+    /// far as the socket takes them, the rest kept; TLS encrypts them into
+    /// rustls' queue, written by [`Conn::flush`].
+    fn queue_output(&mut self, bytes: &[u8]) {
+        match &mut self.transport {
+            Transport::Tls(tls) => {
+                if tls.writer().write_all(bytes).is_err() {
+                    self.broken = true;
+                }
+            }
+            _ if self.written == self.output.len() => {
+                self.output.clear();
+                self.written = 0;
+                let taken = match write_some(&mut self.stream, bytes) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.broken = true;
+                        return;
+                    }
+                };
+                self.output.extend_from_slice(&bytes[taken..]);
+            }
+            _ => self.output.extend_from_slice(bytes),
         }
     }
+
+    /// Writes pending output as far as the socket takes it: `Ok(true)` when
+    /// all of it is out.
+    fn flush(&mut self) -> io::Result<bool> {
+        if self.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        match &mut self.transport {
+            Transport::Tls(tls) => {
+                while tls.wants_write() {
+                    match tls.write_tls(&mut self.stream) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            _ => {
+                while self.written < self.output.len() {
+                    match write_some(&mut self.stream, &self.output[self.written..])? {
+                        0 => return Ok(false),
+                        n => self.written += n,
+                    }
+                }
+                self.output = Vec::new();
+                self.written = 0;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads what is there into `space`, without waiting. TLS: plaintext
+    /// rustls already holds comes first; then ciphertext from the socket
+    /// is decrypted (or advances the handshake).
+    fn receive(&mut self, space: &mut [u8]) -> (Received, usize) {
+        if space.is_empty() {
+            // Cannot happen: a head stops at MAX_HEAD_BYTES and a body is
+            // taken out of the buffer as it arrives.
+            return (Received::Closed, 0);
+        }
+        let Transport::Tls(tls) = &mut self.transport else {
+            return match read_some(&mut self.stream, space) {
+                Ok(Some(0)) | Err(_) => (Received::Closed, 0),
+                Ok(Some(n)) => (Received::Data, n),
+                Ok(None) => (Received::Nothing, 0),
+            };
+        };
+        loop {
+            match tls.reader().read(space) {
+                // close_notify.
+                Ok(0) => return (Received::Closed, 0),
+                Ok(n) => return (Received::Data, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return (Received::Closed, 0),
+            }
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => return (Received::Closed, 0),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return (Received::Nothing, 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return (Received::Closed, 0),
+            }
+            if tls.process_new_packets().is_err() {
+                // Send the alert rustls queued (e.g. no shared cipher).
+                let _ = tls.write_tls(&mut self.stream);
+                return (Received::Closed, 0);
+            }
+            if tls.wants_write() {
+                // A handshake flight to send: the turn writes it first.
+                return (Received::Data, 0);
+            }
+        }
+    }
+
+    /// Closes for writing (after a TLS close_notify) and lingers; the
+    /// poller drains what the client still sends, until its end or
+    /// [`LINGER_TIME`].
+    fn linger(&mut self) -> Next {
+        if let Transport::Tls(tls) = &mut self.transport {
+            tls.send_close_notify();
+            if !matches!(self.flush(), Ok(true)) {
+                return Next::Close;
+            }
+        }
+        if self.stream.shutdown(Shutdown::Write).is_err() {
+            return Next::Close;
+        }
+        self.phase = Phase::Lingering;
+        self.deadline = Instant::now() + LINGER_TIME;
+        self.input = Vec::new();
+        self.pending = None;
+        self.drained = 0;
+        Next::Wait
+    }
+
+    /// Lingering: reads and discards what has arrived. Whether to go on.
+    pub(crate) fn drain(&mut self) -> bool {
+        let mut sink = [0u8; 4096];
+        loop {
+            match read_some(&mut self.stream, &mut sink) {
+                Ok(Some(0)) | Err(_) => return false,
+                Ok(Some(n)) => {
+                    self.drained += n;
+                    if self.drained >= LINGER_BYTES {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+            }
+        }
+    }
+
+    /// At its deadline: a request that was late is answered 408 and the
+    /// connection lingers (returns true); anything else just closes.
+    pub(crate) fn expire<H: Handler + ?Sized>(&mut self, env: &Env<'_, H>) -> bool {
+        let error = match (self.phase, &self.transport) {
+            (Phase::Fresh, Transport::Plain | Transport::Tls(_)) | (Phase::Head, _) => {
+                Error::HeadTimeout
+            }
+            (Phase::Body, _) => Error::BodyTimeout,
+            _ => return false,
+        };
+        let shape = match self.pending.take() {
+            Some(pending) => pending.head.request,
+            None => shape_of(&self.input),
+        };
+        let mut out = Vec::with_capacity(256);
+        self.fail(&error, &shape, &mut out, env);
+        self.finish_and_linger()
+    }
+
+    /// Turned away by a full queue: plain HTTP is told 503 with
+    /// `Retry-After`; a TLS connection is closed without a word (never
+    /// plaintext). Returns true while it lingers.
+    pub(crate) fn refuse(&mut self) -> bool {
+        if let Transport::Plain = self.transport {
+            self.queue_output(&overloaded_answer());
+        }
+        self.finish_and_linger()
+    }
+
+    fn finish_and_linger(&mut self) -> bool {
+        if !matches!(self.flush(), Ok(true)) {
+            return false;
+        }
+        matches!(self.linger(), Next::Wait)
+    }
+}
+
+/// Turns away a connection over a cap before it becomes a [`Conn`]: plain
+/// HTTP gets 503 with `Retry-After`, a TLS port a close with no word.
+pub(crate) fn refuse(mut stream: TcpStream, tls: bool) {
+    if !tls {
+        let _ = write_some(&mut stream, &overloaded_answer());
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    // Take in what already arrived, so the close is not a reset.
+    let mut sink = [0u8; 4096];
+    let _ = read_some(&mut stream, &mut sink);
+}
+
+/// The 503 written past a cap.
+fn overloaded_answer() -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_response(&mut out, &Response::error(&Error::Overloaded), 1, false, true);
+    out
+}
+
+/// One non-blocking write: how much the socket took (0: full).
+fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        match stream.write(bytes) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One non-blocking read: `Some(0)` at end of stream, `None` if nothing
+/// is there.
+fn read_some(stream: &mut TcpStream, space: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match stream.read(space) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The method, path and `Origin` of a request that could not be parsed
+/// whole (too large, malformed, late), read leniently, so its error answer
+/// can carry what the path's answers carry (CORS). Never routed.
+fn shape_of(data: &[u8]) -> Request {
+    let data = &data[..data.len().min(MAX_HEAD_BYTES * 2)];
+    let mut lines = data.split(|&b| b == b'\n');
+    let mut request = Request::default();
+    if let Some(line) = lines.next() {
+        let mut words = line.split(|&b| b == b' ');
+        request.method = text(words.next().unwrap_or_default());
+        request.path = path_of(&text(words.next().unwrap_or_default())).to_string();
+    }
+    for line in lines {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if line[..colon].trim_ascii().eq_ignore_ascii_case(b"origin") {
+            request.origin = Some(text(&line[colon + 1..]));
+        }
+    }
+    request
+}
+
+/// The right-most `X-Forwarded-For` entry that is not a trusted proxy, when
+/// the peer is a trusted proxy; otherwise the peer.
+pub fn client_address(trusted: &[IpAddr], peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let Some(list) = forwarded_for else {
+        return peer;
+    };
+    for entry in list.rsplit(',') {
+        match parse_forwarded_ip(entry.trim()) {
+            Some(ip) if trusted.contains(&ip) => continue,
+            Some(ip) => return ip,
+            // SECURITY: an entry we cannot parse may be forged; stop at it
+            // and attribute the request to the last address we trust.
+            None => return peer,
+        }
+    }
+    peer
+}
+
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    // `1.2.3.4:5678` and `[::1]:5678` forms.
+    entry
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip().to_canonical())
 }
 
 fn log_and_record<H: Handler + ?Sized>(
@@ -348,279 +947,6 @@ fn write_response(
     }
 }
 
-struct Conn<'a, S: Transport> {
-    stream: &'a mut S,
-    buf: &'a mut [u8],
-    /// Unconsumed bytes are `buf[start..end]`.
-    start: usize,
-    end: usize,
-    /// The socket's read timeout as last set, to skip a setsockopt(2) per
-    /// read when a shorter one is already in place.
-    read_timeout: Option<Duration>,
-}
-
-/// Outcome of one read with a deadline.
-enum Read_ {
-    Data,
-    Closed,
-    TimedOut,
-}
-
-impl<S: Transport> Conn<'_, S> {
-    fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    /// Reads more bytes into the buffer, waiting at most `timeout`.
-    fn fill(&mut self, timeout: Duration) -> Read_ {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() || timeout.is_zero() {
-            return Read_::TimedOut;
-        }
-        // A read timeout no longer than `timeout` already set will do: a read
-        // that wakes early just reads again until `timeout` has passed. (One
-        // far shorter than needed is replaced, so it does not spin.)
-        let floor = timeout.min(POLL_SLICE) / 2;
-        if self
-            .read_timeout
-            .is_none_or(|set| set > timeout || set < floor)
-        {
-            if self.stream.set_read_timeout(Some(timeout)).is_err() {
-                return Read_::Closed;
-            }
-            self.read_timeout = Some(timeout);
-        }
-        let started = Instant::now();
-        loop {
-            match self.stream.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Read_::Closed,
-                Ok(n) => {
-                    self.end += n;
-                    return Read_::Data;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if started.elapsed() + TIMER_SLACK >= timeout {
-                        return Read_::TimedOut;
-                    }
-                }
-                Err(_) => return Read_::Closed,
-            }
-        }
-    }
-
-    /// Waits for and parses one request head.
-    fn read_head<C: Context + ?Sized>(
-        &mut self,
-        first: bool,
-        accepted: Instant,
-        context: &C,
-    ) -> Result<Head, NoRequest> {
-        let waiting_since = Instant::now();
-        // SECURITY: a fresh connection's silence counts from accept. Measured
-        // from when a worker took it, every silent connection in a queue
-        // full of them (a few hundred from a few dozen addresses) cost a
-        // worker the whole grace, and other clients waited in line behind
-        // them for many seconds. Time in the queue is no excuse: a client's
-        // request follows its handshake at once.
-        let silent_since = if first {
-            accepted.min(waiting_since)
-        } else {
-            waiting_since
-        };
-        // Never give a connection up as silent before having looked at it.
-        let mut looked = false;
-        // The first request must arrive within HEAD_TIMEOUT of accept; later
-        // ones get KEEP_ALIVE_IDLE for their first byte, then HEAD_TIMEOUT.
-        let mut deadline: Option<Instant> = first.then(|| waiting_since + HEAD_TIMEOUT);
-        loop {
-            if self.start < self.end {
-                if deadline.is_none() {
-                    deadline = Some(Instant::now() + HEAD_TIMEOUT);
-                }
-                if let Some(head) = self.try_parse_head()? {
-                    return Ok(head);
-                }
-            }
-            let now = Instant::now();
-            let nothing_yet = self.start == self.end;
-            let limit = match deadline {
-                Some(d) => d,
-                None => waiting_since + KEEP_ALIVE_IDLE,
-            };
-            if now >= limit {
-                return Err(if nothing_yet && !first {
-                    NoRequest::Quiet
-                } else {
-                    NoRequest::Fail(Error::HeadTimeout)
-                });
-            }
-            if nothing_yet {
-                // SECURITY: an idle connection holds a worker; give it up at
-                // shutdown, or when others are queueing and it has been
-                // silent a while (slowloris with empty connections).
-                // A fresh connection that has said nothing gets a short grace
-                // (its request may be on the way), then goes too, so a
-                // silent preconnect cannot hold shutdown for HEAD_TIMEOUT.
-                let grace_over = looked && now - silent_since >= IDLE_UNDER_PRESSURE;
-                if context.shutting_down() && (!first || grace_over) {
-                    return Err(NoRequest::Quiet);
-                }
-                if context.others_waiting() && grace_over {
-                    return Err(if first {
-                        NoRequest::Fail(Error::HeadTimeout)
-                    } else {
-                        NoRequest::Quiet
-                    });
-                }
-            } else if context.others_waiting() {
-                // SECURITY: a head trickling in holds a worker too. While
-                // others queue, it gets HEAD_TIMEOUT_UNDER_PRESSURE instead
-                // of HEAD_TIMEOUT (a real client's head arrives in one
-                // round trip), so slowloris from many addresses costs each
-                // worker seconds per connection, not ten.
-                let head_started = if first {
-                    silent_since
-                } else {
-                    limit - HEAD_TIMEOUT
-                };
-                if now.saturating_duration_since(head_started) >= HEAD_TIMEOUT_UNDER_PRESSURE {
-                    return Err(NoRequest::Fail(Error::HeadTimeout));
-                }
-            }
-            let slice = if !nothing_yet {
-                // Wake now and then to notice connections queueing.
-                (limit - now).min(POLL_SLICE)
-            } else if !looked && now - silent_since >= IDLE_UNDER_PRESSURE {
-                // Queued past its grace: bytes already sent are read at
-                // once; a silent connection is not worth a poll slice.
-                (limit - now).min(FIRST_LOOK)
-            } else {
-                (limit - now).min(POLL_SLICE)
-            };
-            let read = self.fill(slice);
-            looked = true;
-            match read {
-                Read_::Data | Read_::TimedOut => {}
-                Read_::Closed => {
-                    return Err(NoRequest::Quiet);
-                }
-            }
-        }
-    }
-
-    /// Parses the buffered bytes as a head, if complete.
-    fn try_parse_head(&mut self) -> Result<Option<Head>, NoRequest> {
-        match parse_head(&self.buf[self.start..self.end]).map_err(NoRequest::Fail)? {
-            Some((head, len)) => {
-                self.start += len;
-                Ok(Some(head))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Reads the body the head announced.
-    fn read_body(
-        &mut self,
-        request: &Request,
-        content_length: Option<u64>,
-        chunked: bool,
-        expect_continue: bool,
-    ) -> Result<Vec<u8>, Error> {
-        let expects_body = chunked || content_length.is_some_and(|n| n > 0);
-        if !expects_body {
-            if content_length.is_none()
-                && matches!(request.method.as_str(), "POST" | "PUT" | "PATCH")
-            {
-                return Err(Error::LengthRequired);
-            }
-            return Ok(Vec::new());
-        }
-        if let Some(length) = content_length {
-            // SECURITY: refuse by number; never allocate what was announced.
-            if length > MAX_BODY_BYTES as u64 {
-                return Err(Error::BodyTooLarge {
-                    limit: MAX_BODY_BYTES,
-                });
-            }
-        }
-        if expect_continue && request.minor_version >= 1 && self.start == self.end {
-            let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
-            self.stream
-                .write_all(interim)
-                .map_err(|_| Error::BodyTimeout)?;
-        }
-        let deadline = Instant::now() + BODY_TIMEOUT;
-        let mut body = Vec::with_capacity(
-            content_length
-                .map_or(512, |n| n as usize)
-                .min(MAX_BODY_BYTES),
-        );
-        if let Some(length) = content_length {
-            // `length` ≤ MAX_BODY_BYTES, checked above.
-            let length = length as usize;
-            loop {
-                let take = (length - body.len()).min(self.end - self.start);
-                body.extend_from_slice(&self.buf[self.start..self.start + take]);
-                self.start += take;
-                if body.len() == length {
-                    return Ok(body);
-                }
-                self.fill_before(deadline)?;
-            }
-        }
-        let mut decoder = ChunkedDecoder::new(MAX_BODY_BYTES);
-        loop {
-            let used = decoder.feed(self.buffered(), &mut body)?;
-            self.start += used;
-            if decoder.is_done() {
-                return Ok(body);
-            }
-            self.fill_before(deadline)?;
-        }
-    }
-
-    fn fill_before(&mut self, deadline: Instant) -> Result<(), Error> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.fill(left) {
-            Read_::Data => Ok(()),
-            Read_::TimedOut => Err(Error::BodyTimeout),
-            Read_::Closed => Err(Error::BadRequest("the connection closed mid-body")),
-        }
-    }
-
-    /// Closes our side and drains what the client still sends, bounded.
-    fn linger(&mut self) {
-        if self.stream.shutdown_write().is_err() {
-            return;
-        }
-        let deadline = Instant::now() + LINGER_TIME;
-        let mut drained = 0;
-        while drained < LINGER_BYTES {
-            self.start = 0;
-            self.end = 0;
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.fill(left) {
-                Read_::Data => drained += self.end,
-                Read_::Closed | Read_::TimedOut => return,
-            }
-        }
-    }
-}
-
 /// Parses a request head from the start of `data`: `None` while it is
 /// incomplete, else the head and its length in bytes.
 fn parse_head(data: &[u8]) -> Result<Option<(Head, usize)>, Error> {
@@ -702,6 +1028,7 @@ fn head_from(parsed: &httparse::Request<'_, '_>) -> Result<Head, Error> {
         ..Head::default()
     };
     let mut transfer_encoding: Option<&[u8]> = None;
+    let mut hosts = 0;
     for header in parsed.headers.iter() {
         let name = header.name;
         let value = header.value;
@@ -728,6 +1055,8 @@ fn head_from(parsed: &httparse::Request<'_, '_>) -> Result<Head, Error> {
                     head.keep_alive = true;
                 }
             }
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         } else if name.eq_ignore_ascii_case("expect") {
             head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("content-type") {
@@ -741,6 +1070,13 @@ fn head_from(parsed: &httparse::Request<'_, '_>) -> Result<Head, Error> {
                 None => value,
             });
         }
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host
+    // (HTTP/1.0 may omit it).
+    if hosts > 1 || (hosts == 0 && minor_version >= 1) {
+        return Err(Error::BadRequest(
+            "an HTTP/1.1 request must carry exactly one Host header",
+        ));
     }
     if let Some(te) = transfer_encoding {
         // SECURITY: Content-Length together with Transfer-Encoding is the
@@ -889,131 +1225,6 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n"
-        );
-    }
-
-    /// A socket stand-in: reads what `input` holds, then times out after
-    /// the read timeout like a real socket; collects what is written.
-    #[derive(Default)]
-    struct FakeSocket {
-        input: Vec<u8>,
-        output: Vec<u8>,
-        read_timeout: Option<Duration>,
-    }
-
-    impl Read for FakeSocket {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.input.is_empty() {
-                std::thread::sleep(self.read_timeout.unwrap_or(POLL_SLICE));
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let n = buf.len().min(self.input.len());
-            buf[..n].copy_from_slice(&self.input[..n]);
-            self.input.drain(..n);
-            Ok(n)
-        }
-    }
-
-    impl Write for FakeSocket {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Transport for &mut FakeSocket {
-        fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-            self.read_timeout = timeout;
-            Ok(())
-        }
-        fn set_write_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
-            Ok(())
-        }
-        fn shutdown_write(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// A server whose queue always has connections waiting.
-    struct UnderPressure;
-
-    impl Context for UnderPressure {
-        fn shutting_down(&self) -> bool {
-            false
-        }
-        fn others_waiting(&self) -> bool {
-            true
-        }
-        fn client_address(&self, peer: IpAddr, _: Option<&str>) -> IpAddr {
-            peer
-        }
-    }
-
-    struct Ok200;
-
-    impl Handler for Ok200 {
-        fn handle(&self, _: &Request) -> Response {
-            Response::json(200, b"{}".to_vec())
-        }
-    }
-
-    /// Runs `socket` as a connection accepted `queued` ago; returns how
-    /// long serving it took.
-    fn serve_after_queueing(socket: &mut FakeSocket, queued: Duration) -> Duration {
-        let accepted = Instant::now() - queued;
-        let started = Instant::now();
-        serve(
-            socket,
-            IpAddr::from([192, 0, 2, 1]),
-            &Ok200,
-            &UnderPressure,
-            &mut Buffers::default(),
-            accepted,
-        );
-        started.elapsed()
-    }
-
-    #[test]
-    fn silent_connection_queued_past_its_grace_is_given_up_at_once_under_pressure() {
-        let mut socket = FakeSocket::default();
-
-        let took = serve_after_queueing(&mut socket, Duration::from_secs(2));
-
-        assert!(
-            socket.output.starts_with(b"HTTP/1.1 408 "),
-            "{}",
-            String::from_utf8_lossy(&socket.output)
-        );
-        // One brief look, no grace, no linger.
-        assert!(took < IDLE_UNDER_PRESSURE / 2, "took {took:?}");
-    }
-
-    #[test]
-    fn fresh_silent_connection_keeps_its_grace_under_pressure() {
-        let mut socket = FakeSocket::default();
-
-        let took = serve_after_queueing(&mut socket, Duration::ZERO);
-
-        assert!(socket.output.starts_with(b"HTTP/1.1 408 "));
-        assert!(took >= IDLE_UNDER_PRESSURE, "gave up after {took:?}");
-    }
-
-    #[test]
-    fn request_that_waited_in_the_queue_is_served_however_long_it_waited() {
-        let mut socket = FakeSocket {
-            input: b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-            ..FakeSocket::default()
-        };
-
-        serve_after_queueing(&mut socket, Duration::from_secs(5));
-
-        assert!(
-            socket.output.starts_with(b"HTTP/1.1 200 OK\r\n"),
-            "{}",
-            String::from_utf8_lossy(&socket.output)
         );
     }
 }

@@ -1,8 +1,10 @@
 //! Our HTTP/1.1 server layer, on `std::net` and `httparse`.
 //!
-//! `server` owns the listener, the bounded queue and the fixed worker pool;
-//! `conn` runs one connection (head, body, keep-alive, pipelining) over any
-//! [`Transport`]; `chunked` decodes chunked request bodies. This layer knows
+//! [`poll`] holds every connection that waits for bytes and every deadline;
+//! [`server`] runs the bounded queue and the fixed worker pool; [`conn`] is
+//! one connection's state and a worker's turn on it (head, body,
+//! keep-alive, pipelining, plain or TLS); [`chunked`] decodes chunked
+//! request bodies; [`epoll`] wraps the system calls. This layer knows
 //! nothing of Spotify: it hands a complete [`Request`] to a [`Handler`] and
 //! writes the [`Response`] it gets back.
 //!
@@ -13,6 +15,8 @@
 
 pub mod chunked;
 pub mod conn;
+pub mod epoll;
+pub(crate) mod poll;
 pub mod server;
 
 use std::net::IpAddr;
@@ -20,8 +24,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-pub use conn::Transport;
-pub use server::{Server, ServerSettings, ShutdownHandle, Stats};
+pub use server::{ProgressProbe, Server, ServerSettings, ShutdownHandle, Stats};
 
 /// Most bytes of request head (request line + headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -137,6 +140,14 @@ pub trait Handler: Send + Sync + 'static {
     /// Called once for every answered request, including those the HTTP
     /// layer rejected itself (then `method`/`path` may be `-`).
     fn record(&self, _record: &Record<'_>) {}
+
+    /// Adds to an answer the HTTP layer made itself (a 400, 408, 411, 413,
+    /// 431 …) what answers on this path carry, e.g. CORS headers.
+    /// `request` holds the method, path and `Origin` as far as they could
+    /// be read, and no body.
+    fn decorate_error(&self, _request: &Request, response: Response) -> Response {
+        response
+    }
 }
 
 /// Reason phrase for the statuses this server writes.

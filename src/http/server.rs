@@ -1,28 +1,32 @@
-//! Listener, bounded queue and fixed worker pool.
+//! The fixed worker pool, the bounded queue between the poller and the
+//! workers, the connection caps, shutdown, and the progress check the
+//! systemd watchdog relies on.
 //!
-//! One accept thread takes connections, applies the per-client connection
-//! cap and pushes them onto a bounded queue; `worker_threads` workers take
-//! them off one at a time. No thread is ever created per connection. When
-//! the queue is full the connection is answered 503 at once and closed.
+//! The poller ([`super::poll`]) holds every connection that waits for
+//! bytes and queues the ones that became ready; `worker_threads` workers
+//! take them off the queue, give each one turn ([`Conn::turn`]), and hand
+//! it back to the poller (or close it). No thread is ever created per
+//! connection, and no worker ever waits for a client.
 //!
-//! Shutdown: the listener is shut down (which wakes the blocked `accept`),
-//! workers finish the request in hand, answer anything still queued with
-//! `Connection: close`, and exit; [`Server::run`] waits for them, bounded.
+//! Shutdown: the poller stops accepting, closes the listener and every
+//! connection between requests; requests in hand finish and are answered
+//! with `Connection: close`; [`Server::run`] then waits for the workers,
+//! bounded.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::conn::{self, Buffers, Context};
-use super::{Handler, Response};
-use crate::error::Error;
+use super::Handler;
+use super::conn::{Buffers, Conn, Env, Next};
+use super::epoll::EventFd;
 
-/// Connections that may wait for a worker; beyond this they get 503.
+/// Ready connections that may wait for a worker; past this a connection
+/// that becomes ready is turned away (503 on plain HTTP).
 pub const QUEUE_CAPACITY: usize = 1024;
 /// How long shutdown waits for workers to finish, beyond the time a request
 /// may legitimately take.
@@ -30,20 +34,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Stack of a worker thread: requests are shallow, but ureq/rustls and
 /// serde_json need some room; 256 KiB keeps many workers cheap.
 const WORKER_STACK_BYTES: usize = 256 * 1024;
-/// Pause after an `accept` error (e.g. out of file descriptors), so the
-/// accept loop neither spins nor dies.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-/// Connections the kernel holds until the accept thread takes them: as many
-/// as our own queue (the kernel caps it at `net.core.somaxconn`). std listens
-/// with 128; a burst larger than that, arriving while the accept thread waits
-/// for a CPU, was dropped at SYN, and those clients retried only after 1 s,
-/// 3 s, … instead of being queued or answered 503.
-const LISTEN_BACKLOG: libc::c_int = 1024;
+/// Connections the kernel holds until the poller accepts them (the kernel
+/// caps it at `net.core.somaxconn`); std listens with 128, too few for a
+/// burst of new clients.
+const LISTEN_BACKLOG: libc::c_int = 4096;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub worker_threads: usize,
+    /// Open connections at most, all clients together.
+    pub max_connections: usize,
     pub max_connections_per_client: usize,
     pub trusted_proxies: Vec<IpAddr>,
     /// Longest a request may take once read (the upstream timeout); bounds
@@ -62,16 +63,22 @@ pub struct Stats {
     pub rejected_per_client_cap: AtomicU64,
 }
 
-struct Job {
-    stream: TcpStream,
-    peer: IpAddr,
-    /// When it was accepted (its silence counts from then).
-    accepted: Instant,
-    _slot: ClientSlot,
+/// Work for a worker.
+pub(crate) enum Job {
+    /// A connection with something to do.
+    Serve(Box<Conn>),
+    /// The watchdog's probe: a worker bumps the counter.
+    Canary(Arc<AtomicU64>),
 }
 
-/// A counted connection of one client; releases its count when dropped.
-struct ClientSlot {
+/// Which cap turned a new connection away.
+pub(crate) enum Cap {
+    Total,
+    PerClient,
+}
+
+/// A counted connection; releases its counts when dropped.
+pub(crate) struct ClientSlot {
     shared: Arc<Shared>,
     peer: Option<IpAddr>,
 }
@@ -94,78 +101,112 @@ impl Drop for ClientSlot {
     }
 }
 
-struct Shared {
-    queue: Mutex<VecDeque<Job>>,
-    available: Condvar,
-    queued: AtomicUsize,
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+/// What the poller, the workers and the handles share.
+pub(crate) struct Shared {
+    pub(crate) settings: ServerSettings,
+    pub(crate) stats: Arc<Stats>,
     shutting_down: AtomicBool,
     per_client: Mutex<HashMap<IpAddr, usize>>,
+    queue: Mutex<Queue>,
+    available: Condvar,
+    /// Connections (and canaries) on their way back to the poller.
+    returns: Mutex<Vec<Job>>,
+    /// Wakes the poller: returns are waiting, or shutdown began.
+    pub(crate) wake: EventFd,
     workers_alive: Mutex<usize>,
     worker_exited: Condvar,
-    settings: ServerSettings,
-    stats: Arc<Stats>,
-    listener_fd: i32,
 }
 
-impl Context for Shared {
-    fn shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
+impl Shared {
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
-    fn others_waiting(&self) -> bool {
-        // Waiting means more queued connections than idle workers to take
-        // them. Right after the accept thread queues a connection the queue
-        // is non-empty for a moment while an idle worker wakes up; counting
-        // that as pressure closed kept-alive connections at random whenever
-        // two clients connected close together, with workers to spare.
-        let queued = self.queued.load(Ordering::Relaxed);
-        if queued == 0 {
-            return false;
+    /// Counts a new connection from `peer`, or says which cap it is over.
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<ClientSlot, Cap> {
+        if self.stats.open_connections.load(Ordering::Relaxed) >= self.settings.max_connections {
+            return Err(Cap::Total);
         }
-        let alive = *lock(&self.workers_alive);
-        let busy = self.stats.busy_workers.load(Ordering::Relaxed);
-        queued > alive.saturating_sub(busy)
+        let counted = !self.settings.trusted_proxies.contains(&peer);
+        if counted {
+            let mut counts = lock(&self.per_client);
+            let n = counts.entry(peer).or_insert(0);
+            if *n >= self.settings.max_connections_per_client {
+                return Err(Cap::PerClient);
+            }
+            *n += 1;
+        }
+        self.stats
+            .open_connections
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(ClientSlot {
+            shared: Arc::clone(self),
+            peer: counted.then_some(peer),
+        })
     }
 
-    fn client_address(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
-        client_address(&self.settings.trusted_proxies, peer, forwarded_for)
+    /// Queues a job for a worker. A `bounded` one is refused (handed back)
+    /// when the queue is full.
+    pub(crate) fn push(&self, job: Job, bounded: bool) -> Result<(), Job> {
+        let mut queue = lock(&self.queue);
+        if bounded && queue.jobs.len() >= QUEUE_CAPACITY {
+            return Err(job);
+        }
+        queue.jobs.push_back(job);
+        drop(queue);
+        self.available.notify_one();
+        Ok(())
     }
-}
 
-/// The right-most `X-Forwarded-For` entry that is not a trusted proxy, when
-/// the peer is a trusted proxy; otherwise the peer.
-pub fn client_address(trusted: &[IpAddr], peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
-    if !trusted.contains(&peer) {
-        return peer;
-    }
-    let Some(list) = forwarded_for else {
-        return peer;
-    };
-    for entry in list.rsplit(',') {
-        match parse_forwarded_ip(entry.trim()) {
-            Some(ip) if trusted.contains(&ip) => continue,
-            Some(ip) => return ip,
-            // SECURITY: an entry we cannot parse may be forged; stop at it
-            // and attribute the request to the last address we trust.
-            None => return peer,
+    /// Next job; `None` once the queue is closed and empty.
+    fn pop(&self) -> Option<Job> {
+        let mut queue = lock(&self.queue);
+        loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                return Some(job);
+            }
+            if queue.closed {
+                return None;
+            }
+            queue = self
+                .available
+                .wait(queue)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
-    peer
-}
 
-fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
-    if let Ok(ip) = entry.parse::<IpAddr>() {
-        return Some(ip.to_canonical());
+    fn close_queue(&self) {
+        lock(&self.queue).closed = true;
+        self.available.notify_all();
     }
-    // `1.2.3.4:5678` and `[::1]:5678` forms.
-    entry
-        .parse::<SocketAddr>()
-        .ok()
-        .map(|a| a.ip().to_canonical())
+
+    /// Gives a job back to the poller; wakes it when it may be asleep.
+    pub(crate) fn hand_back(&self, job: Job) {
+        let mut returns = lock(&self.returns);
+        let was_empty = returns.is_empty();
+        returns.push(job);
+        drop(returns);
+        // The poller clears the wake-up before it takes the list, so a
+        // push onto an empty list always finds it cleared or about to look.
+        if was_empty {
+            self.wake.wake();
+        }
+    }
+
+    /// Takes everything handed back since the last call into `into`.
+    pub(crate) fn take_returns(&self, into: &mut Vec<Job>) {
+        self.wake.clear();
+        std::mem::swap(&mut *lock(&self.returns), into);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain counters behind,
+    // A panic while holding one of these locks leaves plain data behind,
     // still usable; carry on rather than poison every later request.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -178,27 +219,38 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
-    /// Stops accepting and lets the workers drain. Returns at once.
+    /// Stops accepting and lets the workers drain. Returns at once; the
+    /// poller, which owns the listener, closes it.
     pub fn shutdown(&self) {
-        if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
-            return;
+        if !self.shared.shutting_down.swap(true, Ordering::SeqCst) {
+            self.shared.wake.wake();
         }
-        // SAFETY: `listener_fd` is the descriptor of the listener that
-        // `Server::run` owns for as long as the accept loop runs, and
-        // shutdown(2) neither closes nor frees it; on Linux it wakes a
-        // thread blocked in accept(2) on that socket, which then sees the
-        // flag and returns. If the listener is already gone the call fails
-        // harmlessly with EBADF/ENOTSOCK.
-        unsafe {
-            libc::shutdown(self.shared.listener_fd, libc::SHUT_RDWR);
-        }
-        let _queue = lock(&self.shared.queue);
-        self.shared.available.notify_all();
     }
 
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
-        self.shared.shutting_down.load(Ordering::Relaxed)
+        self.shared.shutting_down()
+    }
+}
+
+/// Tells whether the poller and the workers still make progress: each
+/// probe sends a canary through the poller and the queue to a worker.
+pub struct ProgressProbe {
+    shared: Arc<Shared>,
+    done: Arc<AtomicU64>,
+    sent: u64,
+}
+
+impl ProgressProbe {
+    /// Whether every canary sent so far has come through; then sends the
+    /// next one.
+    pub fn check(&mut self) -> bool {
+        let through = self.done.load(Ordering::SeqCst) >= self.sent;
+        if through {
+            self.sent += 1;
+            self.shared.hand_back(Job::Canary(Arc::clone(&self.done)));
+        }
+        through
     }
 }
 
@@ -216,31 +268,34 @@ impl<H: Handler> Server<H> {
         handler: Arc<H>,
         settings: ServerSettings,
         stats: Arc<Stats>,
-    ) -> Server<H> {
-        let listener_fd = listener.as_raw_fd();
+    ) -> std::io::Result<Server<H>> {
         // SAFETY: listen(2) on the descriptor of the listener we own (bound
         // and already listening, or passed by systemd); on a listening
         // socket it only changes the backlog. If it fails, the old backlog
         // stays, which is harmless.
         unsafe {
-            libc::listen(listener_fd, LISTEN_BACKLOG);
+            libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG);
         }
-        Server {
+        listener.set_nonblocking(true)?;
+        Ok(Server {
             listener,
             handler,
             shared: Arc::new(Shared {
-                queue: Mutex::new(VecDeque::with_capacity(64)),
-                available: Condvar::new(),
-                queued: AtomicUsize::new(0),
-                shutting_down: AtomicBool::new(false),
-                per_client: Mutex::new(HashMap::new()),
-                workers_alive: Mutex::new(0),
-                worker_exited: Condvar::new(),
                 settings,
                 stats,
-                listener_fd,
+                shutting_down: AtomicBool::new(false),
+                per_client: Mutex::new(HashMap::new()),
+                queue: Mutex::new(Queue {
+                    jobs: VecDeque::with_capacity(64),
+                    closed: false,
+                }),
+                available: Condvar::new(),
+                returns: Mutex::new(Vec::with_capacity(64)),
+                wake: EventFd::new()?,
+                workers_alive: Mutex::new(0),
+                worker_exited: Condvar::new(),
             }),
-        }
+        })
     }
 
     /// The address the listener is bound to.
@@ -260,10 +315,19 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Runs the accept loop on this thread and the workers on their own,
-    /// until shut down; then waits (bounded) for the workers to finish.
-    /// Returns whether every worker finished in time.
-    pub fn run(self) -> bool {
+    /// A probe of the pool's progress, for the watchdog.
+    pub fn progress_probe(&self) -> ProgressProbe {
+        ProgressProbe {
+            shared: Arc::clone(&self.shared),
+            done: Arc::new(AtomicU64::new(0)),
+            sent: 0,
+        }
+    }
+
+    /// Runs the poller on this thread and the workers on their own, until
+    /// shut down; then waits (bounded) for the workers to finish. Returns
+    /// whether every worker finished in time.
+    pub fn run(self) -> std::io::Result<bool> {
         let shared = &self.shared;
         let workers = shared.settings.worker_threads;
         *lock(&shared.workers_alive) = workers;
@@ -279,15 +343,16 @@ impl<H: Handler> Server<H> {
                 *lock(&shared.workers_alive) -= 1;
             }
         }
-        self.accept_loop();
-        drop(self.listener);
+        let polled = super::poll::run(self.listener, shared, &*self.handler);
+        shared.close_queue();
+        polled?;
         let mut alive = lock(&shared.workers_alive);
         let deadline = Instant::now() + shared.settings.request_time_limit + SHUTDOWN_GRACE;
         while *alive > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 log::warn!("shutdown: {} worker(s) still busy; exiting anyway", *alive);
-                return false;
+                return Ok(false);
             }
             alive = shared
                 .worker_exited
@@ -295,174 +360,65 @@ impl<H: Handler> Server<H> {
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
-        true
+        Ok(true)
     }
-
-    fn accept_loop(&self) {
-        let shared = &self.shared;
-        let mut last_error_log: Option<Instant> = None;
-        while !shared.shutting_down.load(Ordering::SeqCst) {
-            let (stream, addr) = match self.listener.accept() {
-                Ok(pair) => pair,
-                Err(e) => {
-                    if shared.shutting_down.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    // EMFILE/ENFILE/ENOBUFS and friends: the listener is
-                    // fine, we are out of resources. Pause, then go on.
-                    if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        log::warn!("accept failed: {e}; retrying");
-                        last_error_log = Some(Instant::now());
-                    }
-                    std::thread::sleep(ACCEPT_ERROR_PAUSE);
-                    continue;
-                }
-            };
-            let peer = addr.ip().to_canonical();
-            self.admit(stream, peer);
-        }
-    }
-
-    /// Applies the per-client cap and queues the connection, or answers 503.
-    fn admit(&self, stream: TcpStream, peer: IpAddr) {
-        let shared = &self.shared;
-        let counted = !shared.settings.trusted_proxies.contains(&peer);
-        if counted {
-            let mut counts = lock(&shared.per_client);
-            let n = counts.entry(peer).or_insert(0);
-            if *n >= shared.settings.max_connections_per_client {
-                drop(counts);
-                // SECURITY: one address must not occupy every worker; close
-                // at once, without reading or answering.
-                shared
-                    .stats
-                    .rejected_per_client_cap
-                    .fetch_add(1, Ordering::Relaxed);
-                log::debug!("connection from {peer} closed: per-client connection cap");
-                return;
-            }
-            *n += 1;
-        }
-        shared
-            .stats
-            .open_connections
-            .fetch_add(1, Ordering::Relaxed);
-        let slot = ClientSlot {
-            shared: Arc::clone(shared),
-            peer: counted.then_some(peer),
-        };
-        let mut queue = lock(&shared.queue);
-        if queue.len() >= QUEUE_CAPACITY {
-            drop(queue);
-            shared
-                .stats
-                .rejected_overloaded
-                .fetch_add(1, Ordering::Relaxed);
-            reject_overloaded(stream);
-            drop(slot);
-            return;
-        }
-        queue.push_back(Job {
-            stream,
-            peer,
-            accepted: Instant::now(),
-            _slot: slot,
-        });
-        shared.queued.store(queue.len(), Ordering::Relaxed);
-        drop(queue);
-        shared.available.notify_one();
-    }
-}
-
-/// Answers 503 on the accept thread without ever blocking it.
-fn reject_overloaded(mut stream: TcpStream) {
-    let response = Response::error(&Error::Overloaded);
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
-        response.body.len()
-    );
-    let _ = stream.set_nonblocking(true);
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(&response.body);
-    log::debug!("connection closed with 503: all workers busy and the queue full");
 }
 
 fn worker<H: Handler>(shared: &Arc<Shared>, handler: &H) {
     let mut buffers = Buffers::default();
-    loop {
-        let job = {
-            let mut queue = lock(&shared.queue);
-            loop {
-                if let Some(job) = queue.pop_front() {
-                    shared.queued.store(queue.len(), Ordering::Relaxed);
-                    break Some(job);
-                }
-                if shared.shutting_down.load(Ordering::SeqCst) {
-                    break None;
-                }
-                queue = shared
-                    .available
-                    .wait(queue)
-                    .unwrap_or_else(|e| e.into_inner());
+    while let Some(job) = shared.pop() {
+        match job {
+            Job::Canary(done) => {
+                done.fetch_add(1, Ordering::SeqCst);
             }
-        };
-        let Some(job) = job else { break };
-        shared.stats.busy_workers.fetch_add(1, Ordering::Relaxed);
-        let served = serve_job(shared, handler, job, &mut buffers);
-        if served.is_err() {
-            log::error!("connection handling panicked; connection dropped");
-            buffers = Buffers::default();
+            Job::Serve(mut conn) => {
+                shared.stats.busy_workers.fetch_add(1, Ordering::Relaxed);
+                let next = serve_turn(shared, handler, &mut conn, &mut buffers);
+                shared.stats.busy_workers.fetch_sub(1, Ordering::Relaxed);
+                match next {
+                    Ok(Next::Wait) => shared.hand_back(Job::Serve(conn)),
+                    Ok(Next::Ready) => {
+                        // Unbounded: it is already counted among the open
+                        // connections, and dropping it would lose a request.
+                        let _ = shared.push(Job::Serve(conn), false);
+                    }
+                    Ok(Next::Close) => drop(conn),
+                    Err(_) => {
+                        log::error!("connection handling panicked; connection dropped");
+                        buffers = Buffers::default();
+                    }
+                }
+            }
         }
-        shared.stats.busy_workers.fetch_sub(1, Ordering::Relaxed);
     }
     let mut alive = lock(&shared.workers_alive);
     *alive -= 1;
     shared.worker_exited.notify_all();
 }
 
-/// Serves one connection. Out of line so that an idle worker's stack frame
-/// stays small: stack probes touch every page of a frame on entry, and
-/// with the whole request path inlined into the worker loop each idle
-/// worker held about 10 KiB more resident stack.
+/// One turn of one connection. Out of line so that an idle worker's stack
+/// frame stays small: stack probes touch every page of a frame on entry.
 #[inline(never)]
-fn serve_job<H: Handler>(
-    shared: &Arc<Shared>,
+fn serve_turn<H: Handler>(
+    shared: &Shared,
     handler: &H,
-    job: Job,
+    conn: &mut Conn,
     buffers: &mut Buffers,
-) -> std::thread::Result<()> {
+) -> std::thread::Result<Next> {
+    let env = Env {
+        handler,
+        shutting_down: shared.shutting_down(),
+        trusted_proxies: &shared.settings.trusted_proxies,
+    };
     // A panic in the HTTP layer itself ends this connection, not the
     // worker (handler panics are caught closer, and answered 500).
-    catch_unwind(AssertUnwindSafe(|| {
-        match &shared.settings.tls {
-            None => conn::serve(
-                job.stream,
-                job.peer,
-                handler,
-                &**shared,
-                buffers,
-                job.accepted,
-            ),
-            Some(config) => {
-                // The handshake counts against the connection's time:
-                // a stalled one is dropped after HANDSHAKE_TIMEOUT.
-                if let Ok(stream) = crate::tls::accept(job.stream, config, &**shared, job.accepted)
-                {
-                    // Silence counts from the end of the handshake: the
-                    // request of a TLS 1.2 client follows a round trip
-                    // later.
-                    let handshaken = Instant::now();
-                    conn::serve(stream, job.peer, handler, &**shared, buffers, handshaken);
-                }
-            }
-        }
-    }))
+    catch_unwind(AssertUnwindSafe(|| conn.turn(buffers, &env)))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::conn::client_address;
+    use std::net::IpAddr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

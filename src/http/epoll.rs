@@ -1,0 +1,191 @@
+//! The few Linux calls the poller needs — an epoll set and an eventfd —
+//! behind safe types. Each `unsafe` block is one system call on descriptors
+//! these types own.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Readable (or the peer closed).
+pub const READABLE: u32 = libc::EPOLLIN as u32;
+/// Writable.
+pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
+/// Report once, then stay disarmed until [`Epoll::modify`] re-arms.
+const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
+
+/// One readiness report: the token it was registered with.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Event(libc::epoll_event);
+
+impl Event {
+    /// The token given at registration.
+    pub fn token(&self) -> u64 {
+        self.0.u64
+    }
+}
+
+/// An epoll set.
+#[derive(Debug)]
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    /// A new, empty set (close-on-exec).
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a
+        // new descriptor that nothing else owns.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        Ok(Epoll {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, interest: u32, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: interest,
+            u64: token,
+        };
+        // SAFETY: `event` is a valid epoll_event for the duration of the
+        // call; the kernel copies it. `fd` is borrowed from the caller.
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut event) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Adds `fd`, reported (level-triggered) whenever `interest` holds.
+    pub fn add(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), interest, token)
+    }
+
+    /// Adds `fd`, reported once when `interest` holds.
+    pub fn add_oneshot(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
+        self.ctl(
+            libc::EPOLL_CTL_ADD,
+            fd.as_raw_fd(),
+            interest | ONESHOT,
+            token,
+        )
+    }
+
+    /// Re-arms a one-shot registration with a new interest and token.
+    pub fn rearm(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
+        self.ctl(
+            libc::EPOLL_CTL_MOD,
+            fd.as_raw_fd(),
+            interest | ONESHOT,
+            token,
+        )
+    }
+
+    /// Changes a level-triggered registration (0: report nothing).
+    pub fn modify(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), interest, token)
+    }
+
+    /// Removes `fd` from the set.
+    pub fn delete(&self, fd: &impl AsRawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), 0, 0)
+    }
+
+    /// Waits for readiness, at most `timeout` (`None`: no limit); fills
+    /// `events` and returns how many arrived. `EINTR` is zero events.
+    pub fn wait(&self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<usize> {
+        let timeout_ms = match timeout {
+            // Rounded up, so a wait for 0.4 ms does not become a busy loop.
+            Some(t) => t
+                .as_micros()
+                .div_ceil(1000)
+                .min(libc::c_int::MAX as u128) as libc::c_int,
+            None => -1,
+        };
+        events.clear();
+        let capacity = events.capacity().clamp(1, libc::c_int::MAX as usize);
+        // SAFETY: the kernel writes at most `capacity` epoll_event values
+        // into the vector's spare capacity (Event is a transparent wrapper of
+        // epoll_event), and `set_len` covers exactly the ones it wrote.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                events.as_mut_ptr().cast::<libc::epoll_event>(),
+                capacity as libc::c_int,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            return if error.kind() == io::ErrorKind::Interrupted {
+                Ok(0)
+            } else {
+                Err(error)
+            };
+        }
+        // SAFETY: see above; `n` ≤ capacity events were initialised.
+        unsafe { events.set_len(n as usize) };
+        Ok(n as usize)
+    }
+}
+
+/// An eventfd: a counter other threads bump to wake the poller.
+#[derive(Debug)]
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    /// A new non-blocking eventfd (close-on-exec).
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new
+        // descriptor owned by nobody else.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        Ok(EventFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Makes the descriptor readable.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64. A full counter (EAGAIN)
+        // still leaves the descriptor readable, which is all a wake needs.
+        unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                (&raw const one).cast::<libc::c_void>(),
+                8,
+            );
+        }
+    }
+
+    /// Resets the counter, so the descriptor is no longer readable.
+    pub fn clear(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; EAGAIN (nothing
+        // to clear) is fine.
+        unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&raw mut count).cast::<libc::c_void>(),
+                8,
+            );
+        }
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
