@@ -123,9 +123,7 @@ const RESERVED_FDS: usize = 64;
 /// after the workers' upstream connections and [`RESERVED_FDS`].
 pub fn default_max_connections(open_files_limit: Option<u64>, worker_threads: usize) -> usize {
     let limit = open_files_limit.map_or(1024, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    limit
-        .saturating_sub(worker_threads + RESERVED_FDS)
-        .max(1)
+    limit.saturating_sub(worker_threads + RESERVED_FDS).max(1)
 }
 
 /// Builds the server around a bound listener. `open_files_limit` sizes
@@ -138,9 +136,9 @@ pub fn server(
     let stats = Arc::new(Stats::default());
     let settings = ServerSettings {
         worker_threads: config.worker_threads,
-        max_connections: config.max_connections.unwrap_or_else(|| {
-            default_max_connections(open_files_limit, config.worker_threads)
-        }),
+        max_connections: config
+            .max_connections
+            .unwrap_or_else(|| default_max_connections(open_files_limit, config.worker_threads)),
         max_connections_per_client: config.max_connections_per_client,
         trusted_proxies: config.trusted_proxies.clone(),
         request_time_limit: config.upstream_timeout,

@@ -156,7 +156,6 @@ enum Received {
     Closed,
 }
 
-
 /// The parts of a request head the server uses, copied out of the buffer.
 #[derive(Debug, Default)]
 struct Head {
@@ -414,9 +413,7 @@ impl Conn {
                 .content_length
                 .map_or(512, |n| n as usize)
                 .min(MAX_BODY_BYTES);
-            let chunked = head
-                .chunked
-                .then(|| ChunkedDecoder::new(MAX_BODY_BYTES));
+            let chunked = head.chunked.then(|| ChunkedDecoder::new(MAX_BODY_BYTES));
             self.pending = Some(Box::new(Pending {
                 head,
                 body: Vec::with_capacity(capacity),
@@ -527,13 +524,18 @@ impl Conn {
         env: &Env<'_, H>,
     ) {
         let started = Instant::now();
-        let response = env
-            .handler
-            .decorate_error(shape, Response::error(error));
+        let response = env.handler.decorate_error(shape, Response::error(error));
         let client = client_address(env.trusted_proxies, self.peer, None);
         write_response(out, &response, 1, false, true);
         self.queue_output(out);
-        log_and_record(env.handler, "-", "-", response.status, started, Some(client));
+        log_and_record(
+            env.handler,
+            "-",
+            "-",
+            response.status,
+            started,
+            Some(client),
+        );
         self.pending = None;
         self.closing = true;
         self.phase = Phase::Writing;
@@ -733,7 +735,13 @@ pub(crate) fn refuse(mut stream: TcpStream, tls: bool) {
 /// The 503 written past a cap.
 fn overloaded_answer() -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    write_response(&mut out, &Response::error(&Error::Overloaded), 1, false, true);
+    write_response(
+        &mut out,
+        &Response::error(&Error::Overloaded),
+        1,
+        false,
+        true,
+    );
     out
 }
 

@@ -101,10 +101,7 @@ impl Epoll {
     pub fn wait(&self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<usize> {
         let timeout_ms = match timeout {
             // Rounded up, so a wait for 0.4 ms does not become a busy loop.
-            Some(t) => t
-                .as_micros()
-                .div_ceil(1000)
-                .min(libc::c_int::MAX as u128) as libc::c_int,
+            Some(t) => t.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int,
             None => -1,
         };
         events.clear();

@@ -4,22 +4,24 @@
 //! lingering after a close — and every deadline.
 //!
 //! Each connection is registered one-shot: when it becomes ready the
-//! poller takes it out of its table and queues it for a worker, which
-//! hands it back (or closes it) after its turn. A connection is thus
-//! either here, in the queue, or with exactly one worker. Deadlines are
+//! poller takes it out of the table of waiting connections and queues it
+//! for a worker, which parks it back in the table and re-arms it itself
+//! after its turn (or closes it) — the hand-back costs no wake-up of the
+//! poller. A connection is thus in the table, in the queue, or with
+//! exactly one worker. Deadlines are
 //! swept here, whatever the peer's pace; the poller itself only accepts,
 //! counts, writes the fixed 503 and 408 answers and drains lingering
 //! connections — no handshakes, no decryption.
 
 use std::net::{IpAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::Handler;
 use super::conn::{self, Conn, Env, Phase};
-use super::epoll::{Epoll, Event, READABLE};
-use super::server::{Cap, Job, Shared};
+use super::epoll::{Epoll, Event, EventFd, READABLE};
+use super::server::{Cap, Shared};
 
 /// Token of the listener in the epoll set.
 const LISTENER: u64 = u64::MAX;
@@ -46,7 +48,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// report for a connection that has since left never reaches a newcomer in
 /// its slot.
 #[derive(Default)]
-struct Table {
+pub(crate) struct Table {
     slots: Vec<Slot>,
     free: Vec<u32>,
     len: usize,
@@ -99,21 +101,93 @@ impl Table {
     }
 }
 
-struct Poller<'a, H: Handler> {
+/// The waiting connections and the epoll set they wait in, shared by the
+/// poller (which takes out the ready ones and sweeps deadlines) and the
+/// workers (which park connections after their turn).
+pub(crate) struct Waiting {
     epoll: Epoll,
+    table: Mutex<Table>,
+    /// Wakes the poller: shutdown, the watchdog's canary, or a deadline
+    /// earlier than its next sweep.
+    wake: EventFd,
+    /// When the poller means to sweep next, in nanoseconds since `epoch`
+    /// (`u64::MAX`: not planned).
+    planned_sweep: AtomicU64,
+    epoch: Instant,
+}
+
+impl Waiting {
+    pub(crate) fn new() -> std::io::Result<Waiting> {
+        let epoll = Epoll::new()?;
+        let wake = EventFd::new()?;
+        epoll.add(&wake, READABLE, WAKE)?;
+        Ok(Waiting {
+            epoll,
+            table: Mutex::new(Table::default()),
+            wake,
+            planned_sweep: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // The table holds plain data; a panic elsewhere leaves it usable.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the poller.
+    pub(crate) fn wake(&self) {
+        self.wake.wake();
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Puts a connection (new, or after a worker's turn) among the waiting
+    /// ones and arms it for what it waits for. `new`: not in the epoll set
+    /// yet.
+    pub(crate) fn park(&self, conn: Box<Conn>, new: bool) {
+        let interest = conn.interest();
+        let deadline = self.nanos(conn.deadline);
+        let mut table = self.table();
+        let token = table.insert(conn);
+        // Armed under the lock: once the table lets go, a sweep may close
+        // the connection, and its descriptor number may go to a newcomer.
+        let armed = match table.get(token) {
+            Some(conn) if new => self.epoll.add_oneshot(conn.socket(), interest, token),
+            Some(conn) => self.epoll.rearm(conn.socket(), interest, token),
+            None => return,
+        };
+        if armed.is_err() {
+            // Cannot wait for it: let it go.
+            let conn = table.take(token);
+            drop(table);
+            drop(conn);
+            return;
+        }
+        drop(table);
+        if self.planned_sweep.fetch_min(deadline, Ordering::SeqCst) > deadline {
+            self.wake();
+        }
+    }
+}
+
+struct Poller<'a, H: Handler> {
     listener: Option<TcpListener>,
-    table: Table,
     shared: &'a Arc<Shared>,
     handler: &'a H,
-    /// When to sweep deadlines next.
-    next_sweep: Option<Instant>,
     last_sweep: Instant,
     accept_paused_until: Option<Instant>,
     last_accept_error_log: Option<Instant>,
     /// Set once shutdown has begun: when to give up waiting.
     stopping: Option<Instant>,
-    /// Reused list of what workers handed back.
-    returned: Vec<Job>,
+    /// Ready connections of one `epoll_wait`, queued together.
+    #[allow(
+        clippy::vec_box,
+        reason = "connections move between the table, this list and the queue as boxes, never copied"
+    )]
+    ready: Vec<Box<Conn>>,
 }
 
 /// Runs the poller until shutdown is complete (or its wait ran out).
@@ -122,40 +196,53 @@ pub(crate) fn run<H: Handler>(
     shared: &Arc<Shared>,
     handler: &H,
 ) -> std::io::Result<()> {
-    let epoll = Epoll::new()?;
-    epoll.add(&listener, READABLE, LISTENER)?;
-    epoll.add(&shared.wake, READABLE, WAKE)?;
+    shared.waiting.epoll.add(&listener, READABLE, LISTENER)?;
     let mut poller = Poller {
-        epoll,
         listener: Some(listener),
-        table: Table::default(),
         shared,
         handler,
-        next_sweep: None,
         last_sweep: Instant::now(),
         accept_paused_until: None,
         last_accept_error_log: None,
         stopping: None,
-        returned: Vec::with_capacity(64),
+        ready: Vec::with_capacity(EVENTS_PER_WAIT),
     };
     poller.run()
 }
 
 impl<H: Handler> Poller<'_, H> {
+    fn waiting(&self) -> &Waiting {
+        &self.shared.waiting
+    }
+
     fn run(&mut self) -> std::io::Result<()> {
         let mut events: Vec<Event> = Vec::with_capacity(EVENTS_PER_WAIT);
         loop {
             let timeout = self.timeout();
-            self.epoll.wait(&mut events, timeout)?;
+            self.waiting().epoll.wait(&mut events, timeout)?;
+            let shared = self.shared;
+            let mut table = shared.waiting.table();
+            for event in &events {
+                if let Some(conn) = table.take(event.token()) {
+                    self.ready.push(conn);
+                }
+            }
+            drop(table);
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(),
-                    WAKE => self.take_returns(),
-                    token => self.ready(token),
+                    WAKE => {
+                        self.waiting().wake.clear();
+                        self.shared.forward_canary();
+                    }
+                    _ => {}
                 }
             }
+            self.dispatch();
             let now = Instant::now();
-            if self.next_sweep.is_some_and(|at| now >= at)
+            let planned = self.waiting().planned_sweep.load(Ordering::SeqCst);
+            if planned != u64::MAX
+                && self.waiting().nanos(now) >= planned
                 && now >= self.last_sweep + SWEEP_INTERVAL
             {
                 self.sweep(now);
@@ -174,11 +261,12 @@ impl<H: Handler> Poller<'_, H> {
 
     /// How long `epoll_wait` may sleep: until the next sweep, or for ever.
     fn timeout(&self) -> Option<Duration> {
-        let now = Instant::now();
-        let sweep = self
-            .next_sweep
-            .map(|at| at.max(self.last_sweep + SWEEP_INTERVAL));
-        let wait = sweep.map(|at| at.saturating_duration_since(now));
+        let planned = self.waiting().planned_sweep.load(Ordering::SeqCst);
+        let wait = (planned != u64::MAX).then(|| {
+            let at = self.waiting().epoch + Duration::from_nanos(planned);
+            at.max(self.last_sweep + SWEEP_INTERVAL)
+                .saturating_duration_since(Instant::now())
+        });
         match (wait, self.stopping) {
             (Some(wait), Some(_)) => Some(wait.min(SHUTDOWN_POLL)),
             (None, Some(_)) => Some(SHUTDOWN_POLL),
@@ -194,28 +282,33 @@ impl<H: Handler> Poller<'_, H> {
         }
     }
 
-    /// Puts a connection (new, or handed back) in the table and arms it for
-    /// what it waits for.
-    fn register(&mut self, conn: Box<Conn>, new: bool) {
-        let interest = conn.interest();
-        let deadline = conn.deadline;
-        let token = self.table.insert(conn);
-        let armed = match self.table.get(token) {
-            Some(conn) if new => self.epoll.add_oneshot(conn.socket(), interest, token),
-            Some(conn) => self.epoll.rearm(conn.socket(), interest, token),
-            None => return,
-        };
-        if armed.is_err() {
-            // Cannot wait for it: let it go.
-            drop(self.table.take(token));
+    /// Sends what became ready to the workers: lingering connections are
+    /// drained here; past a full queue the rest is turned away.
+    fn dispatch(&mut self) {
+        let mut i = 0;
+        while i < self.ready.len() {
+            if self.ready[i].phase() == Phase::Lingering {
+                let mut conn = self.ready.swap_remove(i);
+                if conn.drain() {
+                    self.waiting().park(conn, false);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if self.ready.is_empty() {
             return;
         }
-        self.sweep_by(deadline);
-    }
-
-    fn sweep_by(&mut self, at: Instant) {
-        if self.next_sweep.is_none_or(|next| at < next) {
-            self.next_sweep = Some(at);
+        self.shared.push_ready(&mut self.ready);
+        for mut conn in self.ready.drain(..) {
+            self.shared
+                .stats
+                .rejected_overloaded
+                .fetch_add(1, Ordering::Relaxed);
+            log::debug!("connection turned away: all workers busy and the queue full");
+            if conn.refuse() {
+                self.shared.waiting.park(conn, false);
+            }
         }
     }
 
@@ -239,9 +332,10 @@ impl<H: Handler> Poller<'_, H> {
                         log::warn!("accept failed: {e}; retrying");
                         self.last_accept_error_log = Some(now);
                     }
-                    let _ = self.epoll.modify(listener, 0, LISTENER);
+                    let _ = self.waiting().epoll.modify(listener, 0, LISTENER);
                     self.accept_paused_until = Some(now + ACCEPT_ERROR_PAUSE);
-                    self.sweep_by(now + ACCEPT_ERROR_PAUSE);
+                    let at = self.waiting().nanos(now + ACCEPT_ERROR_PAUSE);
+                    self.waiting().planned_sweep.fetch_min(at, Ordering::SeqCst);
                     return;
                 }
                 // A connection that failed before we took it (reset,
@@ -260,7 +354,7 @@ impl<H: Handler> Poller<'_, H> {
         match self.shared.admit(peer) {
             Ok(slot) => {
                 let conn = Box::new(Conn::new(stream, peer, tls, slot, Instant::now()));
-                self.register(conn, true);
+                self.waiting().park(conn, true);
             }
             Err(cap) => {
                 let stats = &self.shared.stats;
@@ -283,85 +377,40 @@ impl<H: Handler> Poller<'_, H> {
         }
     }
 
-    /// A waiting connection became ready.
-    fn ready(&mut self, token: u64) {
-        let Some(mut conn) = self.table.take(token) else {
-            return;
-        };
-        if conn.phase() == Phase::Lingering {
-            if conn.drain() {
-                self.register(conn, false);
-            }
-            return;
-        }
-        // Output already begun is finished whatever the queue holds.
-        let bounded = conn.phase() != Phase::Writing;
-        if let Err(Job::Serve(mut conn)) = self.shared.push(Job::Serve(conn), bounded) {
-            self.shared
-                .stats
-                .rejected_overloaded
-                .fetch_add(1, Ordering::Relaxed);
-            log::debug!("connection turned away: all workers busy and the queue full");
-            if conn.refuse() {
-                self.register(conn, false);
-            }
-        }
-    }
-
-    /// Takes back what workers are done with.
-    fn take_returns(&mut self) {
-        let mut returned = std::mem::take(&mut self.returned);
-        self.shared.take_returns(&mut returned);
-        for job in returned.drain(..) {
-            match job {
-                Job::Serve(conn) if self.stopping.is_some() && conn.between_requests() => {
-                    drop(conn);
-                }
-                Job::Serve(conn) => self.register(conn, false),
-                // The watchdog's canary, on its way to a worker.
-                canary @ Job::Canary(_) => {
-                    let _ = self.shared.push(canary, false);
-                }
-            }
-        }
-        self.returned = returned;
-    }
-
-    /// Ends every connection past its deadline.
+    /// Ends every connection past its deadline; plans the next sweep.
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
-        self.next_sweep = None;
+        let mut next = u64::MAX;
         if let Some(until) = self.accept_paused_until {
             if now >= until {
                 self.accept_paused_until = None;
                 if let Some(listener) = &self.listener {
-                    let _ = self.epoll.modify(listener, READABLE, LISTENER);
+                    let _ = self.waiting().epoll.modify(listener, READABLE, LISTENER);
                 }
             } else {
-                self.sweep_by(until);
+                next = self.waiting().nanos(until);
             }
         }
-        let mut lingering = Vec::new();
-        let mut next: Option<Instant> = None;
-        for index in 0..self.table.slots.len() {
-            let Some(conn) = &self.table.slots[index].conn else {
+        let mut expired = Vec::new();
+        let mut table = self.waiting().table();
+        // Workers that park a connection while this runs lower the plan
+        // themselves; it is set here, under the lock, before they can.
+        for index in 0..table.slots.len() {
+            let Some(conn) = &table.slots[index].conn else {
                 continue;
             };
             if conn.deadline > now {
-                next = Some(next.map_or(conn.deadline, |n| n.min(conn.deadline)));
-                continue;
-            }
-            if let Some(mut conn) = self.table.take_at(index) {
-                if conn.expire(&self.env()) {
-                    lingering.push(conn);
-                }
+                next = next.min(self.waiting().nanos(conn.deadline));
+            } else if let Some(conn) = table.take_at(index) {
+                expired.push(conn);
             }
         }
-        if let Some(next) = next {
-            self.sweep_by(next);
-        }
-        for conn in lingering {
-            self.register(conn, false);
+        self.waiting().planned_sweep.store(next, Ordering::SeqCst);
+        drop(table);
+        for mut conn in expired {
+            if conn.expire(&self.env()) {
+                self.waiting().park(conn, false);
+            }
         }
     }
 
@@ -372,17 +421,21 @@ impl<H: Handler> Poller<'_, H> {
         if let Some(listener) = self.listener.take() {
             // Closed here, by the thread that owns it: no other thread ever
             // uses its descriptor number.
-            let _ = self.epoll.delete(&listener);
+            let _ = self.waiting().epoll.delete(&listener);
         }
-        for index in 0..self.table.slots.len() {
-            if self.table.slots[index]
+        let mut closed = Vec::new();
+        let mut table = self.waiting().table();
+        for index in 0..table.slots.len() {
+            if table.slots[index]
                 .conn
                 .as_ref()
                 .is_some_and(|conn| conn.between_requests())
             {
-                drop(self.table.take_at(index));
+                closed.extend(table.take_at(index));
             }
         }
+        drop(table);
+        drop(closed);
     }
 }
 

@@ -4,8 +4,8 @@
 //!
 //! The poller ([`super::poll`]) holds every connection that waits for
 //! bytes and queues the ones that became ready; `worker_threads` workers
-//! take them off the queue, give each one turn ([`Conn::turn`]), and hand
-//! it back to the poller (or close it). No thread is ever created per
+//! take them off the queue, give each one turn ([`Conn::turn`]), and park
+//! it back among the waiting ones (or close it). No thread is ever created per
 //! connection, and no worker ever waits for a client.
 //!
 //! Shutdown: the poller stops accepting, closes the listener and every
@@ -22,8 +22,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::Handler;
-use super::conn::{Buffers, Conn, Env, Next};
-use super::epoll::EventFd;
+use super::conn::{Buffers, Conn, Env, Next, Phase};
+use super::poll::Waiting;
 
 /// Ready connections that may wait for a worker; past this a connection
 /// that becomes ready is turned away (503 on plain HTTP).
@@ -103,6 +103,8 @@ impl Drop for ClientSlot {
 
 struct Queue {
     jobs: VecDeque<Job>,
+    /// Workers asleep, waiting for a job.
+    idle: usize,
     closed: bool,
 }
 
@@ -114,10 +116,10 @@ pub(crate) struct Shared {
     per_client: Mutex<HashMap<IpAddr, usize>>,
     queue: Mutex<Queue>,
     available: Condvar,
-    /// Connections (and canaries) on their way back to the poller.
-    returns: Mutex<Vec<Job>>,
-    /// Wakes the poller: returns are waiting, or shutdown began.
-    pub(crate) wake: EventFd,
+    /// The connections that wait, and the epoll set they wait in.
+    pub(crate) waiting: Waiting,
+    /// The watchdog's canary, on its way to the poller.
+    canary: Mutex<Option<Arc<AtomicU64>>>,
     workers_alive: Mutex<usize>,
     worker_exited: Condvar,
 }
@@ -141,26 +143,49 @@ impl Shared {
             }
             *n += 1;
         }
-        self.stats
-            .open_connections
-            .fetch_add(1, Ordering::Relaxed);
+        self.stats.open_connections.fetch_add(1, Ordering::Relaxed);
         Ok(ClientSlot {
             shared: Arc::clone(self),
             peer: counted.then_some(peer),
         })
     }
 
-    /// Queues a job for a worker. A `bounded` one is refused (handed back)
-    /// when the queue is full.
-    pub(crate) fn push(&self, job: Job, bounded: bool) -> Result<(), Job> {
+    /// Queues ready connections for the workers. Those waiting for bytes
+    /// find no room past [`QUEUE_CAPACITY`] and are left in `ready`; those
+    /// finishing an answer always do.
+    #[allow(
+        clippy::vec_box,
+        reason = "connections move between the table, this list and the queue as boxes, never copied"
+    )]
+    pub(crate) fn push_ready(&self, ready: &mut Vec<Box<Conn>>) {
         let mut queue = lock(&self.queue);
-        if bounded && queue.jobs.len() >= QUEUE_CAPACITY {
-            return Err(job);
+        let before = queue.jobs.len();
+        let mut refused = Vec::new();
+        for conn in ready.drain(..) {
+            if queue.jobs.len() >= QUEUE_CAPACITY && conn.phase() != Phase::Writing {
+                refused.push(conn);
+            } else {
+                queue.jobs.push_back(Job::Serve(conn));
+            }
         }
-        queue.jobs.push_back(job);
+        let wake = (queue.jobs.len() - before).min(queue.idle);
         drop(queue);
-        self.available.notify_one();
-        Ok(())
+        *ready = refused;
+        // Only workers that sleep need a wake-up; a busy one looks at the
+        // queue before it sleeps.
+        for _ in 0..wake {
+            self.available.notify_one();
+        }
+    }
+
+    fn push(&self, job: Job) {
+        let mut queue = lock(&self.queue);
+        queue.jobs.push_back(job);
+        let wake = queue.idle > 0;
+        drop(queue);
+        if wake {
+            self.available.notify_one();
+        }
     }
 
     /// Next job; `None` once the queue is closed and empty.
@@ -173,10 +198,12 @@ impl Shared {
             if queue.closed {
                 return None;
             }
+            queue.idle += 1;
             queue = self
                 .available
                 .wait(queue)
                 .unwrap_or_else(|e| e.into_inner());
+            queue.idle -= 1;
         }
     }
 
@@ -185,23 +212,11 @@ impl Shared {
         self.available.notify_all();
     }
 
-    /// Gives a job back to the poller; wakes it when it may be asleep.
-    pub(crate) fn hand_back(&self, job: Job) {
-        let mut returns = lock(&self.returns);
-        let was_empty = returns.is_empty();
-        returns.push(job);
-        drop(returns);
-        // The poller clears the wake-up before it takes the list, so a
-        // push onto an empty list always finds it cleared or about to look.
-        if was_empty {
-            self.wake.wake();
+    /// Takes the canary the watchdog sent, if any, and queues it.
+    pub(crate) fn forward_canary(&self) {
+        if let Some(done) = lock(&self.canary).take() {
+            self.push(Job::Canary(done));
         }
-    }
-
-    /// Takes everything handed back since the last call into `into`.
-    pub(crate) fn take_returns(&self, into: &mut Vec<Job>) {
-        self.wake.clear();
-        std::mem::swap(&mut *lock(&self.returns), into);
     }
 }
 
@@ -223,7 +238,7 @@ impl ShutdownHandle {
     /// poller, which owns the listener, closes it.
     pub fn shutdown(&self) {
         if !self.shared.shutting_down.swap(true, Ordering::SeqCst) {
-            self.shared.wake.wake();
+            self.shared.waiting.wake();
         }
     }
 
@@ -248,7 +263,8 @@ impl ProgressProbe {
         let through = self.done.load(Ordering::SeqCst) >= self.sent;
         if through {
             self.sent += 1;
-            self.shared.hand_back(Job::Canary(Arc::clone(&self.done)));
+            *lock(&self.shared.canary) = Some(Arc::clone(&self.done));
+            self.shared.waiting.wake();
         }
         through
     }
@@ -287,11 +303,12 @@ impl<H: Handler> Server<H> {
                 per_client: Mutex::new(HashMap::new()),
                 queue: Mutex::new(Queue {
                     jobs: VecDeque::with_capacity(64),
+                    idle: 0,
                     closed: false,
                 }),
                 available: Condvar::new(),
-                returns: Mutex::new(Vec::with_capacity(64)),
-                wake: EventFd::new()?,
+                waiting: Waiting::new()?,
+                canary: Mutex::new(None),
                 workers_alive: Mutex::new(0),
                 worker_exited: Condvar::new(),
             }),
@@ -376,12 +393,13 @@ fn worker<H: Handler>(shared: &Arc<Shared>, handler: &H) {
                 let next = serve_turn(shared, handler, &mut conn, &mut buffers);
                 shared.stats.busy_workers.fetch_sub(1, Ordering::Relaxed);
                 match next {
-                    Ok(Next::Wait) => shared.hand_back(Job::Serve(conn)),
-                    Ok(Next::Ready) => {
-                        // Unbounded: it is already counted among the open
-                        // connections, and dropping it would lose a request.
-                        let _ = shared.push(Job::Serve(conn), false);
+                    Ok(Next::Wait) if shared.shutting_down() && conn.between_requests() => {
+                        drop(conn);
                     }
+                    Ok(Next::Wait) => shared.waiting.park(conn, false),
+                    // Unbounded: it is already counted among the open
+                    // connections, and dropping it would lose a request.
+                    Ok(Next::Ready) => shared.push(Job::Serve(conn)),
                     Ok(Next::Close) => drop(conn),
                     Err(_) => {
                         log::error!("connection handling panicked; connection dropped");
