@@ -39,6 +39,7 @@ use serde_json::json;
 use support::conns::{
     TlsClient, client_hello, encrypt, held_open, loopback, raise_open_file_limit,
     read_until_close, tls_client_config, tls_connect_from, tls_exchange, tls_health_from,
+    tls_read_response,
 };
 use support::mock::{MockSpotify, Reply};
 use support::pki::Pki;
@@ -448,7 +449,8 @@ fn tls_client_hello_dripped_byte_by_byte_is_closed_at_the_handshake_deadline() {
 /// request is dripped one byte per 10 ms (it would take 30 s): the server
 /// cannot decrypt anything until the record ends, and still closes at the
 /// head deadline, 10 s after the record's first byte, while an HTTPS
-/// bystander is served fast, with 2 workers and 2 such drippers.
+/// bystander is served fast, with 2 workers and 2 such drippers. A control
+/// connection first shows the record is a request the server answers.
 #[test]
 fn tls_record_dripped_byte_by_byte_is_closed_at_the_head_deadline() {
     let _timed = timed();
@@ -462,6 +464,18 @@ fn tls_record_dripped_byte_by_byte_is_closed_at_the_head_deadline() {
         "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {}\r\n\r\n",
         "p".repeat(3000)
     );
+
+    // The control: the same record sent in two halves 100 ms apart is a
+    // request the server answers.
+    let mut control = tls_connect_from(loopback(30), addr, &config).expect("TLS handshake");
+    let record = encrypt(&mut control, request.as_bytes());
+    let (first, second) = record.split_at(record.len() / 2);
+    control.sock.write_all(first).expect("first half");
+    thread::sleep(Duration::from_millis(100));
+    control.sock.write_all(second).expect("second half");
+    let resp = tls_read_response(&mut control).expect("the control request is answered");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body, r#"{"status":"ok"}"#);
 
     let mut ready = Vec::new();
     for n in 0..DRIPPERS {
@@ -561,11 +575,89 @@ fn starts_a_tls_record(bytes: &[u8]) -> bool {
     matches!(bytes, [0x15 | 0x16, 0x03, ..])
 }
 
-/// With one worker held by a slow Spotify and `MAX_CONNECTIONS=8` reached
-/// (7 idle HTTPS clients and the held one, each from its own address, so
-/// the per-client cap plays no part), four more TLS clients send a
-/// ClientHello: each is refused within 3 s by a TLS alert or handshake or a
-/// clean close, and nothing the server writes is plaintext HTTP.
+/// What a raw TLS client saw of the server.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// Closed (end of stream or reset) after these bytes.
+    Closed(Vec<u8>),
+    /// Still open, these bytes received so far.
+    Open(Vec<u8>),
+}
+
+impl Seen {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Seen::Closed(bytes) | Seen::Open(bytes) => bytes,
+        }
+    }
+}
+
+/// Without waiting: whatever `sock` holds now, and whether it was closed.
+fn seen_now(sock: &mut TcpStream) -> Seen {
+    sock.set_nonblocking(true).expect("non-blocking");
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match sock.read(&mut chunk) {
+            Ok(0) => return Seen::Closed(bytes),
+            Ok(n) if bytes.len() < 64 * 1024 => bytes.extend_from_slice(&chunk[..n]),
+            Ok(_) => return Seen::Open(bytes),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Seen::Open(bytes),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Seen::Closed(bytes),
+        }
+    }
+}
+
+/// Asserts the first bytes a TLS client got, if any, are a TLS record,
+/// never plaintext HTTP.
+fn assert_no_plaintext(what: &str, bytes: &[u8]) {
+    assert!(
+        !bytes.starts_with(b"HTTP/"),
+        "{what} was answered in plaintext: {:?}",
+        String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+    );
+    assert!(
+        bytes.is_empty() || starts_a_tls_record(bytes),
+        "{what} got bytes that start no TLS record: {:?}",
+        &bytes[..bytes.len().min(16)]
+    );
+}
+
+/// Waits until `mock` has received a request.
+fn wait_for_upstream_call(mock: &MockSpotify) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while mock.request_count() == 0 {
+        assert!(Instant::now() < deadline, "the held swap never reached Spotify");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits up to `limit` for a new HTTPS client to be served `GET /health`.
+fn assert_serves_https_again(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (outcome, _) = tls_health_from(BYSTANDER, addr, config);
+        match outcome {
+            Ok(resp) if resp.status == 200 => return,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "not serving HTTPS again within {limit:?}: {other:?}"
+                );
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// With one worker held by a slow Spotify (5 s) and `MAX_CONNECTIONS=8`
+/// reached (7 idle HTTPS clients and the held one, each from its own
+/// address, so the per-client cap plays no part), four more TLS clients
+/// send a ClientHello at once: within 3 s each is closed or gets a TLS
+/// record (an alert, or the handshake of a 503 inside TLS), and nothing
+/// the server writes to them is plaintext HTTP. Afterwards the held swap
+/// is answered and new clients are served.
 #[test]
 fn tls_connections_past_max_connections_are_never_answered_in_plaintext() {
     let _timed = timed();
@@ -584,7 +676,7 @@ fn tls_connections_past_max_connections_are_never_answered_in_plaintext() {
     let addr = server.addr();
     let config = tls_client_config(&pki);
 
-    let mut idle: Vec<TlsClient> = (0..7)
+    let idle: Vec<TlsClient> = (0..7)
         .map(|n| {
             let mut tls = tls_connect_from(loopback(51 + n), addr, &config)
                 .unwrap_or_else(|e| panic!("idle HTTPS client {n}: {e}"));
@@ -594,58 +686,51 @@ fn tls_connections_past_max_connections_are_never_answered_in_plaintext() {
             tls
         })
         .collect();
-    mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(4))));
+    mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(5))));
     let mut held = tls_connect_from(loopback(58), addr, &config).expect("held HTTPS client");
     let held_answer = thread::spawn(move || tls_exchange(&mut held, &swap_request("held")));
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while mock.request_count() == 0 {
-        assert!(Instant::now() < deadline, "the held swap never reached Spotify");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_upstream_call(&mock);
+    let held_since = Instant::now();
 
     let hello = client_hello(&config, addr);
-    for n in 0..4u8 {
-        let mut sock = connect_from(loopback(61 + n), addr).expect("connect");
-        // The server may close before reading it: a failed write is fine.
-        let _ = sock.write_all(&hello);
-        let (bytes, closed) = read_until_close(&mut sock, Duration::from_secs(3));
-        assert!(
-            !bytes.starts_with(b"HTTP/"),
-            "extra TLS client {n} was answered in plaintext: {:?}",
-            String::from_utf8_lossy(&bytes)
-        );
+    let extras: Vec<_> = (0..4u8)
+        .map(|n| {
+            let hello = hello.clone();
+            thread::spawn(move || {
+                let mut sock = connect_from(loopback(61 + n), addr).expect("connect");
+                // The server may close before reading it: a failed write is fine.
+                let _ = sock.write_all(&hello);
+                read_until_close(&mut sock, Duration::from_secs(3))
+            })
+        })
+        .collect();
+    for (n, extra) in extras.into_iter().enumerate() {
+        let (bytes, closed) = extra.join().expect("extra client thread");
+        let what = format!("extra TLS client {n} past MAX_CONNECTIONS");
+        assert_no_plaintext(&what, &bytes);
         assert!(
             closed || starts_a_tls_record(&bytes),
-            "extra TLS client {n} past MAX_CONNECTIONS was neither refused nor answered \
-             within 3 s ({} bytes: {:?})",
-            bytes.len(),
-            &bytes[..bytes.len().min(16)]
+            "{what} was neither refused nor answered within 3 s"
         );
-        if !bytes.is_empty() {
-            assert!(
-                starts_a_tls_record(&bytes),
-                "extra TLS client {n} got non-TLS bytes {:?}",
-                &bytes[..bytes.len().min(16)]
-            );
-        }
     }
+    assert!(
+        held_since.elapsed() < Duration::from_secs(5),
+        "the extras were checked too slowly to be sure the worker was still busy"
+    );
 
-    // The held request is answered (Spotify hung up: 502), and the idle
-    // clients still work.
+    // The held request is answered (Spotify hung up: 502) …
     let held = held_answer
         .join()
         .expect("held client thread")
         .expect("the held swap is answered");
     assert_eq!(held.status, 502, "{held:?}");
-    for (n, tls) in idle.iter_mut().enumerate().take(2) {
-        let resp = tls_exchange(tls, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .unwrap_or_else(|e| panic!("idle HTTPS client {n} after the overload: {e}"));
-        assert_eq!(resp.status, 200, "{resp:?}");
-    }
+    // … and once the idle clients leave, new ones are served.
+    drop(idle);
+    assert_serves_https_again(addr, &config, Duration::from_secs(5));
 }
 
-/// With one worker held by a slow Spotify, 1,200 TLS clients each send a
-/// ClientHello at once (more than the queue holds today): none is ever
+/// With one worker held by a slow Spotify (5 s), 1,200 TLS clients each
+/// send a ClientHello at once (more than the queue holds today): none is
 /// answered in plaintext, and once Spotify lets go the server serves HTTPS
 /// again.
 #[test]
@@ -662,66 +747,43 @@ fn tls_connections_past_a_full_queue_are_never_answered_in_plaintext() {
     );
     let addr = server.addr();
     let config = tls_client_config(&pki);
-    mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(3))));
-    let mut held = tls_connect_from(loopback(3), addr, &config).expect("held HTTPS client");
+    mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(5))));
+    let mut held = tls_connect_from(BYSTANDER, addr, &config).expect("held HTTPS client");
     let held_answer = thread::spawn(move || tls_exchange(&mut held, &swap_request("held")));
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while mock.request_count() == 0 {
-        assert!(Instant::now() < deadline, "the held swap never reached Spotify");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_upstream_call(&mock);
+    let held_since = Instant::now();
 
     let hello = client_hello(&config, addr);
     let mut socks: Vec<TcpStream> = (0..CLIENTS)
-        .filter_map(|i| {
-            let mut sock = connect_from(load_address(i), addr).ok()?;
+        .map(|i| {
+            let mut sock = connect_from(load_address(i), addr)
+                .unwrap_or_else(|e| panic!("TLS client {i} could not connect: {e}"));
             let _ = sock.write_all(&hello);
-            Some(sock)
+            sock
         })
         .collect();
     thread::sleep(Duration::from_millis(500));
-    let mut plaintext = Vec::new();
-    let (mut refused, mut tls_bytes) = (0, 0);
-    for (i, sock) in socks.iter_mut().enumerate() {
-        let (bytes, closed) = read_until_close(sock, Duration::from_millis(1));
-        if bytes.starts_with(b"HTTP/") {
-            plaintext.push((i, String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned()));
-        } else if starts_a_tls_record(&bytes) {
-            tls_bytes += 1;
-        } else if closed {
-            refused += 1;
-        }
-    }
-    eprintln!(
-        "measured: {} TLS clients behind one held worker: {refused} closed, {tls_bytes} got TLS bytes, \
-         {} plaintext",
-        socks.len(),
-        plaintext.len()
-    );
-    assert_eq!(socks.len(), CLIENTS, "could not open every connection");
+    let seen: Vec<Seen> = socks.iter_mut().map(seen_now).collect();
     assert!(
-        plaintext.is_empty(),
-        "{} TLS connections were answered in plaintext, e.g. {:?}",
-        plaintext.len(),
-        &plaintext[..plaintext.len().min(3)]
+        held_since.elapsed() < Duration::from_secs(5),
+        "the clients were checked too slowly to be sure the worker was still busy"
     );
-    drop(socks);
-    let _ = held_answer.join();
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (outcome, _) = tls_health_from(BYSTANDER, addr, &config);
-        match outcome {
-            Ok(resp) if resp.status == 200 => break,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "not serving HTTPS 20 s after the flood: {other:?}"
-                );
-                thread::sleep(Duration::from_millis(200));
-            }
-        }
+    let closed = seen.iter().filter(|s| matches!(s, Seen::Closed(_))).count();
+    let with_bytes = seen.iter().filter(|s| !s.bytes().is_empty()).count();
+    eprintln!(
+        "measured: {CLIENTS} TLS clients behind one held worker: {closed} closed, \
+         {with_bytes} got bytes"
+    );
+    for (i, seen) in seen.iter().enumerate() {
+        assert_no_plaintext(&format!("TLS client {i} of {CLIENTS}"), seen.bytes());
     }
+    drop(socks);
+    let held = held_answer
+        .join()
+        .expect("held client thread")
+        .expect("the held swap is answered");
+    assert_eq!(held.status, 502, "{held:?}");
+    assert_serves_https_again(addr, &config, Duration::from_secs(20));
 }
 
 /// Past `MAX_CONNECTIONS`, a new plain connection gets 503 with an integer

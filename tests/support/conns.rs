@@ -187,6 +187,11 @@ pub fn tls_exchange(tls: &mut TlsClient, raw: &[u8]) -> Result<TlsResp, String> 
     tls.write_all(raw)
         .and_then(|()| tls.flush())
         .map_err(|e| format!("write: {e}"))?;
+    tls_read_response(tls)
+}
+
+/// Reads one response with a `Content-Length` from `tls`.
+pub fn tls_read_response(tls: &mut TlsClient) -> Result<TlsResp, String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
