@@ -37,9 +37,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::conns::{
-    TlsClient, client_hello, encrypt, held_open, loopback, raise_open_file_limit,
-    read_until_close, tls_client_config, tls_connect_from, tls_exchange, tls_health_from,
-    tls_read_response,
+    TlsClient, client_hello, encrypt, held_open, loopback, raise_open_file_limit, read_until_close,
+    tls_client_config, tls_connect_from, tls_exchange, tls_health_from, tls_read_response,
 };
 use support::mock::{MockSpotify, Reply};
 use support::pki::Pki;
@@ -170,7 +169,12 @@ fn bystander_plain(addr: SocketAddr, n: usize, pause: Duration, during: &str) ->
     let mut slowest = Duration::ZERO;
     for i in 0..n {
         let started = Instant::now();
-        let outcome = try_request_from(BYSTANDER, addr, &get_close("/health"), Duration::from_secs(5));
+        let outcome = try_request_from(
+            BYSTANDER,
+            addr,
+            &get_close("/health"),
+            Duration::from_secs(5),
+        );
         let took = started.elapsed();
         let resp = outcome.unwrap_or_else(|e| {
             panic!("bystander request {i} {during} failed after {took:?}: {e}")
@@ -201,7 +205,10 @@ fn bystander_tls(
             .unwrap_or_else(|e| panic!("HTTPS bystander {i} {during} failed after {took:?}: {e}"));
         assert_eq!(resp.status, 200, "{resp:?}");
         assert_eq!(resp.body, r#"{"status":"ok"}"#);
-        assert!(took < BYSTANDER_TLS, "HTTPS bystander {i} {during} took {took:?}");
+        assert!(
+            took < BYSTANDER_TLS,
+            "HTTPS bystander {i} {during} took {took:?}"
+        );
         slowest = slowest.max(took);
         thread::sleep(pause);
     }
@@ -266,7 +273,12 @@ fn idle_connections_leave_a_bystander_fast(workers: Option<&str>) {
     let idle = idle_keep_alive_connections(addr, IDLE);
     let set_up = started.elapsed();
 
-    let slowest = bystander_plain(addr, 20, Duration::from_millis(10), "beside 3,000 idle connections");
+    let slowest = bystander_plain(
+        addr,
+        20,
+        Duration::from_millis(10),
+        "beside 3,000 idle connections",
+    );
     let checked_at = Instant::now();
     let recent: Vec<&TcpStream> = idle
         .iter()
@@ -339,7 +351,11 @@ fn burst_of_two_thousand_keep_alive_clients_is_all_answered() {
             .unwrap_or_else(|e| panic!("client {i}: the server closed before the request: {e}"));
     }
     for (i, conn) in conns.iter_mut().enumerate() {
-        conn.set_timeout(BOUND.saturating_sub(started.elapsed()).max(Duration::from_millis(1)));
+        conn.set_timeout(
+            BOUND
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1)),
+        );
         let resp = conn
             .try_read_response()
             .unwrap_or_else(|e| panic!("client {i} of the burst: no answer: {e}"));
@@ -430,18 +446,31 @@ fn tls_client_hello_dripped_byte_by_byte_is_closed_at_the_handshake_deadline() {
             thread::spawn(move || {
                 let mut sock = connect_from(loopback(21 + n), addr).expect("connect");
                 sock.set_nodelay(true).expect("nodelay");
-                drip_until_closed(&mut sock, &hello, Duration::from_millis(500), Duration::from_secs(20))
+                drip_until_closed(
+                    &mut sock,
+                    &hello,
+                    Duration::from_millis(500),
+                    Duration::from_secs(20),
+                )
             })
         })
         .collect();
     thread::sleep(Duration::from_secs(1));
-    let slowest = bystander_tls(addr, &config, 10, Duration::from_millis(600), "beside dripped handshakes");
+    let slowest = bystander_tls(
+        addr,
+        &config,
+        10,
+        Duration::from_millis(600),
+        "beside dripped handshakes",
+    );
 
     for (n, dripper) in drippers.into_iter().enumerate() {
         let closed = dripper.join().expect("dripper thread");
         assert_closed_at_deadline(&format!("dripped ClientHello {n}"), closed);
     }
-    eprintln!("measured: slowest HTTPS bystander beside {DRIPPERS} dripped handshakes: {slowest:?}");
+    eprintln!(
+        "measured: slowest HTTPS bystander beside {DRIPPERS} dripped handshakes: {slowest:?}"
+    );
     bystander_tls(addr, &config, 1, Duration::ZERO, "after the drips");
 }
 
@@ -485,7 +514,11 @@ fn tls_record_dripped_byte_by_byte_is_closed_at_the_head_deadline() {
         // One record: type application data, length covering the rest.
         assert_eq!(record[0], 0x17, "not an application-data record");
         let length = usize::from(u16::from_be_bytes([record[3], record[4]]));
-        assert_eq!(record.len(), 5 + length, "the request did not fit one record");
+        assert_eq!(
+            record.len(),
+            5 + length,
+            "the request did not fit one record"
+        );
         ready.push((tls, record));
     }
     let drippers: Vec<_> = ready
@@ -493,12 +526,23 @@ fn tls_record_dripped_byte_by_byte_is_closed_at_the_head_deadline() {
         .map(|(tls, record)| {
             thread::spawn(move || {
                 let mut sock = tls.sock;
-                drip_until_closed(&mut sock, &record, Duration::from_millis(10), Duration::from_secs(20))
+                drip_until_closed(
+                    &mut sock,
+                    &record,
+                    Duration::from_millis(10),
+                    Duration::from_secs(20),
+                )
             })
         })
         .collect();
     thread::sleep(Duration::from_secs(1));
-    let slowest = bystander_tls(addr, &config, 10, Duration::from_millis(600), "beside dripped records");
+    let slowest = bystander_tls(
+        addr,
+        &config,
+        10,
+        Duration::from_millis(600),
+        "beside dripped records",
+    );
 
     for (n, dripper) in drippers.into_iter().enumerate() {
         let closed = dripper.join().expect("dripper thread");
@@ -628,13 +672,20 @@ fn assert_no_plaintext(what: &str, bytes: &[u8]) {
 fn wait_for_upstream_call(mock: &MockSpotify) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while mock.request_count() == 0 {
-        assert!(Instant::now() < deadline, "the held swap never reached Spotify");
+        assert!(
+            Instant::now() < deadline,
+            "the held swap never reached Spotify"
+        );
         thread::sleep(Duration::from_millis(10));
     }
 }
 
 /// Waits up to `limit` for a new HTTPS client to be served `GET /health`.
-fn assert_serves_https_again(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, limit: Duration) {
+fn assert_serves_https_again(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    limit: Duration,
+) {
     let deadline = Instant::now() + limit;
     loop {
         let (outcome, _) = tls_health_from(BYSTANDER, addr, config);
@@ -824,7 +875,12 @@ fn plain_connection_past_max_connections_gets_503_with_retry_after() {
     drop(open.pop());
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        match try_request_from(BYSTANDER, addr, &get_close("/health"), Duration::from_secs(2)) {
+        match try_request_from(
+            BYSTANDER,
+            addr,
+            &get_close("/health"),
+            Duration::from_secs(2),
+        ) {
             Ok(resp) if resp.status == 200 => break,
             other => {
                 assert!(
@@ -905,7 +961,11 @@ fn expect_continue_gets_100_then_the_answer_and_the_connection_stays_usable() {
     conn.send(head.as_bytes());
     let interim = conn.read_response();
     assert_eq!(interim.status, 100, "{interim:?}");
-    assert_eq!(mock.request_count(), 0, "Spotify called before the body came");
+    assert_eq!(
+        mock.request_count(),
+        0,
+        "Spotify called before the body came"
+    );
     conn.send(body.as_bytes());
     assert_swapped(&conn.read_response(), "expect");
     conn.send(&raw_get("/health"));
@@ -964,14 +1024,21 @@ fn clients_that_never_read_their_answers_do_not_hold_workers() {
                 panic!("the server read {sent} bytes of requests without its answers being read");
             }
         };
-        eprintln!("measured: non-reading client {n}: {sent} bytes of requests sent, stalled {stalled}");
+        eprintln!(
+            "measured: non-reading client {n}: {sent} bytes of requests sent, stalled {stalled}"
+        );
         hogs.push(sock);
     }
 
     let started = Instant::now();
     let mut asked = 0;
     while started.elapsed() < Duration::from_secs(3) {
-        bystander_plain(addr, 1, Duration::from_millis(100), "beside clients that never read");
+        bystander_plain(
+            addr,
+            1,
+            Duration::from_millis(100),
+            "beside clients that never read",
+        );
         asked += 1;
     }
     assert!(asked >= 5, "only {asked} bystander requests in 3 s");
@@ -1004,7 +1071,11 @@ fn sigterm_with_two_thousand_connections_open_answers_the_request_in_flight_and_
     }
     for i in 0..3 {
         let mut conn = Conn::open_from(load_address(i), addr);
-        let mut raw = raw_post("/swap", "application/x-www-form-urlencoded", "code=0123456789");
+        let mut raw = raw_post(
+            "/swap",
+            "application/x-www-form-urlencoded",
+            "code=0123456789",
+        );
         raw.truncate(raw.len() - 5);
         conn.send(&raw);
         partial.push(conn);
@@ -1024,7 +1095,12 @@ fn sigterm_with_two_thousand_connections_open_answers_the_request_in_flight_and_
     let resp = answer
         .join()
         .expect("in-flight client")
-        .unwrap_or_else(|e| panic!("the request in flight was cut off: {e}\n{}", server.stderr()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "the request in flight was cut off: {e}\n{}",
+                server.stderr()
+            )
+        });
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.json()["access_token"], "at", "{resp:?}");
     let status = server
@@ -1045,7 +1121,11 @@ fn http11_request_without_host_is_400_and_http10_without_host_is_served() {
     let server = start(&mock, false, &[]);
     let addr = server.addr();
 
-    let resp = request_from(BYSTANDER, addr, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let resp = request_from(
+        BYSTANDER,
+        addr,
+        b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
     assert_error(&resp, 400, "invalid_request");
 
     let body = form_body(&[("code", "no-host")]);
@@ -1056,7 +1136,11 @@ fn http11_request_without_host_is_400_and_http10_without_host_is_served() {
     );
     let resp = request_from(BYSTANDER, addr, raw.as_bytes());
     assert_error(&resp, 400, "invalid_request");
-    assert_eq!(mock.request_count(), 0, "a request without Host reached Spotify");
+    assert_eq!(
+        mock.request_count(),
+        0,
+        "a request without Host reached Spotify"
+    );
 
     let resp = request_from(BYSTANDER, addr, b"GET /health HTTP/1.0\r\n\r\n");
     assert_health(&resp);
@@ -1109,7 +1193,12 @@ fn layer_errors(origin: &str) -> Vec<(&'static str, u16, &'static str, Vec<u8>)>
             "body over 8 KiB",
             413,
             "payload_too_large",
-            format!("{}Content-Length: 8193\r\n\r\n{}", head(""), "a".repeat(8193)).into_bytes(),
+            format!(
+                "{}Content-Length: 8193\r\n\r\n{}",
+                head(""),
+                "a".repeat(8193)
+            )
+            .into_bytes(),
         ),
         (
             "text/plain body",
@@ -1125,14 +1214,21 @@ fn layer_errors(origin: &str) -> Vec<(&'static str, u16, &'static str, Vec<u8>)>
             "malformed header line",
             400,
             "invalid_request",
-            format!("{}Content-Length: 8\r\nThis is no header\r\n\r\ncode=abc", head("")).into_bytes(),
+            format!(
+                "{}Content-Length: 8\r\nThis is no header\r\n\r\ncode=abc",
+                head("")
+            )
+            .into_bytes(),
         ),
         (
             "conflicting Content-Lengths",
             400,
             "invalid_request",
-            format!("{}Content-Length: 8\r\nContent-Length: 9\r\n\r\ncode=abc", head(""))
-                .into_bytes(),
+            format!(
+                "{}Content-Length: 8\r\nContent-Length: 9\r\n\r\ncode=abc",
+                head("")
+            )
+            .into_bytes(),
         ),
         (
             "head over 8 KiB",

@@ -115,7 +115,10 @@ pub fn tls_client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
 pub type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A fresh rustls client for the server at `addr` (certificate for its IP).
-pub fn tls_client(config: &Arc<rustls::ClientConfig>, addr: SocketAddr) -> rustls::ClientConnection {
+pub fn tls_client(
+    config: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> rustls::ClientConnection {
     rustls::ClientConnection::new(Arc::clone(config), ServerName::IpAddress(addr.ip().into()))
         .expect("a rustls client connection")
 }
