@@ -255,7 +255,8 @@ fn threads(server: &ServerProc) -> u64 {
 /// 3,000 keep-alive connections, each answered once and then idle, while a
 /// bystander on a new connection asks 20 times; then every idle connection
 /// whose request went out less than 4 s ago (so idle for less, well inside
-/// the 5 s limit) is still open.
+/// the 5 s limit) is still open, and every 100th of them is answered
+/// again.
 fn idle_connections_leave_a_bystander_fast(workers: Option<&str>) {
     const IDLE: usize = 3000;
     raise_open_file_limit();
@@ -277,12 +278,13 @@ fn idle_connections_leave_a_bystander_fast(workers: Option<&str>) {
         "beside 3,000 idle connections",
     );
     let checked_at = Instant::now();
-    let recent: Vec<&TcpStream> = idle
-        .iter()
+    let mut idle = idle;
+    let mut recent: Vec<&mut Conn> = idle
+        .iter_mut()
         .filter(|(_, sent)| checked_at - *sent < KEEP_ALIVE_IDLE - Duration::from_secs(1))
-        .map(|(conn, _)| conn.stream())
+        .map(|(conn, _)| conn)
         .collect();
-    let dropped = recent.iter().filter(|s| !held_open(s)).count();
+    let dropped = recent.iter().filter(|c| !held_open(c.stream())).count();
     eprintln!(
         "measured: {IDLE} idle keep-alive connections (WORKER_THREADS={}) set up in {set_up:?}; \
          slowest bystander {slowest:?}; {} checked, {dropped} closed",
@@ -299,6 +301,11 @@ fn idle_connections_leave_a_bystander_fast(workers: Option<&str>) {
         "{dropped} of {} idle keep-alive connections were closed before their 5 s",
         recent.len()
     );
+    // Open and usable: every 100th asks again.
+    for conn in recent.iter_mut().step_by(100) {
+        conn.send(&raw_get("/health"));
+        assert_health(&conn.read_response());
+    }
 }
 
 #[test]
