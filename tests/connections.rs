@@ -360,9 +360,12 @@ fn burst_of_two_thousand_keep_alive_clients_is_all_answered() {
                 .saturating_sub(started.elapsed())
                 .max(Duration::from_millis(1)),
         );
-        let resp = conn
-            .try_read_response()
-            .unwrap_or_else(|e| panic!("client {i} of the burst: no answer: {e}"));
+        let resp = conn.try_read_response().unwrap_or_else(|e| {
+            panic!(
+                "client {i} of the burst: no answer {:?} after the requests went out: {e}",
+                started.elapsed()
+            )
+        });
         if is_swap(i) {
             assert_swapped(&resp, &format!("burst-{i}"));
         } else {
