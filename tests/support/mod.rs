@@ -18,6 +18,7 @@
     reason = "every test crate includes this module and uses a different subset of it"
 )]
 
+pub mod conns;
 pub mod mock;
 pub mod pki;
 pub mod tls_upstream;
