@@ -791,14 +791,15 @@ fn tls_connections_past_max_connections_are_never_answered_in_plaintext() {
     assert_serves_https_again(addr, &config, Duration::from_secs(5));
 }
 
-/// With one worker held by a slow Spotify (5 s), 1,200 TLS clients each
-/// send a ClientHello at once (more than the queue holds today): none is
-/// answered in plaintext, and once Spotify lets go the server serves HTTPS
-/// again.
+/// With one worker held by a slow Spotify (5 s), more TLS clients than the
+/// queue holds each send a ClientHello at once: the ones past the queue
+/// are closed, none is answered in plaintext, and once Spotify lets go the
+/// server serves HTTPS again.
 #[test]
 fn tls_connections_past_a_full_queue_are_never_answered_in_plaintext() {
     let _heavy = heavy();
-    const CLIENTS: usize = 1200;
+    // `QUEUE_CAPACITY` in src/http/server.rs, and 200 more.
+    const CLIENTS: usize = 4096 + 200;
     raise_open_file_limit();
     let pki = Pki::new();
     let mock = start_mock();
@@ -839,6 +840,10 @@ fn tls_connections_past_a_full_queue_are_never_answered_in_plaintext() {
     for (i, seen) in seen.iter().enumerate() {
         assert_no_plaintext(&format!("TLS client {i} of {CLIENTS}"), seen.bytes());
     }
+    assert!(
+        closed > 0,
+        "no TLS client was turned away past the full queue"
+    );
     drop(socks);
     let held = held_answer
         .join()

@@ -32,7 +32,7 @@ const PHASE_DEADLINE: Duration = Duration::from_secs(10);
 /// Client-side limit for a response that only comes at a 10 s deadline.
 const PAST_DEADLINE: Duration = Duration::from_secs(15);
 /// `QUEUE_CAPACITY` in src/http/server.rs.
-const QUEUE_CAPACITY: usize = 1024;
+const QUEUE_CAPACITY: usize = 4096;
 /// How long a test waits to see the server close a connection it should
 /// close at once.
 const PROMPT_CLOSE: Duration = Duration::from_secs(2);
@@ -906,6 +906,7 @@ fn trusted_proxy_is_exempt_from_the_per_client_cap() {
 
 #[test]
 fn full_queue_is_answered_503_with_retry_after() {
+    support::conns::raise_open_file_limit();
     // One worker, held by a request Spotify answers only after a while.
     let (mock, server) = start(&[("WORKER_THREADS", "1"), ("UPSTREAM_TIMEOUT_SECS", "30")]);
     let addr = server.addr();

@@ -26,8 +26,9 @@ use super::conn::{Buffers, Conn, Env, Next, Phase};
 use super::poll::Waiting;
 
 /// Ready connections that may wait for a worker; past this a connection
-/// that becomes ready is turned away (503 on plain HTTP).
-pub const QUEUE_CAPACITY: usize = 1024;
+/// that becomes ready is turned away (503 on plain HTTP). Room for a burst
+/// of a few thousand new clients at once.
+pub const QUEUE_CAPACITY: usize = 4096;
 /// How long shutdown waits for workers to finish, beyond the time a request
 /// may legitimately take.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
