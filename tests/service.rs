@@ -290,6 +290,59 @@ fn socket_activation_for_another_pid_is_ignored() {
     assert_still_serving(server.addr());
 }
 
+/// Runs the binary the way systemd would with `LISTEN_FDS=listen_fds` and
+/// `LISTEN_PID` naming it, but passes no descriptor 3; returns its exit
+/// code and stderr. It must exit on its own within 10 s.
+fn run_activated_without_socket(mock: &MockSpotify, listen_fds: &str) -> (Option<i32>, String) {
+    let vars = activation_vars(mock);
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"LISTEN_PID=$$; export LISTEN_PID; exec "$@""#)
+        .arg("sh")
+        .args(binary_argv())
+        .env_clear()
+        .envs(inherited_env())
+        .envs(borrowed(&vars))
+        .env("LISTEN_FDS", listen_fds)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the binary through sh");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("LISTEN_FDS={listen_fds} without a socket: still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (status.code(), stderr)
+}
+
+#[test]
+fn socket_activation_without_a_socket_exits_2_naming_listen_fds() {
+    let mock = start_mock();
+    // `1` with nothing at descriptor 3, and `0`: both mean no socket.
+    for listen_fds in ["1", "0"] {
+        let (code, stderr) = run_activated_without_socket(&mock, listen_fds);
+        assert_eq!(code, Some(2), "LISTEN_FDS={listen_fds}; stderr:\n{stderr}");
+        assert!(
+            stderr.contains("LISTEN_FDS"),
+            "LISTEN_FDS={listen_fds}; stderr:\n{stderr}"
+        );
+        assert!(!stderr.contains(CLIENT_SECRET), "{stderr}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // SIGHUP: secret rotation
 // ---------------------------------------------------------------------------
