@@ -75,8 +75,8 @@ pub enum Grant<'a> {
     RefreshToken { refresh_token: &'a str },
 }
 
-/// Spotify's answer, when it is one to pass on to the client.
-#[derive(Debug)]
+/// Spotify's answer, when it is one to pass on to the client. Its `Debug`
+/// shows the body's field names, not their values.
 pub struct Answer {
     /// 200, or the 4xx status Spotify chose.
     pub status: u16,
@@ -85,6 +85,17 @@ pub struct Answer {
     pub body: Map<String, Value>,
     /// For 429: seconds to wait.
     pub retry_after_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for Answer {
+    // SECURITY: the body holds the access and refresh tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("body_fields", &self.body.keys().collect::<Vec<_>>())
+            .field("retry_after_secs", &self.retry_after_secs)
+            .finish()
+    }
 }
 
 /// Why an upstream call failed, for metrics and logs.
@@ -590,6 +601,28 @@ mod tests {
         let t = Instant::now();
         used_at(&spotify, t);
         assert!(!spotify.keep_warm_at(t + KEEP_WARM_WINDOW + KEEP_WARM_INTERVAL));
+    }
+
+    #[test]
+    fn answer_debug_names_fields_but_hides_tokens() {
+        let body = serde_json::json!({
+            "access_token": "BQC-access-token",
+            "refresh_token": "AQD-refresh-token",
+            "expires_in": 3600,
+        });
+        let Value::Object(body) = body else {
+            unreachable!("a JSON object literal")
+        };
+        let answer = Answer {
+            status: 200,
+            body,
+            retry_after_secs: None,
+        };
+        let debug = format!("{answer:?}");
+        assert!(!debug.contains("BQC-access-token"), "{debug}");
+        assert!(!debug.contains("AQD-refresh-token"), "{debug}");
+        assert!(debug.contains(r#""refresh_token""#), "{debug}");
+        assert!(debug.contains("status: 200"), "{debug}");
     }
 
     #[test]
