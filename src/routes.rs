@@ -366,11 +366,11 @@ pub fn parse_fields(
             .trim()
             .to_ascii_lowercase()
     });
-    let raw: Vec<(String, Value)> = match media_type.as_deref() {
+    let raw: Vec<(String, Option<String>)> = match media_type.as_deref() {
         // Clients that send no type at all get the form reading; every
         // known client sends one.
         None | Some("application/x-www-form-urlencoded") => form_urlencoded::parse(body)
-            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .map(|(k, v)| (k.into_owned(), Some(v.into_owned())))
             .collect(),
         Some("application/json") => parse_json_object(body)?,
         Some(_) => return Err(Error::UnsupportedMediaType),
@@ -383,7 +383,7 @@ pub fn parse_fields(
         if pairs.iter().any(|(n, _)| n == name) {
             return Err(Error::RepeatedField(name));
         }
-        let Value::String(text) = value else {
+        let Some(text) = value else {
             return Err(Error::MalformedBody("fields must be strings"));
         };
         pairs.push((name, text));
@@ -391,22 +391,67 @@ pub fn parse_fields(
     Ok(pairs)
 }
 
-/// A JSON object as its list of members, duplicates kept (serde_json's
-/// `Map` would silently keep the last one).
-fn parse_json_object(body: &[u8]) -> Result<Vec<(String, Value)>, Error> {
-    struct Members(Vec<(String, Value)>);
+/// A flat JSON object as its list of members, duplicates kept (serde_json's
+/// `Map` would silently keep the last one); a member that is not a string
+/// is `None`.
+///
+/// SECURITY: only a flat object can be valid, so an array or object as a
+/// member's value is refused where it starts, never descended into. A
+/// parser that builds whole values recurses once per level, and the 8 KiB
+/// body holds 4,000 levels of `[`: that overflows a worker's stack and
+/// aborts the whole process (127 levels of objects did in a debug build).
+fn parse_json_object(body: &[u8]) -> Result<Vec<(String, Option<String>)>, Error> {
+    struct Members(Vec<(String, Option<String>)>);
+    /// A member's value: a string, or another scalar (ignored unless it is
+    /// a known field, which must be a string).
+    struct Scalar(Option<String>);
+    impl<'de> Deserialize<'de> for Scalar {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Scalar;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string, number, boolean or null")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                    Ok(Scalar(Some(v.to_owned())))
+                }
+                fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Scalar, E> {
+                    Ok(Scalar(Some(v)))
+                }
+                fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Scalar, E> {
+                    Ok(Scalar(None))
+                }
+                fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Scalar, E> {
+                    Ok(Scalar(None))
+                }
+                fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Scalar, E> {
+                    Ok(Scalar(None))
+                }
+                fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Scalar, E> {
+                    Ok(Scalar(None))
+                }
+                fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar, E> {
+                    Ok(Scalar(None))
+                }
+                // `visit_seq` and `visit_map` keep serde's default: an
+                // error at once, without reading the array or object.
+            }
+            d.deserialize_any(V)
+        }
+    }
     impl<'de> Deserialize<'de> for Members {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             struct V;
             impl<'de> Visitor<'de> for V {
                 type Value = Members;
                 fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("a JSON object")
+                    f.write_str("a flat JSON object")
                 }
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
                     let mut members = Vec::new();
-                    while let Some(pair) = map.next_entry::<String, Value>()? {
-                        members.push(pair);
+                    while let Some((key, Scalar(value))) = map.next_entry::<String, Scalar>()? {
+                        members.push((key, value));
                     }
                     Ok(Members(members))
                 }
@@ -416,7 +461,7 @@ fn parse_json_object(body: &[u8]) -> Result<Vec<(String, Value)>, Error> {
     }
     serde_json::from_slice::<Members>(body)
         .map(|m| m.0)
-        .map_err(|_| Error::MalformedBody("expected a JSON object"))
+        .map_err(|_| Error::MalformedBody("expected a flat JSON object"))
 }
 
 #[cfg(test)]
@@ -490,6 +535,37 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn json_arrays_and_objects_are_refused_without_descending() {
+        // 100,000 levels: far past any stack a recursive parser could use.
+        let deep = format!(r#"{{"code":{}"#, "[".repeat(100_000));
+        let deep_objects = format!(r#"{{"other":{}"#, r#"{"a":"#.repeat(100_000));
+        for body in [
+            deep.as_str(),
+            deep_objects.as_str(),
+            r#"{"code":"a","other":[]}"#,
+            r#"{"other":{},"code":"a"}"#,
+            r#"{"code":["a"]}"#,
+        ] {
+            assert_eq!(
+                Fields::parse(&json(body), &["code"]).err(),
+                Some(Error::MalformedBody("expected a flat JSON object")),
+                "{}",
+                &body[..body.len().min(40)]
+            );
+        }
+    }
+
+    #[test]
+    fn json_scalars_in_other_members_are_ignored() {
+        let f = Fields::parse(
+            &json(r#"{"a":1,"b":-2.5e3,"c":true,"d":null,"code":"x","e":"y"}"#),
+            &["code"],
+        )
+        .unwrap();
+        assert_eq!(f.required("code"), Ok("x"));
     }
 
     #[test]
