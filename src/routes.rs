@@ -139,11 +139,14 @@ impl App {
             Some(uri) if self.config.redirect_uri_allowed(uri) => uri,
             Some(_) => return Err(Error::RedirectUriNotAllowed),
         };
-        self.call_spotify(&Grant::AuthorizationCode {
-            code,
-            redirect_uri,
-            code_verifier: fields.optional("code_verifier"),
-        })
+        self.call_spotify(
+            &Grant::AuthorizationCode {
+                code,
+                redirect_uri,
+                code_verifier: fields.optional("code_verifier"),
+            },
+            None,
+        )
     }
 
     fn refresh(&self, request: &Request) -> Result<Response, Error> {
@@ -151,20 +154,30 @@ impl App {
         let token = fields.required("refresh_token")?;
         let opened;
         let cipher = self.cipher();
-        let refresh_token = match &cipher {
+        let (refresh_token, reseal) = match &cipher {
             // SECURITY: a token that fails authentication never reaches
             // Spotify, so this server cannot be used as an oracle or a relay
             // for guessed tokens.
             Some(cipher) => {
                 opened = cipher.open(token).map_err(|_| Error::InvalidRefreshToken)?;
-                opened.refresh_token.as_str()
+                self.metrics.token_opened(opened.used_previous_key);
+                // A token under a previous key is handed back under the
+                // current one, so that key can be retired (see the README,
+                // "Rotating the encryption secret").
+                let reseal = opened
+                    .used_previous_key
+                    .then_some(opened.refresh_token.as_str());
+                (opened.refresh_token.as_str(), reseal)
             }
-            None => token,
+            None => (token, None),
         };
-        self.call_spotify(&Grant::RefreshToken { refresh_token })
+        self.call_spotify(&Grant::RefreshToken { refresh_token }, reseal)
     }
 
-    fn call_spotify(&self, grant: &Grant<'_>) -> Result<Response, Error> {
+    /// Calls Spotify and builds the answer. `reseal`: a refresh token (in
+    /// clear) to return sealed under the current key when Spotify's 200
+    /// carries no new one.
+    fn call_spotify(&self, grant: &Grant<'_>, reseal: Option<&str>) -> Result<Response, Error> {
         let started = Instant::now();
         let result = self.spotify.call(grant);
         let upstream_answered = !matches!(&result, Err((Error::UpstreamBackoff { .. }, _)));
@@ -189,7 +202,7 @@ impl App {
                 .upstream_failure(crate::spotify::FailureKind::RateLimited);
         }
         if status == 200 {
-            self.seal_refresh_token(&mut body);
+            self.seal_refresh_token(&mut body, reseal);
         }
         // `to_vec` writes straight into bytes; `to_string` would go through
         // `fmt::Display`, several times slower. Serialising a map of JSON
@@ -203,11 +216,20 @@ impl App {
     }
 
     /// Replaces Spotify's refresh token by its encrypted form, when
-    /// encryption is on.
-    fn seal_refresh_token(&self, body: &mut Map<String, Value>) {
+    /// encryption is on; without one from Spotify, adds `reseal` (the
+    /// client's token, opened under a previous key) sealed under the
+    /// current key. RFC 6749 §6: a client replaces its refresh token when a
+    /// refresh answer carries one.
+    fn seal_refresh_token(&self, body: &mut Map<String, Value>, reseal: Option<&str>) {
         let Some(cipher) = self.cipher() else { return };
-        if let Some(Value::String(token)) = body.get_mut("refresh_token") {
-            *token = cipher.seal(token);
+        match body.get_mut("refresh_token") {
+            Some(Value::String(token)) => *token = cipher.seal(token),
+            Some(_) => {}
+            None => {
+                if let Some(clear) = reseal {
+                    body.insert("refresh_token".into(), Value::String(cipher.seal(clear)));
+                }
+            }
         }
     }
 
