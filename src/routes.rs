@@ -31,6 +31,8 @@ pub struct App {
     /// The secrets in use, to tell what a reload changed.
     secrets: Mutex<Secrets>,
     limiter: Option<RateLimiter>,
+    /// Trusted proxies already reported for sending no `X-Forwarded-For`.
+    proxies_warned: Mutex<Vec<std::net::IpAddr>>,
     metrics: Metrics,
     stats: Arc<Stats>,
 }
@@ -56,6 +58,7 @@ impl App {
             cipher,
             secrets: Mutex::new(secrets),
             limiter,
+            proxies_warned: Mutex::new(Vec::new()),
             metrics: Metrics::new(),
             stats,
             config,
@@ -99,12 +102,7 @@ impl App {
                     };
                     return Err(Error::MethodNotAllowed { allow });
                 }
-                if let (Some(limiter), Some(client)) = (&self.limiter, request.client) {
-                    if let Err(retry_after_secs) = limiter.check(client) {
-                        self.metrics.rate_limited();
-                        return Err(Error::RateLimited { retry_after_secs });
-                    }
-                }
+                self.rate_limit(request)?;
                 if endpoint == Endpoint::Swap {
                     self.swap(request)
                 } else {
@@ -128,6 +126,51 @@ impl App {
                 Ok(Response::empty(204).with_header("Allow", "GET, HEAD, POST, OPTIONS"))
             }
             Endpoint::Other => Err(Error::NotFound),
+        }
+    }
+
+    /// Takes one token request from the client's allowance
+    /// (`RATE_LIMIT_PER_MINUTE`), or refuses it 429.
+    fn rate_limit(&self, request: &Request) -> Result<(), Error> {
+        let (Some(limiter), Some(client)) = (&self.limiter, request.client) else {
+            return Ok(());
+        };
+        // A trusted proxy that sends no X-Forwarded-For names no client:
+        // its requests are every user's, and one bucket for all of them
+        // would let one user lock every other out. They go unlimited, and
+        // the operator is told once per proxy.
+        if !request.forwarded_for && self.config.trusted_proxies.contains(&client) {
+            let mut warned = self
+                .proxies_warned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !warned.contains(&client) {
+                warned.push(client);
+                log::warn!(
+                    "trusted proxy {client} sends no X-Forwarded-For: its token requests \
+                     are not rate-limited (make the proxy send X-Forwarded-For, or remove \
+                     {client} from TRUSTED_PROXIES)"
+                );
+            }
+            return Ok(());
+        }
+        match limiter.check(client) {
+            Ok(()) => Ok(()),
+            Err(limited) => {
+                self.metrics.rate_limited();
+                // SECURITY: the address only — never the body, code or token.
+                if limited.warn {
+                    log::warn!(
+                        "rate limit: client {client} exceeded RATE_LIMIT_PER_MINUTE={}; \
+                         its further refusals in the next {} s are not logged",
+                        self.config.rate_limit_per_minute,
+                        crate::ratelimit::WARN_WINDOW.as_secs()
+                    );
+                }
+                Err(Error::RateLimited {
+                    retry_after_secs: limited.retry_after_secs,
+                })
+            }
         }
     }
 

@@ -181,6 +181,7 @@ pub fn serve<S: Transport, H: Handler + ?Sized, C: Context + ?Sized>(
         } = head;
         let client = context.client_address(peer, forwarded_for.as_deref());
         request.client = Some(client);
+        request.forwarded_for = forwarded_for.is_some();
 
         let body = conn.read_body(&request, content_length, chunked, expect_continue);
         let (response, failed) = match body {

@@ -51,6 +51,9 @@ pub struct Request {
     /// The client address: the peer, or for a trusted proxy the address it
     /// names in `X-Forwarded-For`.
     pub client: Option<IpAddr>,
+    /// Whether the request carried `X-Forwarded-For` (from anyone): without
+    /// it, a request from a trusted proxy names no client.
+    pub forwarded_for: bool,
     pub body: Vec<u8>,
 }
 
@@ -65,6 +68,7 @@ impl std::fmt::Debug for Request {
             .field("content_type", &self.content_type)
             .field("origin", &self.origin)
             .field("client", &self.client)
+            .field("forwarded_for", &self.forwarded_for)
             .field(
                 "body",
                 &format_args!("[{} bytes redacted]", self.body.len()),
