@@ -21,6 +21,7 @@
 //! is the one error type, mapping each failure to its status and OAuth code.
 
 pub mod config;
+mod dns;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -20,12 +20,10 @@ use serde_json::{Map, Value};
 use ureq::Agent;
 use ureq::http::Uri;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{
-    ConnectProxyConnector, Connector as _, NextTimeout, RustlsConnector,
-};
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, RustlsConnector};
 
 use crate::config::{Config, Secret};
+use crate::dns::SingleFlightResolver;
 use crate::error::Error;
 use crate::upstream_tcp::UpstreamTcpConnector;
 
@@ -46,8 +44,6 @@ pub const KEEP_WARM_INTERVAL: Duration = Duration::from_secs(20);
 /// Keep-warm requests stop this long after the last token call, so an idle
 /// server does not talk to Spotify forever.
 pub const KEEP_WARM_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// How long a DNS answer for the accounts host is reused.
-const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
 /// The largest response head taken from Spotify; its heads are about
 /// 1 KiB, and a larger one is a 502.
 const MAX_UPSTREAM_HEAD_BYTES: usize = 8 * 1024;
@@ -182,7 +178,7 @@ impl Spotify {
             ().chain(ConnectProxyConnector::default())
                 .chain(UpstreamTcpConnector)
                 .chain(RustlsConnector::default());
-        let agent = Agent::with_parts(agent_config, connector, CachingResolver::default());
+        let agent = Agent::with_parts(agent_config, connector, SingleFlightResolver::default());
         Spotify {
             agent,
             token_uri: Uri::try_from(config.token_url.as_str())
@@ -353,54 +349,6 @@ impl Spotify {
             }
             _ => Err(bad_response("unexpected status")),
         }
-    }
-}
-
-/// Resolves the accounts host at most every [`DNS_CACHE_TTL`] instead of on
-/// every call. ureq resolves before it looks in its connection pool, and
-/// with a timeout set its default resolver runs each lookup on a new thread:
-/// a thread spawned per token request, even when a pooled connection is
-/// then reused. IP-literal hosts are never looked up at all.
-#[derive(Debug, Default)]
-struct CachingResolver {
-    inner: DefaultResolver,
-    cached: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
-}
-
-impl Resolver for CachingResolver {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("http") {
-                80
-            } else {
-                443
-            });
-        let host = uri.host().unwrap_or_default();
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
-            let mut addrs = self.empty();
-            addrs.push(std::net::SocketAddr::new(ip, port));
-            return Ok(addrs);
-        }
-        let key = format!("{host}:{port}");
-        {
-            let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((cached_key, at, addrs)) = &*cached {
-                if *cached_key == key && at.elapsed() < DNS_CACHE_TTL {
-                    return Ok(addrs.clone());
-                }
-            }
-        }
-        let addrs = self.inner.resolve(uri, config, timeout)?;
-        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((key, Instant::now(), addrs.clone()));
-        Ok(addrs)
     }
 }
 
