@@ -4,6 +4,7 @@
 //! request is: rate limit → parse form/JSON fields → (refresh: decrypt) →
 //! Spotify → (encrypt the refresh token) → JSON with `no-store`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -31,8 +32,9 @@ pub struct App {
     /// The secrets in use, to tell what a reload changed.
     secrets: Mutex<Secrets>,
     limiter: Option<RateLimiter>,
-    /// Trusted proxies already reported for sending no `X-Forwarded-For`.
-    proxies_warned: Mutex<Vec<std::net::IpAddr>>,
+    /// For each of `TRUSTED_PROXIES`, whether it has been reported for
+    /// sending no `X-Forwarded-For`.
+    proxies_warned: Vec<AtomicBool>,
     metrics: Metrics,
     stats: Arc<Stats>,
 }
@@ -58,7 +60,11 @@ impl App {
             cipher,
             secrets: Mutex::new(secrets),
             limiter,
-            proxies_warned: Mutex::new(Vec::new()),
+            proxies_warned: config
+                .trusted_proxies
+                .iter()
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             metrics: Metrics::new(),
             stats,
             config,
@@ -135,17 +141,20 @@ impl App {
         let (Some(limiter), Some(client)) = (&self.limiter, request.client) else {
             return Ok(());
         };
-        // A trusted proxy that sends no X-Forwarded-For names no client:
-        // its requests are every user's, and one bucket for all of them
-        // would let one user lock every other out. They go unlimited, and
-        // the operator is told once per proxy.
-        if !request.forwarded_for && self.config.trusted_proxies.contains(&client) {
-            let mut warned = self
-                .proxies_warned
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if !warned.contains(&client) {
-                warned.push(client);
+        // SECURITY: a trusted proxy that sends no X-Forwarded-For names no
+        // client: its requests are every user's, and one bucket for all of
+        // them would let one user lock every other out. Unlimited is the
+        // lesser harm; the operator is told once per proxy, to fix it.
+        let unnamed = (!request.forwarded_for)
+            .then(|| {
+                self.config
+                    .trusted_proxies
+                    .iter()
+                    .position(|p| *p == client)
+            })
+            .flatten();
+        if let Some(proxy) = unnamed {
+            if !self.proxies_warned[proxy].swap(true, Ordering::Relaxed) {
                 log::warn!(
                     "trusted proxy {client} sends no X-Forwarded-For: its token requests \
                      are not rate-limited (make the proxy send X-Forwarded-For, or remove \
