@@ -131,9 +131,12 @@ pub fn activated_listener() -> io::Result<Option<TcpListener>> {
     // SAFETY: systemd passes the listening socket as fd 3 when LISTEN_PID
     // is our pid, and it is open (checked above); we take ownership of it
     // exactly once (the variables are removed below so no one else does).
-    // local_addr fails if fd 3 is not a socket.
-    let listener = unsafe { TcpListener::from_raw_fd(SD_LISTEN_FDS_START) };
+    // Until local_addr says it is a socket, it is not ours to close (under
+    // an emulator, fd 3 can be the emulator's own file).
+    let listener =
+        std::mem::ManuallyDrop::new(unsafe { TcpListener::from_raw_fd(SD_LISTEN_FDS_START) });
     listener.local_addr()?;
+    let listener = std::mem::ManuallyDrop::into_inner(listener);
     // SAFETY (of the environment mutation): called from `run` before any
     // worker or signal thread is spawned, so no other thread reads the
     // environment concurrently.

@@ -291,11 +291,31 @@ fn socket_activation_for_another_pid_is_ignored() {
 }
 
 /// Runs the binary the way systemd would with `LISTEN_FDS=listen_fds` and
-/// `LISTEN_PID` naming it, but passes no descriptor 3; returns its exit
-/// code and stderr. It must exit on its own within 10 s.
-fn run_activated_without_socket(mock: &MockSpotify, listen_fds: &str) -> (Option<i32>, String) {
+/// `LISTEN_PID` naming it, but passes no socket: descriptor 3 is `fd3` (a
+/// file that is no socket) or not open at all. Returns its exit code and
+/// stderr; it must exit on its own within 10 s.
+fn run_activated_without_socket(
+    mock: &MockSpotify,
+    listen_fds: &str,
+    fd3: Option<&std::fs::File>,
+) -> (Option<i32>, String) {
     let vars = activation_vars(mock);
-    let mut child = Command::new("sh")
+    let mut cmd = Command::new("sh");
+    if let Some(file) = fd3 {
+        let fd = file.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and
+        // calls only dup2, which is async-signal-safe; `fd` is open for
+        // the whole call. dup2 leaves the copy without close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
         .arg("-c")
         .arg(r#"LISTEN_PID=$$; export LISTEN_PID; exec "$@""#)
         .arg("sh")
@@ -331,14 +351,16 @@ fn run_activated_without_socket(mock: &MockSpotify, listen_fds: &str) -> (Option
 #[test]
 fn socket_activation_without_a_socket_exits_2_naming_listen_fds() {
     let mock = start_mock();
-    // `1` with nothing at descriptor 3, and `0`: both mean no socket.
-    for listen_fds in ["1", "0"] {
-        let (code, stderr) = run_activated_without_socket(&mock, listen_fds);
-        assert_eq!(code, Some(2), "LISTEN_FDS={listen_fds}; stderr:\n{stderr}");
-        assert!(
-            stderr.contains("LISTEN_FDS"),
-            "LISTEN_FDS={listen_fds}; stderr:\n{stderr}"
-        );
+    let dir = TempDir::new("listen-fds");
+    let not_a_socket =
+        std::fs::File::open(dir.write("not-a-socket", "x")).expect("open a plain file");
+    // `1` with nothing at descriptor 3, `1` with a plain file there, and
+    // `0`: none of them passes a socket.
+    for (listen_fds, fd3) in [("1", None), ("1", Some(&not_a_socket)), ("0", None)] {
+        let what = format!("LISTEN_FDS={listen_fds}, fd 3 a file: {}", fd3.is_some());
+        let (code, stderr) = run_activated_without_socket(&mock, listen_fds, fd3);
+        assert_eq!(code, Some(2), "{what}; stderr:\n{stderr}");
+        assert!(stderr.contains("LISTEN_FDS"), "{what}; stderr:\n{stderr}");
         assert!(!stderr.contains(CLIENT_SECRET), "{stderr}");
     }
 }
