@@ -160,7 +160,16 @@ fn a_name_server_that_never_answers_costs_one_lookup_and_every_request_a_502() {
     let server = ns.start_server(&mock);
     let addr = server.addr();
     let pid = server.pid();
-    let threads_before = proc_status(pid, "Threads");
+    // The start line comes before every thread is up: once the server has
+    // answered, the most seen over a moment is its resting count.
+    assert_eq!(get(addr, "/health").status, 200);
+    let threads_before = (0..15)
+        .map(|_| {
+            thread::sleep(Duration::from_millis(20));
+            proc_status(pid, "Threads")
+        })
+        .max()
+        .unwrap_or_default();
 
     // Requests at once, while the thread count is watched.
     let watching = Arc::new(AtomicBool::new(true));
