@@ -24,6 +24,10 @@ pub const MAX_WORKER_THREADS: usize = 1024;
 pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 10;
 /// Largest accepted `UPSTREAM_TIMEOUT_SECS`.
 pub const MAX_UPSTREAM_TIMEOUT_SECS: u64 = 300;
+/// Default token-endpoint requests per client address per minute (burst:
+/// [`crate::ratelimit::burst`]). A user needs about two an hour, so even
+/// an address shared by a thousand (carrier-grade NAT) fits.
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 60;
 /// Default cap on concurrent connections per client address.
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 /// Shortest accepted encryption secret, in characters.
@@ -455,7 +459,8 @@ impl Config {
             }
         };
 
-        let rate_limit_per_minute = v.number("RATE_LIMIT_PER_MINUTE", 0u32);
+        let rate_limit_per_minute =
+            v.number("RATE_LIMIT_PER_MINUTE", DEFAULT_RATE_LIMIT_PER_MINUTE);
         let max_connections_per_client = v.number(
             "MAX_CONNECTIONS_PER_CLIENT",
             DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
@@ -616,7 +621,13 @@ impl Config {
             format!("CORS_ALLOW_ORIGINS={cors}"),
             format!("UPSTREAM_TIMEOUT_SECS={}", self.upstream_timeout.as_secs()),
             format!("LOG_LEVEL={}", self.log_level.as_str().to_ascii_lowercase()),
-            format!("RATE_LIMIT_PER_MINUTE={}", self.rate_limit_per_minute),
+            match self.rate_limit_per_minute {
+                0 => "RATE_LIMIT_PER_MINUTE=0 (off)".to_string(),
+                n => format!(
+                    "RATE_LIMIT_PER_MINUTE={n} (per client address, burst {})",
+                    crate::ratelimit::burst(n)
+                ),
+            },
             match self.max_connections {
                 Some(n) => format!("MAX_CONNECTIONS={n}"),
                 None => "MAX_CONNECTIONS=(from RLIMIT_NOFILE at start)".to_string(),
@@ -699,7 +710,7 @@ mod tests {
         assert_eq!(c.token_url, "https://accounts.spotify.com/api/token");
         assert_eq!(c.upstream_timeout, Duration::from_secs(10));
         assert_eq!(c.log_level, LevelFilter::Info);
-        assert_eq!(c.rate_limit_per_minute, 0);
+        assert_eq!(c.rate_limit_per_minute, 60);
         assert_eq!(c.max_connections_per_client, 256);
         assert_eq!(c.max_connections, None);
         assert_eq!(c.cors, Cors::Off);
@@ -711,6 +722,17 @@ mod tests {
                 "::1".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn check_config_shows_the_rate_limit_and_its_burst() {
+        let on = with(&[]).unwrap().describe();
+        assert!(
+            on.contains("RATE_LIMIT_PER_MINUTE=60 (per client address, burst 10)\n"),
+            "{on}"
+        );
+        let off = with(&[("RATE_LIMIT_PER_MINUTE", "0")]).unwrap().describe();
+        assert!(off.contains("RATE_LIMIT_PER_MINUTE=0 (off)\n"), "{off}");
     }
 
     #[test]

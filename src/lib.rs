@@ -23,6 +23,7 @@
 //! is the one error type, mapping each failure to its status and OAuth code.
 
 pub mod config;
+mod dns;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -92,13 +93,27 @@ pub enum RunError {
     Bind(std::io::Error),
     /// Startup failed otherwise.
     Startup(String),
+    /// The configuration cannot be served as it is (found only at start,
+    /// e.g. `LISTEN_FDS` naming sockets that were not passed).
+    Config(String),
+}
+
+impl RunError {
+    /// The exit status: 2 for configuration problems, as for every other
+    /// bad configuration; 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_) => 2,
+            RunError::Bind(_) | RunError::Startup(_) => 1,
+        }
+    }
 }
 
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RunError::Bind(e) => write!(f, "cannot listen: {e}"),
-            RunError::Startup(why) => f.write_str(why),
+            RunError::Startup(why) | RunError::Config(why) => f.write_str(why),
         }
     }
 }
@@ -109,9 +124,15 @@ impl std::error::Error for RunError {}
 pub fn bind(config: &Config) -> Result<TcpListener, RunError> {
     match &config.listen {
         Listen::Addr(addr) => TcpListener::bind(addr).map_err(RunError::Bind),
+        // A socket-activated start without a usable socket is a broken unit
+        // (or `LISTEN_FDS` set by hand), not a runtime failure.
         Listen::SocketActivation => service::activated_listener()
-            .map_err(RunError::Bind)?
-            .ok_or_else(|| RunError::Startup("LISTEN_FDS set but no socket passed".into())),
+            .map_err(|e| {
+                RunError::Config(format!(
+                    "LISTEN_FDS: descriptor 3 is not a listening socket ({e})"
+                ))
+            })?
+            .ok_or_else(|| RunError::Config("LISTEN_FDS: set, but no socket was passed".into())),
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Metrics {
     latency_sum_micros: AtomicU64,
     upstream_failures: [AtomicU64; 5],
     rate_limited: AtomicU64,
+    /// Refresh tokens opened under the current key, and under a previous one.
+    tokens_opened: [AtomicU64; 2],
     started_unix_secs: f64,
 }
 
@@ -68,6 +70,7 @@ impl Metrics {
             latency_sum_micros: AtomicU64::new(0),
             upstream_failures: Default::default(),
             rate_limited: AtomicU64::new(0),
+            tokens_opened: Default::default(),
             started_unix_secs: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -102,6 +105,11 @@ impl Metrics {
     /// Counts a request refused by `RATE_LIMIT_PER_MINUTE`.
     pub fn rate_limited(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refresh token that opened, by the key it opened with.
+    pub fn token_opened(&self, previous_key: bool) {
+        self.tokens_opened[usize::from(previous_key)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text.
@@ -155,6 +163,18 @@ impl Metrics {
                 "spotify_token_swap_upstream_failures_total{{kind=\"{}\"}} {}",
                 kind.label(),
                 self.upstream_failures[failure_index(kind)].load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP spotify_token_swap_refresh_tokens_opened_total Refresh tokens opened, by key: \
+             the current ENCRYPTION_SECRET or one of ENCRYPTION_SECRET_PREVIOUS.\n\
+             # TYPE spotify_token_swap_refresh_tokens_opened_total counter\n",
+        );
+        for (key, count) in ["current", "previous"].iter().zip(&self.tokens_opened) {
+            let _ = writeln!(
+                out,
+                "spotify_token_swap_refresh_tokens_opened_total{{key=\"{key}\"}} {}",
+                count.load(Ordering::Relaxed)
             );
         }
         let gauges = [
@@ -248,6 +268,23 @@ mod tests {
         assert!(text.contains(
             "spotify_token_swap_requests_total{endpoint=\"refresh\",status=\"400\"} 1\n"
         ));
+    }
+
+    #[test]
+    fn refresh_tokens_opened_are_counted_by_key() {
+        let m = Metrics::new();
+        m.token_opened(false);
+        m.token_opened(true);
+        m.token_opened(true);
+        let text = m.render(&Stats::default());
+        assert!(
+            text.contains("spotify_token_swap_refresh_tokens_opened_total{key=\"current\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spotify_token_swap_refresh_tokens_opened_total{key=\"previous\"} 2\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! request is: rate limit → parse form/JSON fields → (refresh: decrypt) →
 //! Spotify → (encrypt the refresh token) → JSON with `no-store`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -31,6 +32,9 @@ pub struct App {
     /// The secrets in use, to tell what a reload changed.
     secrets: Mutex<Secrets>,
     limiter: Option<RateLimiter>,
+    /// For each of `TRUSTED_PROXIES`, whether it has been reported for
+    /// sending no `X-Forwarded-For`.
+    proxies_warned: Vec<AtomicBool>,
     metrics: Metrics,
     stats: Arc<Stats>,
 }
@@ -56,6 +60,11 @@ impl App {
             cipher,
             secrets: Mutex::new(secrets),
             limiter,
+            proxies_warned: config
+                .trusted_proxies
+                .iter()
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             metrics: Metrics::new(),
             stats,
             config,
@@ -99,12 +108,7 @@ impl App {
                     };
                     return Err(Error::MethodNotAllowed { allow });
                 }
-                if let (Some(limiter), Some(client)) = (&self.limiter, request.client) {
-                    if let Err(retry_after_secs) = limiter.check(client) {
-                        self.metrics.rate_limited();
-                        return Err(Error::RateLimited { retry_after_secs });
-                    }
-                }
+                self.rate_limit(request)?;
                 if endpoint == Endpoint::Swap {
                     self.swap(request)
                 } else {
@@ -131,6 +135,54 @@ impl App {
         }
     }
 
+    /// Takes one token request from the client's allowance
+    /// (`RATE_LIMIT_PER_MINUTE`), or refuses it 429.
+    fn rate_limit(&self, request: &Request) -> Result<(), Error> {
+        let (Some(limiter), Some(client)) = (&self.limiter, request.client) else {
+            return Ok(());
+        };
+        // SECURITY: a trusted proxy that sends no X-Forwarded-For names no
+        // client: its requests are every user's, and one bucket for all of
+        // them would let one user lock every other out. Unlimited is the
+        // lesser harm; the operator is told once per proxy, to fix it.
+        let unnamed = (!request.forwarded_for)
+            .then(|| {
+                self.config
+                    .trusted_proxies
+                    .iter()
+                    .position(|p| *p == client)
+            })
+            .flatten();
+        if let Some(proxy) = unnamed {
+            if !self.proxies_warned[proxy].swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "trusted proxy {client} sends no X-Forwarded-For: its token requests \
+                     are not rate-limited (make the proxy send X-Forwarded-For, or remove \
+                     {client} from TRUSTED_PROXIES)"
+                );
+            }
+            return Ok(());
+        }
+        match limiter.check(client) {
+            Ok(()) => Ok(()),
+            Err(limited) => {
+                self.metrics.rate_limited();
+                // SECURITY: the address only — never the body, code or token.
+                if limited.warn {
+                    log::warn!(
+                        "rate limit: client {client} exceeded RATE_LIMIT_PER_MINUTE={}; \
+                         its further refusals in the next {} s are not logged",
+                        self.config.rate_limit_per_minute,
+                        crate::ratelimit::WARN_WINDOW.as_secs()
+                    );
+                }
+                Err(Error::RateLimited {
+                    retry_after_secs: limited.retry_after_secs,
+                })
+            }
+        }
+    }
+
     fn swap(&self, request: &Request) -> Result<Response, Error> {
         let fields = Fields::parse(request, &["code", "redirect_uri", "code_verifier"])?;
         let code = fields.required("code")?;
@@ -139,11 +191,14 @@ impl App {
             Some(uri) if self.config.redirect_uri_allowed(uri) => uri,
             Some(_) => return Err(Error::RedirectUriNotAllowed),
         };
-        self.call_spotify(&Grant::AuthorizationCode {
-            code,
-            redirect_uri,
-            code_verifier: fields.optional("code_verifier"),
-        })
+        self.call_spotify(
+            &Grant::AuthorizationCode {
+                code,
+                redirect_uri,
+                code_verifier: fields.optional("code_verifier"),
+            },
+            None,
+        )
     }
 
     fn refresh(&self, request: &Request) -> Result<Response, Error> {
@@ -151,20 +206,30 @@ impl App {
         let token = fields.required("refresh_token")?;
         let opened;
         let cipher = self.cipher();
-        let refresh_token = match &cipher {
+        let (refresh_token, reseal) = match &cipher {
             // SECURITY: a token that fails authentication never reaches
             // Spotify, so this server cannot be used as an oracle or a relay
             // for guessed tokens.
             Some(cipher) => {
                 opened = cipher.open(token).map_err(|_| Error::InvalidRefreshToken)?;
-                opened.refresh_token.as_str()
+                self.metrics.token_opened(opened.used_previous_key);
+                // A token under a previous key is handed back under the
+                // current one, so that key can be retired (see the README,
+                // "Rotating the encryption secret").
+                let reseal = opened
+                    .used_previous_key
+                    .then_some(opened.refresh_token.as_str());
+                (opened.refresh_token.as_str(), reseal)
             }
-            None => token,
+            None => (token, None),
         };
-        self.call_spotify(&Grant::RefreshToken { refresh_token })
+        self.call_spotify(&Grant::RefreshToken { refresh_token }, reseal)
     }
 
-    fn call_spotify(&self, grant: &Grant<'_>) -> Result<Response, Error> {
+    /// Calls Spotify and builds the answer. `reseal`: a refresh token (in
+    /// clear) to return sealed under the current key when Spotify's 200
+    /// carries no new one.
+    fn call_spotify(&self, grant: &Grant<'_>, reseal: Option<&str>) -> Result<Response, Error> {
         let started = Instant::now();
         let result = self.spotify.call(grant);
         let upstream_answered = !matches!(&result, Err((Error::UpstreamBackoff { .. }, _)));
@@ -189,7 +254,7 @@ impl App {
                 .upstream_failure(crate::spotify::FailureKind::RateLimited);
         }
         if status == 200 {
-            self.seal_refresh_token(&mut body);
+            self.seal_refresh_token(&mut body, reseal);
         }
         // `to_vec` writes straight into bytes; `to_string` would go through
         // `fmt::Display`, several times slower. Serialising a map of JSON
@@ -203,11 +268,20 @@ impl App {
     }
 
     /// Replaces Spotify's refresh token by its encrypted form, when
-    /// encryption is on.
-    fn seal_refresh_token(&self, body: &mut Map<String, Value>) {
+    /// encryption is on; without one from Spotify, adds `reseal` (the
+    /// client's token, opened under a previous key) sealed under the
+    /// current key. RFC 6749 §6: a client replaces its refresh token when a
+    /// refresh answer carries one.
+    fn seal_refresh_token(&self, body: &mut Map<String, Value>, reseal: Option<&str>) {
         let Some(cipher) = self.cipher() else { return };
-        if let Some(Value::String(token)) = body.get_mut("refresh_token") {
-            *token = cipher.seal(token);
+        match body.get_mut("refresh_token") {
+            Some(Value::String(token)) => *token = cipher.seal(token),
+            Some(_) => {}
+            None => {
+                if let Some(clear) = reseal {
+                    body.insert("refresh_token".into(), Value::String(cipher.seal(clear)));
+                }
+            }
         }
     }
 
@@ -375,11 +449,11 @@ pub fn parse_fields(
             .trim()
             .to_ascii_lowercase()
     });
-    let raw: Vec<(String, Value)> = match media_type.as_deref() {
+    let raw: Vec<(String, Option<String>)> = match media_type.as_deref() {
         // Clients that send no type at all get the form reading; every
         // known client sends one.
         None | Some("application/x-www-form-urlencoded") => form_urlencoded::parse(body)
-            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .map(|(k, v)| (k.into_owned(), Some(v.into_owned())))
             .collect(),
         Some("application/json") => parse_json_object(body)?,
         Some(_) => return Err(Error::UnsupportedMediaType),
@@ -392,7 +466,7 @@ pub fn parse_fields(
         if pairs.iter().any(|(n, _)| n == name) {
             return Err(Error::RepeatedField(name));
         }
-        let Value::String(text) = value else {
+        let Some(text) = value else {
             return Err(Error::MalformedBody("fields must be strings"));
         };
         pairs.push((name, text));
@@ -400,22 +474,67 @@ pub fn parse_fields(
     Ok(pairs)
 }
 
-/// A JSON object as its list of members, duplicates kept (serde_json's
-/// `Map` would silently keep the last one).
-fn parse_json_object(body: &[u8]) -> Result<Vec<(String, Value)>, Error> {
-    struct Members(Vec<(String, Value)>);
+/// A flat JSON object as its list of members, duplicates kept (serde_json's
+/// `Map` would silently keep the last one); a member that is not a string
+/// is `None`.
+///
+/// SECURITY: only a flat object can be valid, so an array or object as a
+/// member's value is refused where it starts, never descended into. A
+/// parser that builds whole values recurses once per level, and the 8 KiB
+/// body holds 4,000 levels of `[`: that overflows a worker's stack and
+/// aborts the whole process (127 levels of objects did in a debug build).
+fn parse_json_object(body: &[u8]) -> Result<Vec<(String, Option<String>)>, Error> {
+    struct Members(Vec<(String, Option<String>)>);
+    /// A member's value: a string, or another scalar (ignored unless it is
+    /// a known field, which must be a string).
+    struct Scalar(Option<String>);
+    impl<'de> Deserialize<'de> for Scalar {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Scalar;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string, number, boolean or null")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                    Ok(Scalar(Some(v.to_owned())))
+                }
+                fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Scalar, E> {
+                    Ok(Scalar(Some(v)))
+                }
+                fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Scalar, E> {
+                    Ok(Scalar(None))
+                }
+                fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Scalar, E> {
+                    Ok(Scalar(None))
+                }
+                fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Scalar, E> {
+                    Ok(Scalar(None))
+                }
+                fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Scalar, E> {
+                    Ok(Scalar(None))
+                }
+                fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar, E> {
+                    Ok(Scalar(None))
+                }
+                // `visit_seq` and `visit_map` keep serde's default: an
+                // error at once, without reading the array or object.
+            }
+            d.deserialize_any(V)
+        }
+    }
     impl<'de> Deserialize<'de> for Members {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             struct V;
             impl<'de> Visitor<'de> for V {
                 type Value = Members;
                 fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("a JSON object")
+                    f.write_str("a flat JSON object")
                 }
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
                     let mut members = Vec::new();
-                    while let Some(pair) = map.next_entry::<String, Value>()? {
-                        members.push(pair);
+                    while let Some((key, Scalar(value))) = map.next_entry::<String, Scalar>()? {
+                        members.push((key, value));
                     }
                     Ok(Members(members))
                 }
@@ -425,7 +544,7 @@ fn parse_json_object(body: &[u8]) -> Result<Vec<(String, Value)>, Error> {
     }
     serde_json::from_slice::<Members>(body)
         .map(|m| m.0)
-        .map_err(|_| Error::MalformedBody("expected a JSON object"))
+        .map_err(|_| Error::MalformedBody("expected a flat JSON object"))
 }
 
 #[cfg(test)]
@@ -499,6 +618,37 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn json_arrays_and_objects_are_refused_without_descending() {
+        // 100,000 levels: far past any stack a recursive parser could use.
+        let deep = format!(r#"{{"code":{}"#, "[".repeat(100_000));
+        let deep_objects = format!(r#"{{"other":{}"#, r#"{"a":"#.repeat(100_000));
+        for body in [
+            deep.as_str(),
+            deep_objects.as_str(),
+            r#"{"code":"a","other":[]}"#,
+            r#"{"other":{},"code":"a"}"#,
+            r#"{"code":["a"]}"#,
+        ] {
+            assert_eq!(
+                Fields::parse(&json(body), &["code"]).err(),
+                Some(Error::MalformedBody("expected a flat JSON object")),
+                "{}",
+                &body[..body.len().min(40)]
+            );
+        }
+    }
+
+    #[test]
+    fn json_scalars_in_other_members_are_ignored() {
+        let f = Fields::parse(
+            &json(r#"{"a":1,"b":-2.5e3,"c":true,"d":null,"code":"x","e":"y"}"#),
+            &["code"],
+        )
+        .unwrap();
+        assert_eq!(f.required("code"), Ok("x"));
     }
 
     #[test]

@@ -148,12 +148,23 @@ pub fn activated_listener() -> io::Result<Option<TcpListener>> {
     if count > 1 {
         log::warn!("LISTEN_FDS={count}: using the first socket only");
     }
+    // A descriptor that is not open must not be taken over: closing it
+    // later would close whatever the number is reused for (and aborts a
+    // debug build).
+    // SAFETY: F_GETFD only reads the descriptor's flags; any number is a
+    // valid argument.
+    if unsafe { libc::fcntl(SD_LISTEN_FDS_START, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: systemd passes the listening socket as fd 3 when LISTEN_PID
-    // is our pid; we take ownership of it exactly once (the variables are
-    // removed below so no one else does). fstat-style validation follows:
-    // local_addr fails if fd 3 is not a socket.
-    let listener = unsafe { TcpListener::from_raw_fd(SD_LISTEN_FDS_START) };
+    // is our pid, and it is open (checked above); we take ownership of it
+    // exactly once (the variables are removed below so no one else does).
+    // Until local_addr says it is a socket, it is not ours to close (under
+    // an emulator, fd 3 can be the emulator's own file).
+    let listener =
+        std::mem::ManuallyDrop::new(unsafe { TcpListener::from_raw_fd(SD_LISTEN_FDS_START) });
     listener.local_addr()?;
+    let listener = std::mem::ManuallyDrop::into_inner(listener);
     // SAFETY (of the environment mutation): called from `run` before any
     // worker or signal thread is spawned, so no other thread reads the
     // environment concurrently.

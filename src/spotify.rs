@@ -12,7 +12,7 @@
 //! Spotify, so a burst of clients cannot get the app throttled for longer.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -20,12 +20,10 @@ use serde_json::{Map, Value};
 use ureq::Agent;
 use ureq::http::Uri;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{
-    ConnectProxyConnector, Connector as _, NextTimeout, RustlsConnector,
-};
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, RustlsConnector};
 
 use crate::config::{Config, Secret};
+use crate::dns::SingleFlightResolver;
 use crate::error::Error;
 use crate::upstream_tcp::UpstreamTcpConnector;
 
@@ -46,8 +44,6 @@ pub const KEEP_WARM_INTERVAL: Duration = Duration::from_secs(20);
 /// Keep-warm requests stop this long after the last token call, so an idle
 /// server does not talk to Spotify forever.
 pub const KEEP_WARM_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// How long a DNS answer for the accounts host is reused.
-const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
 /// The largest response head taken from Spotify; its heads are about
 /// 1 KiB, and a larger one is a 502.
 const MAX_UPSTREAM_HEAD_BYTES: usize = 8 * 1024;
@@ -75,8 +71,8 @@ pub enum Grant<'a> {
     RefreshToken { refresh_token: &'a str },
 }
 
-/// Spotify's answer, when it is one to pass on to the client.
-#[derive(Debug)]
+/// Spotify's answer, when it is one to pass on to the client. Its `Debug`
+/// shows the body's field names, not their values.
 pub struct Answer {
     /// 200, or the 4xx status Spotify chose.
     pub status: u16,
@@ -85,6 +81,17 @@ pub struct Answer {
     pub body: Map<String, Value>,
     /// For 429: seconds to wait.
     pub retry_after_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for Answer {
+    // SECURITY: the body holds the access and refresh tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("body_fields", &self.body.keys().collect::<Vec<_>>())
+            .field("retry_after_secs", &self.retry_after_secs)
+            .finish()
+    }
 }
 
 /// Why an upstream call failed, for metrics and logs.
@@ -171,7 +178,7 @@ impl Spotify {
             ().chain(ConnectProxyConnector::default())
                 .chain(UpstreamTcpConnector)
                 .chain(RustlsConnector::default());
-        let agent = Agent::with_parts(agent_config, connector, CachingResolver::default());
+        let agent = Agent::with_parts(agent_config, connector, SingleFlightResolver::default());
         Spotify {
             agent,
             token_uri: Uri::try_from(config.token_url.as_str())
@@ -282,7 +289,7 @@ impl Spotify {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         // ureq's `read_to_vec` starts from an empty Vec, so std's
         // `read_to_end` probes and regrows it through several reads; a token
         // answer is a few hundred bytes and fits this in one.
@@ -345,52 +352,108 @@ impl Spotify {
     }
 }
 
-/// Resolves the accounts host at most every [`DNS_CACHE_TTL`] instead of on
-/// every call. ureq resolves before it looks in its connection pool, and
-/// with a timeout set its default resolver runs each lookup on a new thread:
-/// a thread spawned per token request, even when a pooled connection is
-/// then reused. IP-literal hosts are never looked up at all.
-#[derive(Debug, Default)]
-struct CachingResolver {
-    inner: DefaultResolver,
-    cached: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+/// Seconds to wait from a `Retry-After` value in either form of RFC 9110
+/// §10.2.3: delta-seconds (`120`; an overlong number saturates), or an
+/// HTTP-date, counted from `now` and rounded up (one already past is 0).
+/// `None` for anything else. The caller clamps the result.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(value.parse().unwrap_or(u64::MAX));
+    }
+    let now_secs = now.duration_since(UNIX_EPOCH).ok()?;
+    let date = parse_http_date(value, now_secs.as_secs())?;
+    let wait = Duration::from_secs(date).saturating_sub(now_secs);
+    Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
 }
 
-impl Resolver for CachingResolver {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("http") {
-                80
-            } else {
-                443
-            });
-        let host = uri.host().unwrap_or_default();
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
-            let mut addrs = self.empty();
-            addrs.push(std::net::SocketAddr::new(ip, port));
-            return Ok(addrs);
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const DAY_NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const LONG_DAY_NAMES: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// An HTTP-date (RFC 9110 §5.6.7) as seconds since the Unix epoch, in any
+/// of the three forms a recipient must accept:
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (IMF-fixdate),
+/// `Sunday, 06-Nov-94 08:49:37 GMT` (RFC 850) and
+/// `Sun Nov  6 08:49:37 1994` (asctime). A two-digit year is the one
+/// nearest below 50 years after `now_secs`'s year.
+fn parse_http_date(text: &str, now_secs: u64) -> Option<u64> {
+    let words: Vec<&str> = text.split_ascii_whitespace().collect();
+    let (day, month, year, time) = match words.as_slice() {
+        [name, day, month, year, time, "GMT"] if DAY_NAMES.contains(&name.strip_suffix(',')?) => {
+            (*day, *month, year.parse::<u64>().ok()?, *time)
         }
-        let key = format!("{host}:{port}");
-        {
-            let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((cached_key, at, addrs)) = &*cached {
-                if *cached_key == key && at.elapsed() < DNS_CACHE_TTL {
-                    return Ok(addrs.clone());
-                }
+        [name, date, time, "GMT"] if LONG_DAY_NAMES.contains(&name.strip_suffix(',')?) => {
+            let mut parts = date.split('-');
+            let (day, month, yy) = (parts.next()?, parts.next()?, parts.next()?);
+            if parts.next().is_some() || yy.len() != 2 {
+                return None;
             }
+            let now_year = civil_from_days(now_secs / 86_400).0;
+            let mut year = now_year / 100 * 100 + yy.parse::<u64>().ok()?;
+            if year > now_year + 50 {
+                year -= 100;
+            }
+            (day, month, year, *time)
         }
-        let addrs = self.inner.resolve(uri, config, timeout)?;
-        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((key, Instant::now(), addrs.clone()));
-        Ok(addrs)
+        [name, month, day, time, year] if DAY_NAMES.contains(name) => {
+            (*day, *month, year.parse::<u64>().ok()?, *time)
+        }
+        _ => return None,
+    };
+    let all_digits = |s: &str, len: std::ops::RangeInclusive<usize>| {
+        len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !all_digits(day, 1..=2) || !(1970..=9999).contains(&year) {
+        return None;
     }
+    let day: u64 = day.parse().ok()?;
+    let month = MONTHS.iter().position(|m| *m == month)? as u64 + 1;
+    let mut hms = time.split(':');
+    let (h, m, sec) = (hms.next()?, hms.next()?, hms.next()?);
+    if hms.next().is_some() || ![h, m, sec].iter().all(|p| all_digits(p, 2..=2)) {
+        return None;
+    }
+    let (h, m, sec): (u64, u64, u64) = (h.parse().ok()?, m.parse().ok()?, sec.parse().ok()?);
+    if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// Days since 1970-01-01 of a date from 1970 on (H. Hinnant's algorithm).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// (year, month, day) of a day count since 1970-01-01.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// The `Authorization` value for the token endpoint.
@@ -503,6 +566,96 @@ mod tests {
         assert_eq!(form, "grant_type=refresh_token&refresh_token=t%2B%2F%3D");
     }
 
+    /// 1994-11-06 08:49:37 UTC, RFC 9110's example date.
+    const EXAMPLE_DATE_SECS: u64 = 784_111_777;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn retry_after_in_delta_seconds() {
+        let now = SystemTime::now();
+        assert_eq!(parse_retry_after("120", now), Some(120));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(0));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(u64::MAX)
+        );
+        for bad in ["", "-1", "1.5", "12s", "+3"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date_in_each_of_the_three_forms() {
+        let now = at(EXAMPLE_DATE_SECS - 90);
+        for date in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_retry_after(date, now), Some(90), "{date}");
+        }
+    }
+
+    #[test]
+    fn retry_after_date_is_rounded_up_and_a_past_one_is_zero() {
+        let now = at(EXAMPLE_DATE_SECS) - Duration::from_millis(1500);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(2)
+        );
+        let later = at(EXAMPLE_DATE_SECS + 3600);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", later),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn http_dates_across_months_leap_years_and_centuries() {
+        let now = EXAMPLE_DATE_SECS;
+        for (date, secs) in [
+            ("Thu, 01 Jan 1970 00:00:00 GMT", 0),
+            ("Tue, 29 Feb 2000 12:00:00 GMT", 951_825_600),
+            ("Fri, 31 Dec 2100 23:59:59 GMT", 4_133_980_799),
+            ("Mon, 30 Nov 2026 15:00:00 GMT", 1_796_050_800),
+        ] {
+            assert_eq!(parse_http_date(date, now), Some(secs), "{date}");
+            let (y, m, d) = civil_from_days(secs / 86_400);
+            assert_eq!(days_from_civil(y, m, d), secs / 86_400, "{date}");
+        }
+        // RFC 850's two-digit year: the nearest one not over 50 years ahead.
+        let in_2026 = 1_796_050_800;
+        assert_eq!(
+            parse_http_date("Monday, 30-Nov-26 15:00:00 GMT", in_2026),
+            Some(in_2026)
+        );
+        assert_eq!(
+            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT", in_2026),
+            Some(EXAMPLE_DATE_SECS)
+        );
+    }
+
+    #[test]
+    fn malformed_http_dates_are_refused() {
+        for bad in [
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 8:49:37 GMT",
+            "Sun, 06 Nov 1969 08:49:37 GMT",
+            "Sun 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-1994 08:49:37 GMT",
+            "Sun Nov  6 08:49:37",
+            "tomorrow",
+        ] {
+            assert_eq!(parse_http_date(bad, EXAMPLE_DATE_SECS), None, "{bad}");
+        }
+    }
+
     #[test]
     fn own_error_body_for_non_json_400_is_invalid_grant() {
         let body = own_error_body(400);
@@ -590,6 +743,28 @@ mod tests {
         let t = Instant::now();
         used_at(&spotify, t);
         assert!(!spotify.keep_warm_at(t + KEEP_WARM_WINDOW + KEEP_WARM_INTERVAL));
+    }
+
+    #[test]
+    fn answer_debug_names_fields_but_hides_tokens() {
+        let body = serde_json::json!({
+            "access_token": "BQC-access-token",
+            "refresh_token": "AQD-refresh-token",
+            "expires_in": 3600,
+        });
+        let Value::Object(body) = body else {
+            unreachable!("a JSON object literal")
+        };
+        let answer = Answer {
+            status: 200,
+            body,
+            retry_after_secs: None,
+        };
+        let debug = format!("{answer:?}");
+        assert!(!debug.contains("BQC-access-token"), "{debug}");
+        assert!(!debug.contains("AQD-refresh-token"), "{debug}");
+        assert!(debug.contains(r#""refresh_token""#), "{debug}");
+        assert!(debug.contains("status: 200"), "{debug}");
     }
 
     #[test]

@@ -39,12 +39,23 @@ pub const MAX_TOKEN_CHARS: usize = 4096;
 pub struct InvalidToken;
 
 /// A token opened successfully.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Opened {
     /// Spotify's refresh token, in clear.
     pub refresh_token: String,
     /// Whether it was sealed under a previous key.
     pub used_previous_key: bool,
+}
+
+impl std::fmt::Debug for Opened {
+    // SECURITY: the refresh token in clear is what encryption protects; one
+    // `{:?}` in a log line must not undo that.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("refresh_token", &"[redacted]")
+            .field("used_previous_key", &self.used_previous_key)
+            .finish()
+    }
 }
 
 /// Seals and opens refresh tokens for one Spotify app.
@@ -328,6 +339,18 @@ mod tests {
         let c = cipher(SECRET, &[OTHER], "app");
         let debug = format!("{c:?}");
         assert!(!debug.contains(SECRET) && !debug.contains(OTHER), "{debug}");
+    }
+
+    #[test]
+    fn opened_debug_hides_the_refresh_token() {
+        let c = cipher(SECRET, &[], "app");
+        let opened = c.open(&c.seal("AQD-clear-refresh-token")).unwrap();
+        let debug = format!("{opened:?}");
+        assert!(!debug.contains("AQD-clear-refresh-token"), "{debug}");
+        assert_eq!(
+            debug,
+            r#"Opened { refresh_token: "[redacted]", used_previous_key: false }"#
+        );
     }
 
     #[test]

@@ -188,6 +188,7 @@ fn check_config_prints_the_effective_configuration() {
         "SWAP_PATH=/api/token",
         "REFRESH_PATH=/api/refresh_token",
         "UPSTREAM_TIMEOUT_SECS=10",
+        "RATE_LIMIT_PER_MINUTE=60 (per client address, burst 10)",
         "configuration ok",
     ] {
         assert!(

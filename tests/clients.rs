@@ -583,6 +583,75 @@ fn malformed_json_is_invalid_request() {
     assert_still_serving(server.addr());
 }
 
+/// JSON bodies nested as deep as the 8 KiB body allows, each on both token
+/// endpoints: objects (`{"a":` per level, 6 bytes with its `}`: 1,363
+/// levels), arrays (2 bytes a level: 4,091) and arrays never closed
+/// (8,184). Every one is a 400 and the server keeps serving — a parser that
+/// recurses into them runs a worker out of stack and aborts the process.
+/// CI also runs this against the release binaries (ARM, under qemu).
+#[test]
+fn json_nested_as_deep_as_the_body_allows_is_invalid_request() {
+    const MAX_BODY: usize = 8 * 1024;
+    let objects = {
+        let levels = (MAX_BODY - r#"{"code":"x"}"#.len()) / r#"{"a":}"#.len();
+        format!(
+            r#"{{"code":{}"x"{}}}"#,
+            r#"{"a":"#.repeat(levels),
+            "}".repeat(levels)
+        )
+    };
+    let arrays = {
+        let levels = (MAX_BODY - r#"{"code":}"#.len()) / 2;
+        format!(r#"{{"code":{}{}}}"#, "[".repeat(levels), "]".repeat(levels))
+    };
+    let unclosed = format!(r#"{{"code":{}"#, "[".repeat(MAX_BODY - r#"{"code":"#.len()));
+    let in_another_field = {
+        let levels = (MAX_BODY - r#"{"other":,"code":"c"}"#.len()) / 2;
+        format!(
+            r#"{{"other":{}{},"code":"c"}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        )
+    };
+    let mock = start_mock();
+    mock.add_code("c");
+    let server = start_server(&mock, &[]);
+
+    for (name, body) in [
+        ("objects", &objects),
+        ("arrays", &arrays),
+        ("unclosed arrays", &unclosed),
+        ("arrays in another field", &in_another_field),
+    ] {
+        assert!(
+            body.len() <= MAX_BODY && body.len() > MAX_BODY - 8,
+            "{name}: {} bytes",
+            body.len()
+        );
+        for path in ["/swap", "/refresh"] {
+            let resp = post_json(server.addr(), path, body);
+            assert_invalid_request_locally(&resp, &mock);
+            assert_still_serving(server.addr());
+        }
+    }
+}
+
+#[test]
+fn json_with_only_flat_members_is_accepted() {
+    let mock = start_mock();
+    mock.add_code("c");
+    let server = start_server(&mock, &[]);
+
+    // Other members may be any scalar; they are ignored.
+    let resp = post_json(
+        server.addr(),
+        "/swap",
+        r#"{"other":1.5e3,"flag":true,"none":null,"code":"c"}"#,
+    );
+
+    assert_eq!(resp.status, 200, "{resp:?}");
+}
+
 #[test]
 fn repeated_redirect_uri_is_invalid_request() {
     let mock = start_mock();

@@ -1,7 +1,9 @@
 //! `RATE_LIMIT_PER_MINUTE`, `TRUSTED_PROXIES` and `X-Forwarded-For`, over
 //! real sockets against the real binary. Clients are told apart by
 //! loopback address (`127.0.0.2`, `127.0.0.3`); `127.0.0.1` is the trusted
-//! proxy, set explicitly.
+//! proxy (set explicitly, or by default). Most servers here limit to
+//! [`RATE`] a minute, so that a token comes back only every 12 s; the
+//! default (60 a minute, 10 at once) has tests of its own.
 
 mod support;
 
@@ -44,7 +46,11 @@ fn start() -> (MockSpotify, ServerProc) {
 /// Raw bytes of a one-shot `POST` of `field=value` to `path`, with an
 /// `X-Forwarded-For` header if given.
 fn token_request(path: &str, field: &str, forwarded_for: Option<&str>) -> Vec<u8> {
-    let body = format!("{field}=value");
+    token_request_with(path, &format!("{field}=value"), forwarded_for)
+}
+
+/// Raw bytes of a one-shot form `POST` of `body` to `path`.
+fn token_request_with(path: &str, body: &str, forwarded_for: Option<&str>) -> Vec<u8> {
     let xff = forwarded_for.map_or_else(String::new, |v| format!("X-Forwarded-For: {v}\r\n"));
     format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\n{xff}\
@@ -167,4 +173,165 @@ fn forged_forwarded_for_from_an_untrusted_peer_is_ignored() {
     assert_rate_limited(&swap_from(addr, GREEDY, Some("198.51.100.200")));
     // Nor can a forged header spend someone else's allowance.
     assert_eq!(swap_from(addr, OTHER, None).status, 200);
+}
+
+// ---------------------------------------------------------------------------
+// The default: 60 a minute, 10 at once
+// ---------------------------------------------------------------------------
+
+/// A mock answering every token request 200, and a server with the
+/// default rate limit and `TRUSTED_PROXIES` (neither variable set).
+fn start_with_defaults() -> (MockSpotify, ServerProc) {
+    let mock = start_mock();
+    mock.set_default_reply(Some(Reply::json(
+        200,
+        r#"{"access_token":"at","token_type":"Bearer","expires_in":3600,"scope":"s"}"#,
+    )));
+    let server = start_server(&mock, &[]);
+    (mock, server)
+}
+
+/// How long a log line may take to reach the test after its response.
+const LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A code that must never appear in the logs.
+const LOGGED_NEVER: &str = "code-that-must-not-be-logged-7f3a";
+
+fn swap_with_code_from(addr: SocketAddr, from: IpAddr, forwarded_for: Option<&str>) -> Resp {
+    let body = format!("code={LOGGED_NEVER}");
+    request_from(
+        from,
+        addr,
+        &token_request_with("/swap", &body, forwarded_for),
+    )
+}
+
+/// Swaps from `from` until the first 429 (at most 40 tries); returns how
+/// many were served, the 429, and how long it took. At 60 a minute a
+/// token comes back every second, so a slow run may see one more served
+/// per second it took.
+fn swap_until_limited(
+    addr: SocketAddr,
+    from: IpAddr,
+    forwarded_for: Option<&str>,
+) -> (u64, Resp, std::time::Duration) {
+    let started = std::time::Instant::now();
+    for served in 0..40 {
+        let resp = swap_with_code_from(addr, from, forwarded_for);
+        if resp.status != 200 {
+            return (served, resp, started.elapsed());
+        }
+    }
+    panic!("40 swaps from {from} ({forwarded_for:?}) in a row were served");
+}
+
+/// Asserts the default burst: 10 served, or one more per second taken.
+fn assert_default_burst(served: u64, took: std::time::Duration, limited: &Resp) {
+    assert!(
+        (10..=10 + took.as_secs() + 1).contains(&served),
+        "{served} served in {took:?} before the 429"
+    );
+    support::assert_too_many_requests(limited, 1);
+}
+
+/// The stderr lines of `server` that contain `needle`.
+fn log_lines(server: &ServerProc, needle: &str) -> Vec<String> {
+    server
+        .stderr()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn by_default_a_client_gets_ten_at_once_then_one_a_second() {
+    let (mock, server) = start_with_defaults();
+    let addr = server.addr();
+
+    let (served, limited, took) = swap_until_limited(addr, GREEDY, None);
+
+    assert_default_burst(served, took, &limited);
+    assert_eq!(mock.request_count() as u64, served);
+    // Another address is not affected.
+    assert_eq!(swap_from(addr, OTHER, None).status, 200);
+    // One second later, one more.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(swap_from(addr, GREEDY, None).status, 200);
+}
+
+#[test]
+fn a_limited_client_is_logged_once_per_minute_by_address_only() {
+    let (_mock, server) = start_with_defaults();
+    let addr = server.addr();
+    let (_, limited, _) = swap_until_limited(addr, GREEDY, None);
+    assert_eq!(limited.status, 429);
+    for _ in 0..20 {
+        assert_eq!(swap_with_code_from(addr, GREEDY, None).status, 429);
+    }
+    // The other client's first refusal is its own line.
+    swap_until_limited(addr, OTHER, None);
+    assert!(server.wait_for_stderr("rate limit: client 127.0.0.3 ", LOG_WAIT));
+
+    let warned = log_lines(&server, "rate limit: client 127.0.0.2 ");
+    assert_eq!(warned.len(), 1, "{}", server.stderr());
+    assert!(warned[0].starts_with("[WARN]"), "{warned:?}");
+    assert!(warned[0].contains("RATE_LIMIT_PER_MINUTE=60"), "{warned:?}");
+    assert_eq!(
+        log_lines(&server, "rate limit: client 127.0.0.3 ").len(),
+        1,
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        !server.stderr().contains(LOGGED_NEVER),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn trusted_proxy_without_forwarded_for_is_not_limited_and_reported_once() {
+    let (mock, server) = start_with_defaults();
+    let addr = server.addr();
+
+    // 127.0.0.1 is a trusted proxy by default. Without X-Forwarded-For its
+    // requests name no client: three times the burst all reach Spotify.
+    for i in 0..30 {
+        let resp = swap_with_code_from(addr, PROXY, None);
+        assert_eq!(resp.status, 200, "request {i}:\n{resp:?}");
+    }
+    assert_eq!(mock.request_count(), 30);
+    assert!(server.wait_for_stderr("sends no X-Forwarded-For", LOG_WAIT));
+    let warned = log_lines(&server, "sends no X-Forwarded-For");
+    assert_eq!(warned.len(), 1, "{}", server.stderr());
+    assert!(
+        warned[0].starts_with("[WARN] trusted proxy 127.0.0.1 sends no X-Forwarded-For"),
+        "{warned:?}"
+    );
+    assert!(!server.stderr().contains(LOGGED_NEVER));
+
+    // With the header, the client it names is limited as usual.
+    let (served, limited, took) = swap_until_limited(addr, PROXY, Some("203.0.113.5"));
+    assert_default_burst(served, took, &limited);
+    assert!(server.wait_for_stderr("rate limit: client 203.0.113.5 ", LOG_WAIT));
+    assert_eq!(
+        log_lines(&server, "rate limit: client 203.0.113.5 ").len(),
+        1
+    );
+}
+
+#[test]
+fn rate_limit_0_turns_it_off() {
+    let mock = start_mock();
+    mock.set_default_reply(Some(Reply::json(
+        200,
+        r#"{"access_token":"at","token_type":"Bearer","expires_in":3600,"scope":"s"}"#,
+    )));
+    let server = start_server(&mock, &[("RATE_LIMIT_PER_MINUTE", "0")]);
+
+    for i in 0..30 {
+        let resp = swap_from(server.addr(), GREEDY, None);
+        assert_eq!(resp.status, 200, "request {i}:\n{resp:?}");
+    }
 }

@@ -290,6 +290,81 @@ fn socket_activation_for_another_pid_is_ignored() {
     assert_still_serving(server.addr());
 }
 
+/// Runs the binary the way systemd would with `LISTEN_FDS=listen_fds` and
+/// `LISTEN_PID` naming it, but passes no socket: descriptor 3 is `fd3` (a
+/// file that is no socket) or not open at all. Returns its exit code and
+/// stderr; it must exit on its own within 10 s.
+fn run_activated_without_socket(
+    mock: &MockSpotify,
+    listen_fds: &str,
+    fd3: Option<&std::fs::File>,
+) -> (Option<i32>, String) {
+    let vars = activation_vars(mock);
+    let mut cmd = Command::new("sh");
+    if let Some(file) = fd3 {
+        let fd = file.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and
+        // calls only dup2, which is async-signal-safe; `fd` is open for
+        // the whole call. dup2 leaves the copy without close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
+        .arg("-c")
+        .arg(r#"LISTEN_PID=$$; export LISTEN_PID; exec "$@""#)
+        .arg("sh")
+        .args(binary_argv())
+        .env_clear()
+        .envs(inherited_env())
+        .envs(borrowed(&vars))
+        .env("LISTEN_FDS", listen_fds)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the binary through sh");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("LISTEN_FDS={listen_fds} without a socket: still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (status.code(), stderr)
+}
+
+#[test]
+fn socket_activation_without_a_socket_exits_2_naming_listen_fds() {
+    let mock = start_mock();
+    let dir = TempDir::new("listen-fds");
+    let not_a_socket =
+        std::fs::File::open(dir.write("not-a-socket", "x")).expect("open a plain file");
+    // `1` with nothing at descriptor 3, `1` with a plain file there, and
+    // `0`: none of them passes a socket.
+    for (listen_fds, fd3) in [("1", None), ("1", Some(&not_a_socket)), ("0", None)] {
+        let what = format!("LISTEN_FDS={listen_fds}, fd 3 a file: {}", fd3.is_some());
+        let (code, stderr) = run_activated_without_socket(&mock, listen_fds, fd3);
+        assert_eq!(code, Some(2), "{what}; stderr:\n{stderr}");
+        assert!(stderr.contains("LISTEN_FDS"), "{what}; stderr:\n{stderr}");
+        assert!(!stderr.contains(CLIENT_SECRET), "{stderr}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // SIGHUP: secret rotation
 // ---------------------------------------------------------------------------

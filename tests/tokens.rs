@@ -257,6 +257,92 @@ fn new_refresh_token_after_rotation_opens_only_under_the_new_secret() {
     );
 }
 
+/// The `spotify_token_swap_refresh_tokens_opened_total` samples of
+/// `server`'s `/metrics`: (current, previous).
+fn tokens_opened(server: &ServerProc) -> (u64, u64) {
+    let resp = support::get(server.addr(), "/metrics");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let text = resp.text();
+    let sample = |key: &str| -> u64 {
+        let name = format!("spotify_token_swap_refresh_tokens_opened_total{{key=\"{key}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&name))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}sample:\n{text}"))
+    };
+    (sample("current"), sample("previous"))
+}
+
+#[test]
+fn token_from_the_previous_secret_comes_back_sealed_under_the_current_one() {
+    let mock = start_mock();
+    // Spotify sends no new refresh token (its usual answer to a refresh).
+    let old = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let rotated = start_server(
+        &mock,
+        &[
+            ("ENCRYPTION_SECRET", SECRET_B),
+            ("ENCRYPTION_SECRET_PREVIOUS", SECRET_A),
+        ],
+    );
+    let only_b = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_B)]);
+    let token = swapped_refresh_token(&mock, &old, "c1");
+
+    let resp = refresh(&rotated, &token);
+
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let resealed = resp.json()["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the token must come back under the new key:\n{resp:?}"))
+        .to_owned();
+    assert!(is_url_safe(&resealed), "{resealed}");
+    assert!(!resealed.contains("refresh-c1"), "{resealed}");
+    assert_ne!(resealed, token);
+    // It opens without the previous secret, to Spotify's same token.
+    assert_refused_locally(&refresh(&old, &resealed), &mock, 2);
+    let under_b = refresh(&only_b, &resealed);
+    assert_eq!(under_b.status, 200, "{under_b:?}");
+    assert_eq!(under_b.json().get("refresh_token"), None, "{under_b:?}");
+    assert_eq!(
+        mock.last_request()
+            .and_then(|r| r.field("refresh_token").map(String::from)),
+        Some("refresh-c1".to_owned())
+    );
+}
+
+#[test]
+fn metrics_count_refresh_tokens_opened_by_key() {
+    let mock = start_mock();
+    let old = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let rotated = start_server(
+        &mock,
+        &[
+            ("ENCRYPTION_SECRET", SECRET_B),
+            ("ENCRYPTION_SECRET_PREVIOUS", SECRET_A),
+        ],
+    );
+    let old_token = swapped_refresh_token(&mock, &old, "c1");
+    let new_token = swapped_refresh_token(&mock, &rotated, "c2");
+    assert_eq!(tokens_opened(&rotated), (0, 0));
+
+    assert_eq!(refresh(&rotated, &old_token).status, 200);
+    assert_eq!(refresh(&rotated, &old_token).status, 200);
+    assert_eq!(refresh(&rotated, &new_token).status, 200);
+    // A token that opens under no key is counted under neither.
+    assert_error(
+        &refresh(&rotated, "not-a-sealed-token"),
+        400,
+        "invalid_grant",
+    );
+
+    assert_eq!(tokens_opened(&rotated), (1, 2));
+    let text = support::get(rotated.addr(), "/metrics").text();
+    assert!(
+        !text.contains(SECRET_A) && !text.contains(SECRET_B),
+        "{text}"
+    );
+}
+
 #[test]
 fn refresh_without_a_new_spotify_token_returns_none() {
     let mock = start_mock();

@@ -135,6 +135,96 @@ fn spotify_429_without_retry_after_still_gets_integer_retry_after() {
     assert!(secs >= 1, "{resp:?}");
 }
 
+/// `secs` since the Unix epoch as an IMF-fixdate HTTP-date
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs / 86_400;
+    // Civil date from a day count (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + z / 146_097 * 400 + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[test]
+fn spotify_429_with_an_http_date_retry_after_becomes_the_seconds_until_then() {
+    let mock = start_mock();
+    mock.add_code("c");
+    let server = start_server(&mock, &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let date = http_date(now + 120);
+    mock.push_reply(Reply::json_with_headers(
+        429,
+        r#"{"error":"rate_limit_exceeded","error_description":"slow down"}"#,
+        &[("Retry-After", &date)],
+    ));
+
+    let first = swap(&server, "first");
+    // The window is open for the date's 120 s, not the 5 s fallback.
+    let later = swap(&server, "c");
+
+    assert_error(&first, 429, "rate_limit_exceeded");
+    let secs: u64 = first
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no integer Retry-After for {date}:\n{first:?}"));
+    assert!((115..=121).contains(&secs), "{date} → {secs}:\n{first:?}");
+    support::assert_too_many_requests(&later, 121);
+    let left: u64 = later
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(left >= 110, "{later:?}");
+    assert_eq!(
+        mock.request_count(),
+        1,
+        "Spotify was called during back-off"
+    );
+}
+
+#[test]
+fn spotify_429_retry_after_is_clamped_to_1_to_3600_seconds() {
+    let mock = start_mock();
+    for (retry_after, expected) in [
+        ("Thu, 01 Jan 1970 00:00:00 GMT", "1"),
+        ("0", "1"),
+        ("99999999999999999999999", "3600"),
+    ] {
+        // A fresh server per case: each 429 opens the back-off window.
+        let server = start_server(&mock, &[]);
+        mock.push_reply(Reply::json_with_headers(
+            429,
+            r#"{"error":"rate_limit_exceeded"}"#,
+            &[("Retry-After", retry_after)],
+        ));
+        let resp = swap(&server, "c");
+        assert_eq!(
+            resp.header("retry-after"),
+            Some(expected),
+            "Retry-After: {retry_after}\n{resp:?}"
+        );
+    }
+}
+
 #[test]
 fn after_spotify_429_requests_are_answered_locally_until_retry_after() {
     let mock = start_mock();

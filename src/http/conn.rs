@@ -157,7 +157,7 @@ enum Received {
 }
 
 /// The parts of a request head the server uses, copied out of the buffer.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Head {
     request: Request,
     forwarded_for: Option<String>,
@@ -165,6 +165,21 @@ struct Head {
     chunked: bool,
     keep_alive: bool,
     expect_continue: bool,
+}
+
+impl std::fmt::Debug for Head {
+    // SECURITY: field by field, so nothing added later is shown unseen; the
+    // request's own `Debug` leaves its body out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Head")
+            .field("request", &self.request)
+            .field("forwarded_for", &self.forwarded_for)
+            .field("content_length", &self.content_length)
+            .field("chunked", &self.chunked)
+            .field("keep_alive", &self.keep_alive)
+            .field("expect_continue", &self.expect_continue)
+            .finish()
+    }
 }
 
 /// How far the buffered bytes took a request.
@@ -483,6 +498,7 @@ impl Conn {
         } = head;
         let client = client_address(env.trusted_proxies, self.peer, forwarded_for.as_deref());
         request.client = Some(client);
+        request.forwarded_for = forwarded_for.is_some();
         request.body = body;
         let answered = catch_unwind(AssertUnwindSafe(|| env.handler.handle(&request)));
         let response = answered.unwrap_or_else(|_| {
@@ -1165,6 +1181,21 @@ mod tests {
         assert!(parse_content_length(b"1,1").is_err());
         assert!(parse_content_length(b"").is_err());
         assert!(parse_content_length(b"0x10").is_err());
+    }
+
+    #[test]
+    fn head_debug_hides_the_body() {
+        let head = Head {
+            request: Request {
+                body: b"code=AQB-authorization-code".to_vec(),
+                ..Request::default()
+            },
+            ..Head::default()
+        };
+        let debug = format!("{head:?}");
+        assert!(!debug.contains("AQB-authorization-code"), "{debug}");
+        assert!(!debug.contains("99, 111, 100, 101"), "{debug}");
+        assert!(debug.contains("[27 bytes redacted]"), "{debug}");
     }
 
     #[test]

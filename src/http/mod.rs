@@ -39,8 +39,9 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A kept-alive connection with no new request for this long is closed.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
 
-/// A complete request, as handed to the [`Handler`].
-#[derive(Debug, Default)]
+/// A complete request, as handed to the [`Handler`]. Its `Debug` leaves
+/// the body out.
+#[derive(Default)]
 pub struct Request {
     pub method: String,
     /// The path, without query string (absolute-form targets are reduced
@@ -53,7 +54,30 @@ pub struct Request {
     /// The client address: the peer, or for a trusted proxy the address it
     /// names in `X-Forwarded-For`.
     pub client: Option<IpAddr>,
+    /// Whether the request carried `X-Forwarded-For` (from anyone): without
+    /// it, a request from a trusted proxy names no client.
+    pub forwarded_for: bool,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Request {
+    // SECURITY: the body holds authorization codes and refresh tokens; only
+    // its length is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("minor_version", &self.minor_version)
+            .field("content_type", &self.content_type)
+            .field("origin", &self.origin)
+            .field("client", &self.client)
+            .field("forwarded_for", &self.forwarded_for)
+            .field(
+                "body",
+                &format_args!("[{} bytes redacted]", self.body.len()),
+            )
+            .finish()
+    }
 }
 
 /// A response to write.
@@ -195,6 +219,23 @@ mod tests {
     fn method_not_allowed_carries_allow() {
         let r = Response::error(&Error::MethodNotAllowed { allow: "POST" });
         assert_eq!(r.header("allow"), Some("POST"));
+    }
+
+    #[test]
+    fn request_debug_hides_the_body() {
+        let request = Request {
+            method: "POST".into(),
+            path: "/swap".into(),
+            body: b"code=AQB-authorization-code&refresh_token=AQD-token".to_vec(),
+            ..Request::default()
+        };
+        let debug = format!("{request:?}");
+        assert!(!debug.contains("AQB-authorization-code"), "{debug}");
+        assert!(!debug.contains("AQD-token"), "{debug}");
+        // Nor as the list of byte values a derived `Debug` would print.
+        assert!(!debug.contains("99, 111, 100, 101"), "{debug}");
+        assert!(debug.contains("body: [51 bytes redacted]"), "{debug}");
+        assert!(debug.contains(r#"path: "/swap""#), "{debug}");
     }
 
     #[test]
