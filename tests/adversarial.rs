@@ -426,10 +426,11 @@ fn assert_overloaded(resp: &Resp) {
 }
 
 #[test]
-fn burst_of_a_thousand_requests_is_answered_200_or_503() {
+fn burst_past_the_queue_is_answered_200_or_503() {
     let _serial = serial();
-    const THREADS: usize = 20;
-    const PER_THREAD: usize = 55;
+    support::conns::raise_open_file_limit();
+    const THREADS: usize = 40;
+    const PER_THREAD: usize = 110;
     const HOLD: Duration = Duration::from_secs(3);
     let mock = start_mock();
     let server = start(&mock, &[]);
@@ -447,8 +448,8 @@ fn burst_of_a_thousand_requests_is_answered_200_or_503() {
     }
 
     // … then a burst: every thread opens its connections and sends on all
-    // of them before reading any answer, so 1100 requests are outstanding
-    // at once, more than the queue (1024) holds.
+    // of them before reading any answer, so 4400 requests are outstanding
+    // at once, more than the queue (4096) holds.
     let started = Instant::now();
     let handles: Vec<_> = (0..THREADS)
         .map(|_| {
