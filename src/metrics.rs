@@ -187,13 +187,13 @@ impl Metrics {
             (
                 "rejected_overloaded_total",
                 "counter",
-                "Connections answered 503 because the queue was full.",
+                "Connections turned away by MAX_CONNECTIONS or a full queue (503; closed on a TLS port).",
                 stats.rejected_overloaded.load(Ordering::Relaxed),
             ),
             (
                 "rejected_connection_cap_total",
                 "counter",
-                "Connections closed by MAX_CONNECTIONS_PER_CLIENT.",
+                "Connections turned away by MAX_CONNECTIONS_PER_CLIENT (503; closed on a TLS port).",
                 stats.rejected_per_client_cap.load(Ordering::Relaxed),
             ),
             (
@@ -205,7 +205,7 @@ impl Metrics {
             (
                 "busy_workers",
                 "gauge",
-                "Workers serving a connection.",
+                "Workers taking a turn on a connection.",
                 stats.busy_workers.load(Ordering::Relaxed) as u64,
             ),
         ];

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use support::mock::MockSpotify;
+use support::mock::{MockSpotify, Reply};
 use support::{
     CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, Resp, ServerProc, TempDir, assert_error,
     assert_still_serving, binary_argv, get, inherited_env, post_form, start_mock, start_server,
@@ -181,6 +181,46 @@ fn watchdog_is_pinged_at_half_the_requested_interval() {
         (3..=20).contains(&window.len()),
         "{} pings in 1 s: {window:?}",
         window.len()
+    );
+}
+
+#[test]
+fn watchdog_is_not_pinged_while_every_worker_is_stuck() {
+    let notify = NotifySocket::bind();
+    let mock = start_mock();
+    let server = start_server(
+        &mock,
+        &[
+            ("NOTIFY_SOCKET", &notify.address),
+            ("WATCHDOG_USEC", "200000"),
+            ("WORKER_THREADS", "1"),
+            ("UPSTREAM_TIMEOUT_SECS", "30"),
+        ],
+    );
+    assert_eq!(notify.next(NOTIFY_TIMEOUT).as_deref(), Some("READY=1"));
+    let hold = Duration::from_secs(3);
+    mock.set_default_reply(Some(Reply::Hang(hold)));
+    let addr = server.addr();
+    let held = std::thread::spawn(move || post_form(addr, "/swap", &[("code", "held")]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mock.request_count() == 0 {
+        assert!(Instant::now() < deadline, "the swap never reached Spotify");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A probe sent just before the worker got stuck may still count once.
+    let _ = notify.collect(Duration::from_millis(250));
+
+    // The only worker waits for Spotify: no probe gets through, no ping.
+    let stuck = notify.collect(Duration::from_millis(1500));
+    assert_eq!(stuck, Vec::<String>::new(), "{}", server.stderr());
+
+    // Once it is free again, the pings resume.
+    assert_eq!(held.join().expect("held client").status, 502);
+    mock.set_default_reply(None);
+    let resumed = notify.collect(Duration::from_secs(1));
+    assert!(
+        resumed.len() >= 3 && resumed.iter().all(|m| m == "WATCHDOG=1"),
+        "{resumed:?}"
     );
 }
 
