@@ -166,6 +166,21 @@ fn metric(addr: SocketAddr, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
 
+/// Established TCP connections to `addr`, accepted or not yet (the
+/// server's side of each, from `/proc/net/tcp`).
+fn established_to(addr: SocketAddr) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!(":{:04X}", addr.port());
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "01"
+        })
+        .count()
+}
+
 /// Raw bytes of a `GET` that asks for the connection to be closed.
 fn get_close(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
@@ -718,6 +733,12 @@ fn sigterm_under_load_finishes_every_request_in_flight_and_exits_0() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while mock.request_count() < WORKERS {
         assert!(Instant::now() < deadline, "the swaps never reached Spotify");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Every swap is connected before the signal: one not yet connected
+    // would rightly be refused.
+    while established_to(addr) < IN_FLIGHT + idle.len() {
+        assert!(Instant::now() < deadline, "the swaps never all connected");
         thread::sleep(Duration::from_millis(10));
     }
     server.signal("TERM");

@@ -252,6 +252,13 @@ impl Conn {
         matches!(self.phase, Phase::Fresh | Phase::Idle) && self.input.is_empty()
     }
 
+    /// Whether the peer has sent bytes not read yet (a request on its way
+    /// to a worker is answered at shutdown, not dropped).
+    pub(crate) fn has_unread_bytes(&self) -> bool {
+        let mut first = [0u8; 1];
+        matches!(self.stream.peek(&mut first), Ok(n) if n > 0)
+    }
+
     /// One worker's turn: everything the connection can do now without
     /// waiting for its peer.
     pub(crate) fn turn<H: Handler + ?Sized>(

@@ -414,8 +414,9 @@ impl<H: Handler> Poller<'_, H> {
         }
     }
 
-    /// Stops accepting and closes every connection between requests; the
-    /// others finish their request (answered with `Connection: close`).
+    /// Stops accepting and closes every connection between requests that
+    /// has sent nothing more; the others finish their request (answered
+    /// with `Connection: close`).
     fn begin_shutdown(&mut self, now: Instant) {
         self.stopping = Some(now + self.shared.settings.request_time_limit + SHUTDOWN_GRACE);
         if let Some(listener) = self.listener.take() {
@@ -429,7 +430,7 @@ impl<H: Handler> Poller<'_, H> {
             if table.slots[index]
                 .conn
                 .as_ref()
-                .is_some_and(|conn| conn.between_requests())
+                .is_some_and(|conn| conn.between_requests() && !conn.has_unread_bytes())
             {
                 closed.extend(table.take_at(index));
             }
