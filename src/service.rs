@@ -131,7 +131,11 @@ pub fn raise_open_files_limit() -> Option<u64> {
             limit = raised;
         }
     }
-    Some(limit.rlim_cur)
+    #[allow(
+        clippy::useless_conversion,
+        reason = "rlim_t is u64 here but u32 on 32-bit ARM"
+    )]
+    Some(u64::from(limit.rlim_cur))
 }
 
 /// The listener passed by systemd socket activation, if `LISTEN_PID` names
