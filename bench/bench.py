@@ -42,7 +42,9 @@ release binary). Everything runs on loopback and every phase is bounded:
    (connect, reset, closed early, non-200, no answer within
    BENCH_ARRIVAL_TIMEOUT = 10 s). BENCH_ARRIVAL_ROUNDS (3) rounds each: the
    median by p99 is shown (on this 2-core shared machine nginx's own p99 at
-   one rate ranged from 1.8 to 76 ms between single 3 s rounds). Between phases, a bounded wait until the server
+   one rate ranged from 1.8 to 76 ms between single 3 s rounds). Also per
+   phase: server CPU per client, new upstream connections (the mock's log),
+   and the kernel's listen-queue overflows (a dropped SYN costs 1 s). Between phases, a bounded wait until the server
    answers GET /health within 100 ms again.
 
 Prints one table and writes it as Markdown and JSON under bench/results/.
@@ -347,6 +349,20 @@ def arrivals_run(port, rate):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def listen_overflows():
+    """The kernel's count of connections dropped because a listen queue was
+    full (TcpExt ListenOverflows; machine-wide, every listener): a dropped
+    SYN is retried after 1 s."""
+    try:
+        lines = pathlib.Path("/proc/net/netstat").read_text().splitlines()
+        for names, values in zip(lines[::2], lines[1::2]):
+            if names.startswith("TcpExt:"):
+                return int(dict(zip(names.split(), values.split()))["ListenOverflows"])
+    except (OSError, KeyError, ValueError):
+        pass
+    return 0
+
+
 def settle(port, timeout=30.0):
     """After an arrivals phase: wait (bounded) until GET /health on a new
     connection is answered within 100 ms, so one phase's backlog does not
@@ -634,7 +650,9 @@ def main():
                 for key, pid, port in servers:
                     before_cpu = cpu_secs(pid)
                     before_log = log_lines(mock_log)
+                    before_overflows = listen_overflows()
                     result = arrivals_run(port, rate)
+                    result["listen_overflows"] = listen_overflows() - before_overflows
                     result["server"] = key
                     result["cpu_s"] = round(cpu_secs(pid) - before_cpu, 2)
                     (result["upstream_requests"], result["upstream_connections"],
@@ -740,7 +758,7 @@ def median_arrivals(rounds):
             statuses[k] = statuses.get(k, 0) + v
     row["statuses"] = statuses
     row["connection_close"] = sum(r["connection_close"] for r in rounds)
-    for k in ("cpu_s", "upstream_requests", "upstream_connections"):
+    for k in ("cpu_s", "upstream_requests", "upstream_connections", "listen_overflows"):
         row[k] = sum(r[k] for r in rounds)
     row["lag_p99_ms"] = max(r["lag_p99_ms"] or 0 for r in rounds)
     return row
@@ -871,7 +889,9 @@ def render_arrivals(s):
         f"addresses ({cfg['src_base']} on). Latency of the 200 answers from each client's "
         f"scheduled arrival (not from when it managed to connect) to the answer's last byte; "
         f"errors: connect failed, reset, closed before a whole answer (eof), non-200, no "
-        f"whole answer {cfg['timeout_secs']:g} s after the arrival (timeout). "
+        f"whole answer {cfg['timeout_secs']:g} s after the arrival (timeout). Listen queue "
+        f"overflows: the kernel's count during the phase (machine-wide; a dropped SYN "
+        f"is retried after 1 s). "
         + (f"{cfg['rounds']} rounds per row: the round with the median p99; clients, "
            f"answers and errors of all rounds. " if cfg["rounds"] > 1 else "")
         + f"Generator scheduling: {', '.join(sorted({r['sched'] for r in rows}))} "
@@ -879,9 +899,9 @@ def render_arrivals(s):
         "",
         "| new clients/s | server | clients | answered 200 | p50 ms | p99 ms | max ms "
         "| errors | connect / reset / eof / non-200 / timeout | `Connection: close` answers "
-        "| server CPU µs per client | new upstream connections | generator lag p99 ms "
-        "| p99 ours / nginx |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server CPU µs per client | new upstream connections | listen queue overflows "
+        "| generator lag p99 ms | p99 ours / nginx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(r["rate"], r["server"]): r for r in rows}
     for r in rows:
@@ -901,7 +921,8 @@ def render_arrivals(s):
             f"{' / local ' + str(e['local']) if e['local'] else ''}"
             f"{' / bad answer ' + str(e['bad_response']) if e['bad_response'] else ''} | "
             f"{r['connection_close']} | {round(r['cpu_s'] * 1e6 / max(r['clients'], 1))} | "
-            f"{r['upstream_connections']} | {ms_or_dash(r['lag_p99_ms'])} | {ratio} |"
+            f"{r['upstream_connections']} | {r['listen_overflows']} | "
+            f"{ms_or_dash(r['lag_p99_ms'])} | {ratio} |"
         )
     return out
 
