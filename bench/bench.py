@@ -540,6 +540,8 @@ def time_to_first_swap(env, port, rounds=5):
 def main():
     if not BIN.exists():
         sys.exit(f"{BIN} not found: run bench/run (it builds the release binary)")
+    if (HOLD_CONNS > 0 or ARRIVAL_RATES) and not ARRIVALS.exists():
+        sys.exit(f"{ARRIVALS} not found: run bench/run (it builds bench/arrivals)")
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     d = pathlib.Path(tempfile.mkdtemp(prefix="sts-bench-"))
