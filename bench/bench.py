@@ -11,12 +11,41 @@ release binary). Everything runs on loopback and every phase is bounded:
    handshakes, and resumed ones, can be counted);
 3. nginx as a reverse proxy to the same mock (upstream keep-alive, TLS) —
    the ceiling reference;
-4. our release binary against the same mock (SPOTIFY_CA_FILE = the CA);
+4. our release binary against the same mock (SPOTIFY_CA_FILE = the CA),
+   with the server's DEFAULT settings (none of WORKER_THREADS,
+   MAX_CONNECTIONS_PER_CLIENT... is set; `check-config` tells the table which
+   defaults this build has), started with its RLIMIT_NOFILE soft limit raised
+   to the hard limit (what the new connection model does itself);
 5. 200 sequential swaps (one upstream connection expected), then
    RELOADS reloads of the mock, each closing our pooled upstream connection,
    with a few swaps after each: how many new upstream connections resumed
    their TLS session;
-6. wrk POSTing `code=…` to each at c=16 and c=64 for BENCH_SECS seconds.
+6. wrk POSTing `code=…` to each at c=16 and c=64 for BENCH_SECS seconds
+   (peak RSS and CPU per request are taken here, before 7 and 8);
+7. idle connections (bench/arrivals `idle`): BENCH_HOLD_CONNS (10,000)
+   keep-alive connections, one per source address (127.1.0.1 on: not
+   127.0.0.1, which is a default trusted proxy exempt from the per-client
+   connection cap), each sends GET /health and stays open; while they are
+   open, the server's threads and RSS (/proc/PID/status), then BYSTANDER (200)
+   sequential GET /health, each on a new connection from 127.0.0.1, timed;
+   and how many of the held connections were still open. The server's
+   keep-alive idle timeout is 5 s, so everything is measured right after
+   they are opened (the table says how long opening took);
+8. open-loop arrivals (bench/arrivals `arrivals`), for each of
+   BENCH_ARRIVAL_RATES (100, 500, 2000 new clients per second) for
+   BENCH_ARRIVAL_SECS (10 s), ours and nginx alternating: each client
+   connects from the next of BENCH_SOURCES (10,000) addresses, POSTs
+   `code=…` to /swap, reads the answer, stays connected idle
+   BENCH_ARRIVAL_IDLE (5 s) and closes. Arrivals follow the clock whatever
+   the server does; p50 / p99 / max of the 200 answers, timed from each
+   client's scheduled arrival to the answer's last byte; errors by kind
+   (connect, reset, closed early, non-200, no answer within
+   BENCH_ARRIVAL_TIMEOUT = 10 s). BENCH_ARRIVAL_ROUNDS (3) rounds each: the
+   median by p99 is shown (on this 2-core shared machine nginx's own p99 at
+   one rate ranged from 1.8 to 76 ms between single 3 s rounds). Also per
+   phase: server CPU per client, new upstream connections (the mock's log),
+   and the kernel's listen-queue overflows (a dropped SYN costs 1 s). Between phases, a bounded wait until the server
+   answers GET /health within 100 ms again.
 
 Prints one table and writes it as Markdown and JSON under bench/results/.
 """
@@ -40,7 +69,25 @@ SECS = int(os.environ.get("BENCH_SECS", "10"))
 # table shows the median round by req/s, and the spread of all rounds.
 ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
 CONNECTIONS = [16, 64]
-WORKERS = int(os.environ.get("BENCH_WORKERS", "64"))
+ARRIVALS = pathlib.Path(os.environ.get(
+    "BENCH_ARRIVALS_BIN", ROOT / "bench/arrivals/target/release/arrivals"))
+# Open-loop arrivals: new clients per second, each rate for ARRIVAL_SECS.
+ARRIVAL_RATES = [int(r) for r in os.environ.get("BENCH_ARRIVAL_RATES", "100,500,2000").split(",") if r]
+ARRIVAL_SECS = float(os.environ.get("BENCH_ARRIVAL_SECS", "10"))
+ARRIVAL_IDLE = float(os.environ.get("BENCH_ARRIVAL_IDLE", "5"))
+ARRIVAL_TIMEOUT = float(os.environ.get("BENCH_ARRIVAL_TIMEOUT", "10"))
+# Rounds per rate and server (ours and nginx alternating); the table shows
+# the round with the median p99, and the errors of all rounds.
+ARRIVAL_ROUNDS = max(1, int(os.environ.get("BENCH_ARRIVAL_ROUNDS", "3")))
+# Client source addresses: SOURCES consecutive addresses from 127.1.0.1
+# (not 127.0.0.1, a default trusted proxy exempt from the per-client
+# connection cap), so each address holds one or two connections at a time,
+# as real apps do, and a per-address cap of 2 or more never applies.
+SOURCES = int(os.environ.get("BENCH_SOURCES", "10000"))
+SRC_BASE = "127.1.0.1"
+# Idle keep-alive connections held open, and the bystander's requests.
+HOLD_CONNS = int(os.environ.get("BENCH_HOLD_CONNS", "10000"))
+BYSTANDER = int(os.environ.get("BENCH_BYSTANDER", "200"))
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOKEN_JSON = (
@@ -183,7 +230,12 @@ def make_certs(d):
          "-extfile", ext])
 
 
-def start_nginx(d, name, http_block, workers):
+def hard_nofile():
+    import resource
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def start_nginx(d, name, http_block, workers, connections=8192):
     prefix = d / name
     prefix.mkdir()
     (prefix / "logs").mkdir()
@@ -191,7 +243,8 @@ def start_nginx(d, name, http_block, workers):
     conf.write_text(
         f"daemon off;\nmaster_process on;\nworker_processes {workers};\nuser root;\n"
         f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n"
-        "events { worker_connections 8192; }\n"
+        f"worker_rlimit_nofile {min(2 * connections + 1024, hard_nofile())};\n"
+        f"events {{ worker_connections {connections}; }}\n"
         f"http {{\n client_body_temp_path {prefix}/body;\n proxy_temp_path {prefix}/proxy;\n"
         f" fastcgi_temp_path {prefix}/f;\n uwsgi_temp_path {prefix}/u;\n scgi_temp_path {prefix}/s;\n"
         f" keepalive_requests 10000000;\n keepalive_timeout 75s;\n{http_block}\n}}\n"
@@ -248,6 +301,111 @@ def status_kb(root_pid, key):
 
 def threads(root_pid):
     return sum(status_kb(p, "Threads") for p in [root_pid])
+
+
+def raise_nofile():
+    """preexec_fn: RLIMIT_NOFILE soft limit = hard limit, what the new
+    connection model does itself at start (a no-op for it)."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def nofile_of(pid):
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def effective_settings(env):
+    """The server's own defaults, as `check-config` prints them (whatever
+    this build's defaults are; keys it does not have are left out)."""
+    keys = ("WORKER_THREADS", "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_CLIENT",
+            "TRUSTED_PROXIES", "RATE_LIMIT_PER_MINUTE", "LOG_LEVEL")
+    out = subprocess.run([str(BIN), "check-config"], env=env, capture_output=True,
+                         text=True, timeout=20)
+    found = {}
+    for line in out.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in keys:
+            found[key.strip()] = value.strip()
+    return found
+
+
+def arrivals_run(port, rate):
+    """One open-loop phase (bench/arrivals): `rate` new keep-alive clients
+    per second for ARRIVAL_SECS, each one POST /swap then ARRIVAL_IDLE s idle."""
+    cmd = [str(ARRIVALS), "arrivals", "--port", str(port), "--rate", str(rate),
+           "--secs", str(ARRIVAL_SECS), "--idle", str(ARRIVAL_IDLE),
+           "--timeout", str(ARRIVAL_TIMEOUT), "--path", "/swap",
+           "--body", "code=bench-authorization-code",
+           "--sources", str(SOURCES), "--src-base", SRC_BASE]
+    limit = ARRIVAL_SECS + ARRIVAL_TIMEOUT + ARRIVAL_IDLE + 60
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def listen_overflows():
+    """The kernel's count of connections dropped because a listen queue was
+    full (TcpExt ListenOverflows; machine-wide, every listener): a dropped
+    SYN is retried after 1 s."""
+    try:
+        lines = pathlib.Path("/proc/net/netstat").read_text().splitlines()
+        for names, values in zip(lines[::2], lines[1::2]):
+            if names.startswith("TcpExt:"):
+                return int(dict(zip(names.split(), values.split()))["ListenOverflows"])
+    except (OSError, KeyError, ValueError):
+        pass
+    return 0
+
+
+def settle(port, timeout=30.0):
+    """After an arrivals phase: wait (bounded) until GET /health on a new
+    connection is answered within 100 ms, so one phase's backlog does not
+    land in the next."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        t0 = time.monotonic()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+            if data.startswith(b"HTTP/1.1 200") and time.monotonic() - t0 < 0.1:
+                time.sleep(0.5)
+                return round(time.monotonic() - t0, 3)
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return None
+
+
+def hold_run(pid, port):
+    """HOLD_CONNS idle keep-alive connections (bench/arrivals idle): each
+    sends GET /health and stays open. While they are open: the server's
+    threads and RSS, and BYSTANDER sequential GET /health on new connections."""
+    before = {"rss_kib": status_kb(pid, "VmRSS"), "threads": status_kb(pid, "Threads")}
+    cmd = [str(ARRIVALS), "idle", "--port", str(port), "--conns", str(HOLD_CONNS),
+           "--bystander", str(BYSTANDER), "--sources", str(SOURCES), "--src-base", SRC_BASE]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        holding = json.loads(proc.stdout.readline())
+        during = {"rss_kib": status_kb(pid, "VmRSS"), "threads": status_kb(pid, "Threads")}
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        result = json.loads(proc.stdout.readline())
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result.update(holding=holding, before=before, during=during)
+    return result
 
 
 def swap_once(port, timeout=2.0):
@@ -382,9 +540,13 @@ def time_to_first_swap(env, port, rounds=5):
 def main():
     if not BIN.exists():
         sys.exit(f"{BIN} not found: run bench/run (it builds the release binary)")
+    if (HOLD_CONNS > 0 or ARRIVAL_RATES) and not ARRIVALS.exists():
+        sys.exit(f"{ARRIVALS} not found: run bench/run (it builds bench/arrivals)")
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     d = pathlib.Path(tempfile.mkdtemp(prefix="sts-bench-"))
+    load_start = os.getloadavg()
+    t_start = time.monotonic()
     procs = []
     try:
         make_certs(d)
@@ -400,7 +562,7 @@ def main():
  ssl_session_cache shared:SSL:1m;
  ssl_session_ticket_key {d}/ticket.key;
  server {{
-  listen 127.0.0.1:{mock_port} ssl;
+  listen 127.0.0.1:{mock_port} ssl backlog=4096;
   ssl_certificate {d}/srv.pem;
   ssl_certificate_key {d}/srv.key;
   location = /api/token {{ default_type application/json; return 200 '{TOKEN_JSON}'; }}
@@ -413,6 +575,7 @@ def main():
  upstream spotify {{ server 127.0.0.1:{mock_port}; keepalive 64; }}
  server {{
   listen 127.0.0.1:{proxy_port} backlog=4096;
+  location = /health {{ default_type application/json; return 200 '{{"status":"ok"}}'; }}
   location = /swap {{
    proxy_pass https://spotify/api/token;
    proxy_http_version 1.1;
@@ -423,7 +586,7 @@ def main():
    proxy_ssl_trusted_certificate {d}/ca.pem;
    proxy_ssl_name 127.0.0.1;
   }}
- }}""", workers="auto")
+ }}""", workers="auto", connections=16384)
         procs.append(ceiling)
         wait_port(proxy_port)
 
@@ -436,9 +599,8 @@ def main():
             "SPOTIFY_CA_FILE": str(d / "ca.pem"),
             "ENCRYPTION_SECRET": "bench-encryption-secret-0123456789abcdef",
             "LISTEN_ADDR": f"127.0.0.1:{our_port}",
-            "WORKER_THREADS": str(WORKERS),
-            "MAX_CONNECTIONS_PER_CLIENT": "1024",
         }
+        settings = effective_settings(env)
         first_swap_ms = time_to_first_swap(env, our_port)
         idle = idle_latency(env, mock_port, our_port) if IDLE_SECS > 0 else None
         if os.environ.get("BENCH_ONLY") == "idle":
@@ -446,7 +608,8 @@ def main():
             return
 
         ours_log = open(d / "ours.stderr", "w")
-        ours = subprocess.Popen([str(BIN)], env=env, stdout=subprocess.DEVNULL, stderr=ours_log)
+        ours = subprocess.Popen([str(BIN)], env=env, stdout=subprocess.DEVNULL, stderr=ours_log,
+                                preexec_fn=raise_nofile)
         procs.append(ours)
         wait_port(our_port)
         time.sleep(0.3)
@@ -474,6 +637,34 @@ def main():
         for r in rows:
             r["rss_idle_kib"] = rss_idle_kib if r["server"] == "spotify-token-swap" else ceiling_rss_idle
 
+        # After the wrk phases, so their peak RSS is theirs alone: idle
+        # connections held open, then the open-loop arrivals.
+        servers = (("ours", ours.pid, our_port), ("nginx", ceiling.pid, proxy_port))
+        hold = {}
+        if HOLD_CONNS > 0:
+            for key, pid, port in servers:
+                hold[key] = hold_run(pid, port)
+                hold[key]["settle_s"] = settle(port)
+        arrivals = []
+        for rate in ARRIVAL_RATES:
+            rounds = {key: [] for key, _, _ in servers}
+            for _ in range(ARRIVAL_ROUNDS):
+                for key, pid, port in servers:
+                    before_cpu = cpu_secs(pid)
+                    before_log = log_lines(mock_log)
+                    before_overflows = listen_overflows()
+                    result = arrivals_run(port, rate)
+                    result["listen_overflows"] = listen_overflows() - before_overflows
+                    result["server"] = key
+                    result["cpu_s"] = round(cpu_secs(pid) - before_cpu, 2)
+                    (result["upstream_requests"], result["upstream_connections"],
+                     _) = upstream_handshakes(mock_log, before_log)
+                    result["settle_s"] = settle(port)
+                    rounds[key].append(result)
+            arrivals += [median_arrivals(r) for r in rounds.values()]
+        threads_after = threads(ours.pid)
+        rss_peak_after_kib = status_kb(ours.pid, "VmHWM")
+
         size = BIN.stat().st_size
         stripped = d / "stripped"
         shutil.copy(BIN, stripped)
@@ -483,7 +674,9 @@ def main():
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "bench_secs": SECS,
             "rounds": ROUNDS,
-            "worker_threads": WORKERS,
+            "settings": settings,
+            "server_nofile": nofile_of(ours.pid),
+            "ceiling_nofile": nofile_of(pids_of(ceiling.pid)[-1]),
             "binary_bytes": size,
             "binary_stripped_bytes": stripped.stat().st_size,
             "static_binary_bytes": static_binaries(),
@@ -496,6 +689,18 @@ def main():
             "after_mock_close": resumption,
             "rows": rows,
             "after_idle": idle,
+            "hold": hold,
+            "arrivals": arrivals,
+            "arrivals_config": {
+                "secs": ARRIVAL_SECS, "idle_secs": ARRIVAL_IDLE,
+                "timeout_secs": ARRIVAL_TIMEOUT, "sources": SOURCES, "src_base": SRC_BASE,
+                "rounds": ARRIVAL_ROUNDS,
+            },
+            "threads_after_all": threads_after,
+            "loadavg_start": [round(x, 2) for x in load_start],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "run_secs": round(time.monotonic() - t_start),
+            "rss_peak_after_all_kib": rss_peak_after_kib,
         }
         ratios = {}
         for c in CONNECTIONS:
@@ -538,6 +743,29 @@ def median_round(rounds):
     return row
 
 
+def median_arrivals(rounds):
+    """The round with the median p99 (no 200 at all sorts last), with every
+    round's p99 and the errors of all rounds added up."""
+    ordered = sorted(rounds, key=lambda r: float("inf") if r["p99_ms"] is None else r["p99_ms"])
+    row = dict(ordered[len(ordered) // 2])
+    row["rounds"] = len(rounds)
+    row["rounds_p99_ms"] = [r["p99_ms"] for r in rounds]
+    row["clients"] = sum(r["clients"] for r in rounds)
+    row["ok"] = sum(r["ok"] for r in rounds)
+    row["errors_total"] = sum(r["errors_total"] for r in rounds)
+    row["errors"] = {k: sum(r["errors"][k] for r in rounds) for k in row["errors"]}
+    statuses = {}
+    for r in rounds:
+        for k, v in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+    row["statuses"] = statuses
+    row["connection_close"] = sum(r["connection_close"] for r in rounds)
+    for k in ("cpu_s", "upstream_requests", "upstream_connections", "listen_overflows"):
+        row[k] = sum(r[k] for r in rounds)
+    row["lag_p99_ms"] = max(r["lag_p99_ms"] or 0 for r in rounds)
+    return row
+
+
 def static_binaries():
     """Size of the static binary bench/run built for this machine, if it did."""
     triple = os.environ.get("BENCH_STATIC_TRIPLE")
@@ -548,8 +776,15 @@ def static_binaries():
 def render_markdown(s):
     out = [
         f"Benchmark {s['date']} — {s['machine']}; wrk {s['bench_secs']} s per run, "
-        f"median of {s['rounds']} round(s), "
-        f"WORKER_THREADS={s['worker_threads']}, encryption on, LOG_LEVEL=info",
+        f"median of {s['rounds']} round(s); encryption on; this script ran {s['run_secs']} s; "
+        f"load average {s['loadavg_start'][0]} at its start, {s['loadavg_end'][0]} at its end"
+        + (" (more than the cores: other work shared the machine)"
+           if max(s["loadavg_start"][0], s["loadavg_end"][0]) > (os.cpu_count() or 1) else ""),
+        "",
+        "Our server runs with its default settings ("
+        + ", ".join(f"{k}={v}" for k, v in s["settings"].items())
+        + f"), RLIMIT_NOFILE soft = hard = {s['server_nofile']} (raised by the bench); "
+        f"nginx: {s['ceiling_nofile']} per worker.",
         "",
         "| server | conns | req/s | p50 ms | p99 ms | non-2xx | socket errors | CPU µs/req "
         "| RSS idle KiB | RSS peak KiB | threads | upstream handshakes /1000 req |",
@@ -600,8 +835,98 @@ def render_markdown(s):
             f"{idle['warm_p50_ms']} ms; after {idle['idle_secs']} s idle {idle['after_idle_ms']} ms "
             f"({idle['new_upstream_connections_after_idle']} new upstream connection(s))"
         )
+    out += render_hold(s) + render_arrivals(s)
     out.append("")
     return "\n".join(out)
+
+
+def ms_or_dash(v):
+    return "–" if v is None else f"{v:g}"
+
+
+def render_hold(s):
+    hold = s.get("hold") or {}
+    if not hold:
+        return []
+    out = [
+        "",
+        f"Idle keep-alive connections: {next(iter(hold.values()))['conns']} clients from "
+        f"{next(iter(hold.values()))['sources']} addresses each send GET /health and stay "
+        f"open; measured while they are open; then a bystander's sequential GET /health, "
+        f"each on a new connection from 127.0.0.1:",
+        "",
+        "| server | answered 200 | errors | open when measured | threads before / during "
+        "| RSS before / during KiB | KiB per open connection | bystander ok | bystander p50 / p99 / max ms "
+        "| still open after bystander |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, h in hold.items():
+        name = "spotify-token-swap" if key == "ours" else "nginx (ceiling)"
+        open_n = h["holding"]["open"]
+        per = ((h["during"]["rss_kib"] - h["before"]["rss_kib"]) / open_n) if open_n else None
+        errs = ", ".join(f"{k} {v}" for k, v in h["errors"].items() if v and k != "timeout_unconnected")
+        by_errs = ", ".join(f"{k} {v}" for k, v in h["bystander_errors"].items())
+        out.append(
+            f"| {name} | {h['answered_200']} (in {h['opened_in_s']} s; "
+            f"{h['connection_close']} with `Connection: close`) | {errs or 0} | {open_n} | "
+            f"{h['before']['threads']} / {h['during']['threads']} | "
+            f"{h['before']['rss_kib']} / {h['during']['rss_kib']} | "
+            f"{'–' if per is None else round(per, 2)} | "
+            f"{h['bystander_ok']}/{h['bystander']}{' (' + by_errs + ')' if by_errs else ''} | "
+            f"{ms_or_dash(h['bystander_p50_ms'])} / {ms_or_dash(h['bystander_p99_ms'])} / "
+            f"{ms_or_dash(h['bystander_max_ms'])} | {h['open_after_bystander']} |"
+        )
+    return out
+
+
+def render_arrivals(s):
+    rows = s.get("arrivals") or []
+    if not rows:
+        return []
+    cfg = s["arrivals_config"]
+    out = [
+        "",
+        f"Open-loop arrivals: new keep-alive clients per second for {cfg['secs']:g} s, each "
+        f"one POST /swap, then idle {cfg['idle_secs']:g} s and close; from {cfg['sources']} "
+        f"addresses ({cfg['src_base']} on). Latency of the 200 answers from each client's "
+        f"scheduled arrival (not from when it managed to connect) to the answer's last byte; "
+        f"errors: connect failed, reset, closed before a whole answer (eof), non-200, no "
+        f"whole answer {cfg['timeout_secs']:g} s after the arrival (timeout). Listen queue "
+        f"overflows: the kernel's count during the phase (machine-wide; a dropped SYN "
+        f"is retried after 1 s). "
+        + (f"{cfg['rounds']} rounds per row: the round with the median p99; clients, "
+           f"answers and errors of all rounds. " if cfg["rounds"] > 1 else "")
+        + f"Generator scheduling: {', '.join(sorted({r['sched'] for r in rows}))} "
+        f"(fifo = SCHED_FIFO, see bench/arrivals).",
+        "",
+        "| new clients/s | server | clients | answered 200 | p50 ms | p99 ms | max ms "
+        "| errors | connect / reset / eof / non-200 / timeout | `Connection: close` answers "
+        "| server CPU µs per client | new upstream connections | listen queue overflows "
+        "| generator lag p99 ms | p99 ours / nginx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    by = {(r["rate"], r["server"]): r for r in rows}
+    for r in rows:
+        e = r["errors"]
+        ratio = ""
+        if r["server"] == "ours":
+            ngx = by.get((r["rate"], "nginx"))
+            if ngx and ngx["p99_ms"] and r["p99_ms"] is not None:
+                ratio = f"{r['p99_ms'] / ngx['p99_ms']:.1f}×"
+        name = "spotify-token-swap" if r["server"] == "ours" else "nginx (ceiling)"
+        statuses = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items() if k != "200")
+        out.append(
+            f"| {r['rate']:g} | {name} | {r['clients']} | {r['ok']} | {ms_or_dash(r['p50_ms'])} | "
+            f"{ms_or_dash(r['p99_ms'])} | {ms_or_dash(r['max_ms'])} | {r['errors_total']} | "
+            f"{e['connect']} / {e['reset']} / {e['eof']} / {e['non200']}"
+            f"{' (' + statuses + ')' if statuses else ''} / {e['timeout']}"
+            f"{' / local ' + str(e['local']) if e['local'] else ''}"
+            f"{' / bad answer ' + str(e['bad_response']) if e['bad_response'] else ''} | "
+            f"{r['connection_close']} | {round(r['cpu_s'] * 1e6 / max(r['clients'], 1))} | "
+            f"{r['upstream_connections']} | {r['listen_overflows']} | "
+            f"{ms_or_dash(r['lag_p99_ms'])} | {ratio} |"
+        )
+    return out
 
 
 if __name__ == "__main__":
