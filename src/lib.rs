@@ -23,6 +23,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
@@ -62,6 +63,18 @@ pub fn init_logging(level: log::LevelFilter) {
     // codes and tokens. Only our own crate logs below warn.
     builder.add_filter_allow_str("spotify_token_swap");
     let config = builder.build();
+    if journal::stderr_is_journal() {
+        // Each line starts with its syslog priority (see journal.rs).
+        let logger = journal::PriorityLogger::new(*WriteLogger::new(
+            level,
+            config,
+            journal::PrefixingStderr::default(),
+        ));
+        if log::set_boxed_logger(Box::new(logger)).is_ok() {
+            log::set_max_level(level);
+        }
+        return;
+    }
     // One write(2) per line, so lines from different workers never interleave.
     let stderr = std::io::LineWriter::new(std::io::stderr());
     let _ = WriteLogger::init(level, config, stderr);
