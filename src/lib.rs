@@ -47,7 +47,8 @@ use routes::App;
 pub const VERSION: &str = concat!("spotify-token-swap ", env!("CARGO_PKG_VERSION"));
 
 /// Sets up logging to stderr at `level`. ureq, rustls and their relatives
-/// are capped at `warn` whatever the level.
+/// are capped at `warn` whatever the level. When stderr is the journal,
+/// each line starts with its syslog priority ([`journal`]).
 pub fn init_logging(level: log::LevelFilter) {
     use simplelog::{ConfigBuilder, LevelPadding, WriteLogger};
     let mut builder = ConfigBuilder::new();
