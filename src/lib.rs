@@ -26,6 +26,7 @@ pub mod config;
 mod dns;
 pub mod error;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
@@ -49,7 +50,8 @@ use routes::App;
 pub const VERSION: &str = concat!("spotify-token-swap ", env!("CARGO_PKG_VERSION"));
 
 /// Sets up logging to stderr at `level`. ureq, rustls and their relatives
-/// are capped at `warn` whatever the level.
+/// are capped at `warn` whatever the level. When stderr is the journal,
+/// each line starts with its syslog priority ([`journal`]).
 pub fn init_logging(level: log::LevelFilter) {
     use simplelog::{ConfigBuilder, LevelPadding, WriteLogger};
     let mut builder = ConfigBuilder::new();
@@ -65,6 +67,18 @@ pub fn init_logging(level: log::LevelFilter) {
     // codes and tokens. Only our own crate logs below warn.
     builder.add_filter_allow_str("spotify_token_swap");
     let config = builder.build();
+    if journal::stderr_is_journal() {
+        // Each line starts with its syslog priority (see journal.rs).
+        let logger = journal::PriorityLogger::new(*WriteLogger::new(
+            level,
+            config,
+            journal::PrefixingStderr::default(),
+        ));
+        if log::set_boxed_logger(Box::new(logger)).is_ok() {
+            log::set_max_level(level);
+        }
+        return;
+    }
     // One write(2) per line, so lines from different workers never interleave.
     let stderr = std::io::LineWriter::new(std::io::stderr());
     let _ = WriteLogger::init(level, config, stderr);

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use spotify_token_swap::journal::eprint_error;
 use spotify_token_swap::{Config, VERSION, init_logging, install_panic_hook, run, token};
 
 const USAGE: &str = "\
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(_) => {
-                eprintln!("error: the system random number generator failed");
+                eprint_error("error: the system random number generator failed");
                 ExitCode::FAILURE
             }
         },
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprint!("error: unknown arguments\n\n{USAGE}");
+            eprint_error(&format!("error: unknown arguments\n\n{USAGE}"));
             ExitCode::from(EXIT_CONFIG)
         }
     }
@@ -60,7 +61,9 @@ fn serve() -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(errors) => {
-            eprintln!("{errors}");
+            // Logging is not set up yet; under systemd these still go to
+            // the journal at error priority.
+            eprint_error(&errors.to_string());
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -96,7 +99,9 @@ fn check_config() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            eprintln!("{errors}");
+            // Logging is not set up yet; under systemd these still go to
+            // the journal at error priority.
+            eprint_error(&errors.to_string());
             ExitCode::from(EXIT_CONFIG)
         }
     }
