@@ -126,7 +126,7 @@ fn unknown_arguments_go_to_the_journal_at_error_priority() {
 fn every_log_line_starts_with_its_priority_when_stderr_is_the_journal() {
     let mock = start_mock();
     // No ENCRYPTION_SECRET: a warning at start. 127.0.0.1 is not a trusted
-    // proxy, so the per-client cap of 1 closes a second connection, logged
+    // proxy, so the per-client cap of 1 turns a second connection away, logged
     // at debug.
     let vars = server_vars(
         &mock,
