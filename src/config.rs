@@ -94,18 +94,12 @@ pub enum Listen {
     SocketActivation,
 }
 
-/// Certificate and key files for serving HTTPS directly.
+/// Certificate and key files for serving HTTPS directly. Only the paths:
+/// the server loads them when it starts (and again on `SIGHUP`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-/// Built-in HTTPS: the files (for reloading) and the loaded certificate.
-#[derive(Debug, Clone)]
-pub struct Tls {
-    pub files: TlsFiles,
-    pub store: std::sync::Arc<crate::tls::CertStore>,
 }
 
 /// The validated configuration.
@@ -139,7 +133,7 @@ pub struct Config {
     pub max_connections: Option<usize>,
     pub max_connections_per_client: usize,
     pub trusted_proxies: Vec<IpAddr>,
-    pub tls: Option<Tls>,
+    pub tls: Option<TlsFiles>,
     pub metrics: bool,
 }
 
@@ -243,16 +237,6 @@ impl Config {
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Config, ConfigErrors> {
         Config::from_vars(env_vars())
-    }
-
-    /// Reads the configuration from the process environment without the
-    /// TLS certificate and key, which a reload handles on its own: a broken
-    /// certificate file must not block rotating the secrets, nor be loaded
-    /// (and reported) twice.
-    pub fn from_env_without_tls() -> Result<Config, ConfigErrors> {
-        Config::from_vars(
-            env_vars().filter(|(name, _)| name != "TLS_CERT_FILE" && name != "TLS_KEY_FILE"),
-        )
     }
 
     /// Builds the configuration from `(name, value)` pairs, so tests never
@@ -498,22 +482,10 @@ impl Config {
 
         let tls = match (v.get("TLS_CERT_FILE"), v.get("TLS_KEY_FILE")) {
             (None, None) => None,
-            (Some(cert), Some(key)) => {
-                let files = TlsFiles {
-                    cert: PathBuf::from(cert),
-                    key: PathBuf::from(key),
-                };
-                match crate::tls::CertStore::load(&files) {
-                    Ok(store) => Some(Tls {
-                        files,
-                        store: std::sync::Arc::new(store),
-                    }),
-                    Err(why) => {
-                        v.errors.push(why);
-                        None
-                    }
-                }
-            }
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            }),
             _ => {
                 v.errors
                     .push("TLS_CERT_FILE and TLS_KEY_FILE must be set together".into());
@@ -641,8 +613,8 @@ impl Config {
             match &self.tls {
                 Some(tls) => format!(
                     "TLS_CERT_FILE={} TLS_KEY_FILE={} (HTTPS on)",
-                    tls.files.cert.display(),
-                    tls.files.key.display()
+                    tls.cert.display(),
+                    tls.key.display()
                 ),
                 None => "TLS_CERT_FILE=(unset: plain HTTP)".to_string(),
             },
