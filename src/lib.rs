@@ -94,8 +94,9 @@ pub enum RunError {
     Bind(std::io::Error),
     /// Startup failed otherwise.
     Startup(String),
-    /// The configuration cannot be served as it is (found only at start,
-    /// e.g. `LISTEN_FDS` naming sockets that were not passed).
+    /// The configuration cannot be served as it is, found only at start:
+    /// `LISTEN_FDS` naming sockets that were not passed, a TLS certificate
+    /// or key that cannot be used.
     Config(String),
 }
 
