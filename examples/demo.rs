@@ -25,16 +25,20 @@ fn main() {
         mock.add_code(&format!("demo-code-{n}"));
     }
     let encryption_secret = token::generate_secret().expect("system random number generator");
-    let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let config = Config::from_vars([
-        ("SPOTIFY_CLIENT_ID", CLIENT_ID.to_string()),
-        ("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET.to_string()),
-        ("SPOTIFY_REDIRECT_URI", REDIRECT_URI.to_string()),
-        ("SPOTIFY_ACCOUNTS_URL", mock.base_url()),
-        ("ENCRYPTION_SECRET", encryption_secret),
-        ("LISTEN_ADDR", listen),
-        ("WORKER_THREADS", "4".to_string()),
-    ])
+    // LISTEN_ADDR from the environment if set, else the server's default.
+    let listen = std::env::var("LISTEN_ADDR").ok();
+    let config = Config::from_vars(
+        [
+            ("SPOTIFY_CLIENT_ID", CLIENT_ID.to_string()),
+            ("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET.to_string()),
+            ("SPOTIFY_REDIRECT_URI", REDIRECT_URI.to_string()),
+            ("SPOTIFY_ACCOUNTS_URL", mock.base_url()),
+            ("ENCRYPTION_SECRET", encryption_secret),
+            ("WORKER_THREADS", "4".to_string()),
+        ]
+        .into_iter()
+        .chain(listen.map(|addr| ("LISTEN_ADDR", addr))),
+    )
     .unwrap_or_else(|errors| {
         eprintln!("{errors}");
         std::process::exit(2);
@@ -61,7 +65,7 @@ fn main() {
          Ctrl-C stops it.\n",
         mock.base_url()
     );
-    let server = server(config, listener, None).unwrap_or_else(|e| panic!("{e}"));
+    let server = server(config, listener, None, None).unwrap_or_else(|e| panic!("{e}"));
     if let Err(e) = server.run() {
         eprintln!("demo: {e}");
     }

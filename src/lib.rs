@@ -42,9 +42,10 @@ use std::sync::Arc;
 pub use config::Config;
 pub use error::Error;
 
-use config::Listen;
+use config::{Listen, TlsFiles};
 use http::{Server, ServerSettings, Stats};
 use routes::App;
+use tls::CertStore;
 
 /// The version line printed by `--version` and at start.
 pub const VERSION: &str = concat!("spotify-token-swap ", env!("CARGO_PKG_VERSION"));
@@ -107,8 +108,9 @@ pub enum RunError {
     Bind(std::io::Error),
     /// Startup failed otherwise.
     Startup(String),
-    /// The configuration cannot be served as it is (found only at start,
-    /// e.g. `LISTEN_FDS` naming sockets that were not passed).
+    /// The configuration cannot be served as it is, found only at start:
+    /// `LISTEN_FDS` naming sockets that were not passed, a TLS certificate
+    /// or key that cannot be used.
     Config(String),
 }
 
@@ -161,12 +163,26 @@ pub fn default_max_connections(open_files_limit: Option<u64>, worker_threads: us
     limit.saturating_sub(worker_threads + RESERVED_FDS).max(1)
 }
 
-/// Builds the server around a bound listener. `open_files_limit` sizes
-/// `MAX_CONNECTIONS` when it is not set.
+/// Loads the certificate and key `TLS_CERT_FILE` and `TLS_KEY_FILE` name
+/// (`None`: plain HTTP). A file that cannot be used is a configuration
+/// problem, exit status 2, named by its variable and never key material.
+pub fn load_certificate(config: &Config) -> Result<Option<Arc<CertStore>>, RunError> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    CertStore::load(&files.cert, &files.key)
+        .map(|store| Some(Arc::new(store)))
+        .map_err(RunError::Config)
+}
+
+/// Builds the server around a bound listener. `certificate` is what
+/// [`load_certificate`] loaded (HTTPS) or `None` (plain HTTP);
+/// `open_files_limit` sizes `MAX_CONNECTIONS` when it is not set.
 pub fn server(
     config: Config,
     listener: TcpListener,
     open_files_limit: Option<u64>,
+    certificate: Option<Arc<CertStore>>,
 ) -> Result<Server<App>, RunError> {
     let stats = Arc::new(Stats::default());
     let settings = ServerSettings {
@@ -177,10 +193,7 @@ pub fn server(
         max_connections_per_client: config.max_connections_per_client,
         trusted_proxies: config.trusted_proxies.clone(),
         request_time_limit: config.upstream_timeout,
-        tls: config
-            .tls
-            .as_ref()
-            .map(|tls| tls::server_config(Arc::clone(&tls.store))),
+        tls: certificate.map(tls::server_config),
     };
     let app = Arc::new(App::new(config, Arc::clone(&stats)));
     Server::new(listener, app, settings, stats)
@@ -209,9 +222,10 @@ pub fn start_line(config: &Config, addr: std::net::SocketAddr) -> String {
 
 /// SIGHUP: re-reads the secrets (from the environment and the `_FILE`s) and
 /// the TLS certificate and key. Logs what changed by name, never a value; on
-/// any error the old secrets or certificate stay in use.
-fn reload(app: &App, tls: Option<&config::Tls>) {
-    match Config::from_env_without_tls() {
+/// any error the old secrets or certificate stay in use. The two are
+/// independent: a broken certificate does not block rotating the secrets.
+fn reload(app: &App, https: Option<&(TlsFiles, Arc<CertStore>)>) {
+    match Config::from_env() {
         // One record per problem: each is one line, written whole.
         Err(errors) => {
             for problem in &errors.0 {
@@ -227,11 +241,11 @@ fn reload(app: &App, tls: Option<&config::Tls>) {
             }
         }
     }
-    if let Some(tls) = tls {
-        match tls.store.reload(&tls.files) {
+    if let Some((files, store)) = https {
+        match store.reload(&files.cert, &files.key) {
             Ok(()) => log::info!(
                 "SIGHUP: TLS certificate reloaded from {}",
-                tls.files.cert.display()
+                files.cert.display()
             ),
             Err(why) => log::error!("SIGHUP: {why}; keeping the current certificate"),
         }
@@ -251,6 +265,7 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), RunErro
 pub fn run(config: Config) -> Result<(), RunError> {
     service::block_signals()
         .map_err(|e| RunError::Startup(format!("cannot block signals: {e}")))?;
+    let certificate = load_certificate(&config)?;
     let listener = bind(&config)?;
     let addr = listener.local_addr().map_err(RunError::Bind)?;
     log::info!("{}", start_line(&config, addr));
@@ -258,8 +273,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         log::warn!("ENCRYPTION_SECRET is not set: refresh tokens are handed to clients in clear");
     }
     let open_files_limit = service::raise_open_files_limit();
-    let tls = config.tls.clone();
-    let server = server(config, listener, open_files_limit)?;
+    let https = config.tls.clone().zip(certificate.clone());
+    let server = server(config, listener, open_files_limit, certificate)?;
     let shutdown = server.shutdown_handle();
     let app = Arc::clone(server.handler());
     spawn("signals", move || {
@@ -271,7 +286,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     shutdown.shutdown();
                     return;
                 }
-                service::Signal::Reload => reload(&app, tls.as_ref()),
+                service::Signal::Reload => reload(&app, https.as_ref()),
             }
         }
     })?;

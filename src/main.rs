@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use spotify_token_swap::journal::eprint_error;
-use spotify_token_swap::{Config, VERSION, init_logging, install_panic_hook, run, token};
+use spotify_token_swap::{
+    Config, RunError, VERSION, init_logging, install_panic_hook, load_certificate, run, token,
+};
 
 const USAGE: &str = "\
 spotify-token-swap — a Spotify token swap and refresh server
@@ -71,6 +73,11 @@ fn serve() -> ExitCode {
     install_panic_hook();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
+        // Reported like every other configuration problem.
+        Err(RunError::Config(why)) => {
+            eprint_error(&format!("configuration error: {why}"));
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             log::error!("{e}");
             ExitCode::from(e.exit_code())
@@ -92,17 +99,22 @@ fn limit_malloc_arenas() {
 }
 
 fn check_config() -> ExitCode {
-    match Config::from_env() {
-        Ok(config) => {
-            print!("{}", config.describe());
-            println!("configuration ok");
-            ExitCode::SUCCESS
-        }
+    let config = match Config::from_env() {
+        Ok(config) => config,
         Err(errors) => {
             // Logging is not set up yet; under systemd these still go to
             // the journal at error priority.
             eprint_error(&errors.to_string());
-            ExitCode::from(EXIT_CONFIG)
+            return ExitCode::from(EXIT_CONFIG);
         }
+    };
+    // The server loads the certificate only when it starts; a broken one is
+    // a configuration problem here too.
+    if let Err(e) = load_certificate(&config) {
+        eprint_error(&format!("configuration error: {e}"));
+        return ExitCode::from(EXIT_CONFIG);
     }
+    print!("{}", config.describe());
+    println!("configuration ok");
+    ExitCode::SUCCESS
 }

@@ -17,8 +17,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::TlsFiles;
-
 /// Time allowed for a TLS handshake, counted from accept.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,34 +42,35 @@ impl ResolvesServerCert for CertStore {
 
 impl CertStore {
     /// Loads the certificate chain and key; any problem is a message naming
-    /// the file (never key material).
-    pub fn load(files: &TlsFiles) -> Result<CertStore, String> {
+    /// the variable (`TLS_CERT_FILE`, `TLS_KEY_FILE`) and the file, never key
+    /// material.
+    pub fn load(cert: &Path, key: &Path) -> Result<CertStore, String> {
         Ok(CertStore {
-            current: RwLock::new(Arc::new(load_certified_key(files)?)),
+            current: RwLock::new(Arc::new(load_certified_key(cert, key)?)),
         })
     }
 
     /// Re-reads the files; on error the old certificate stays in use.
-    pub fn reload(&self, files: &TlsFiles) -> Result<(), String> {
-        let fresh = Arc::new(load_certified_key(files)?);
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        let fresh = Arc::new(load_certified_key(cert, key)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }
 }
 
-fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
-    let chain = read_chain(&files.cert)?;
-    let key = read_key(&files.key)?;
+fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let chain = read_chain(cert)?;
+    let key_der = read_key(key)?;
     let provider = rustls::crypto::ring::default_provider();
-    CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+    CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => format!(
             "TLS_KEY_FILE: the key in '{}' does not belong to the certificate in '{}'",
-            files.key.display(),
-            files.cert.display()
+            key.display(),
+            cert.display()
         ),
         _ => format!(
             "TLS_KEY_FILE: '{}' holds no usable private key",
-            files.key.display()
+            key.display()
         ),
     })
 }

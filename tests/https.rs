@@ -456,6 +456,21 @@ fn garbage_certificate_file_exits_2_naming_tls_cert_file() {
     assert_exit_2_naming(&out, "TLS_CERT_FILE", &cert);
 }
 
+/// `check-config` loads the certificate as the server would at start.
+#[test]
+fn check_config_with_a_mismatched_key_exits_2_naming_tls_key_file() {
+    let pki = Pki::new();
+    pki.make_key_and_request("stranger", "stranger");
+    let (cert, key) = (pki.path("server.pem"), pki.path("stranger.key"));
+
+    let out = run_binary(&["check-config"], &base_vars(&tls_vars(&cert, &key)));
+
+    let stderr = assert_exit_2_naming(&out, "TLS_KEY_FILE", &key);
+    assert!(stderr.contains("does not belong"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{stderr}");
+    assert_no_key_material(&stderr, &pki.read("stranger.key"));
+}
+
 #[test]
 fn missing_key_file_exits_2_naming_tls_key_file() {
     let pki = Pki::new();
