@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection};
 
 use super::chunked::ChunkedDecoder;
-use super::epoll::{READABLE, WRITABLE};
+use super::epoll::{PEER_CLOSED, READABLE, WRITABLE};
 use super::server::ClientSlot;
 use super::{
     BODY_TIMEOUT, HEAD_TIMEOUT, Handler, KEEP_ALIVE_IDLE, MAX_BODY_BYTES, MAX_HEAD_BYTES,
@@ -235,7 +235,7 @@ impl Conn {
         if self.wants_write() {
             WRITABLE
         } else {
-            READABLE
+            READABLE | PEER_CLOSED
         }
     }
 

@@ -10,6 +10,10 @@ use std::time::Duration;
 pub const READABLE: u32 = libc::EPOLLIN as u32;
 /// Writable.
 pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
+/// The peer closed its side (reported with [`READABLE`] when asked for).
+pub const PEER_CLOSED: u32 = libc::EPOLLRDHUP as u32;
+/// The connection is gone: closed by the peer, hung up, or in error.
+pub const GONE: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 /// Report once, then stay disarmed until [`Epoll::modify`] re-arms.
 const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
 
@@ -22,6 +26,11 @@ impl Event {
     /// The token given at registration.
     pub fn token(&self) -> u64 {
         self.0.u64
+    }
+
+    /// What was reported ([`READABLE`], [`GONE`] …).
+    pub fn flags(&self) -> u32 {
+        self.0.events
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::Handler;
 use super::conn::{self, Conn, Env, Phase};
-use super::epoll::{Epoll, Event, EventFd, READABLE};
+use super::epoll::{Epoll, Event, EventFd, GONE, READABLE};
 use super::server::{Cap, Shared};
 
 /// Token of the listener in the epoll set.
@@ -222,12 +222,22 @@ impl<H: Handler> Poller<'_, H> {
             self.waiting().epoll.wait(&mut events, timeout)?;
             let shared = self.shared;
             let mut table = shared.waiting.table();
+            let mut gone = Vec::new();
             for event in &events {
-                if let Some(conn) = table.take(event.token()) {
+                let Some(conn) = table.take(event.token()) else {
+                    continue;
+                };
+                // A client that hung up between requests is closed here:
+                // no worker has anything to do for it.
+                if event.flags() & GONE != 0 && conn.between_requests() && !conn.has_unread_bytes()
+                {
+                    gone.push(conn);
+                } else {
                     self.ready.push(conn);
                 }
             }
             drop(table);
+            drop(gone);
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(),
