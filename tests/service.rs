@@ -155,18 +155,24 @@ fn stopping_is_sent_on_sigterm_before_exit() {
     );
 }
 
-#[test]
-fn watchdog_is_pinged_at_half_the_requested_interval() {
+/// A server under a 200 ms systemd watchdog (`extra` added), once it has
+/// said `READY=1`.
+fn start_with_watchdog(extra: &[(&str, &str)]) -> (NotifySocket, MockSpotify, ServerProc) {
     let notify = NotifySocket::bind();
     let mock = start_mock();
-    let server = start_server(
-        &mock,
-        &[
-            ("NOTIFY_SOCKET", &notify.address),
-            ("WATCHDOG_USEC", "200000"),
-        ],
-    );
+    let mut vars = vec![
+        ("NOTIFY_SOCKET", notify.address.as_str()),
+        ("WATCHDOG_USEC", "200000"),
+    ];
+    vars.extend_from_slice(extra);
+    let server = start_server(&mock, &vars);
     assert_eq!(notify.next(NOTIFY_TIMEOUT).as_deref(), Some("READY=1"));
+    (notify, mock, server)
+}
+
+#[test]
+fn watchdog_is_pinged_at_half_the_requested_interval() {
+    let (notify, _mock, server) = start_with_watchdog(&[]);
 
     let window = notify.collect(Duration::from_secs(1));
 
@@ -186,18 +192,8 @@ fn watchdog_is_pinged_at_half_the_requested_interval() {
 
 #[test]
 fn watchdog_is_not_pinged_while_every_worker_is_stuck() {
-    let notify = NotifySocket::bind();
-    let mock = start_mock();
-    let server = start_server(
-        &mock,
-        &[
-            ("NOTIFY_SOCKET", &notify.address),
-            ("WATCHDOG_USEC", "200000"),
-            ("WORKER_THREADS", "1"),
-            ("UPSTREAM_TIMEOUT_SECS", "30"),
-        ],
-    );
-    assert_eq!(notify.next(NOTIFY_TIMEOUT).as_deref(), Some("READY=1"));
+    let (notify, mock, server) =
+        start_with_watchdog(&[("WORKER_THREADS", "1"), ("UPSTREAM_TIMEOUT_SECS", "30")]);
     let hold = Duration::from_secs(3);
     mock.set_default_reply(Some(Reply::Hang(hold)));
     let addr = server.addr();
@@ -226,19 +222,9 @@ fn watchdog_is_not_pinged_while_every_worker_is_stuck() {
 
 #[test]
 fn watchdog_meant_for_another_process_is_not_pinged() {
-    let notify = NotifySocket::bind();
-    let mock = start_mock();
-    let _server = start_server(
-        &mock,
-        &[
-            ("NOTIFY_SOCKET", &notify.address),
-            ("WATCHDOG_USEC", "200000"),
-            // systemd sets WATCHDOG_PID to the main process; a child that
-            // inherits the variables must not ping for it.
-            ("WATCHDOG_PID", "1"),
-        ],
-    );
-    assert_eq!(notify.next(NOTIFY_TIMEOUT).as_deref(), Some("READY=1"));
+    // systemd sets WATCHDOG_PID to the main process; a child that inherits
+    // the variables must not ping for it.
+    let (notify, _mock, _server) = start_with_watchdog(&[("WATCHDOG_PID", "1")]);
 
     assert_eq!(
         notify.collect(Duration::from_millis(600)),
