@@ -64,7 +64,7 @@ pub enum Error {
 
 impl Error {
     /// The HTTP status this error is answered with.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Error::MissingField(_)
             | Error::EmptyField(_)
@@ -93,7 +93,7 @@ impl Error {
     }
 
     /// The OAuth-style `error` code of the JSON body.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Error::MissingField(_)
             | Error::EmptyField(_)
@@ -122,31 +122,13 @@ impl Error {
     }
 
     /// Seconds for a `Retry-After` header, for the errors that carry one.
-    pub fn retry_after_secs(&self) -> Option<u64> {
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Error::RateLimited { retry_after_secs }
             | Error::UpstreamBackoff { retry_after_secs } => Some(*retry_after_secs),
             Error::Overloaded => Some(1),
             _ => None,
         }
-    }
-
-    /// Whether the connection must be closed after answering: the request
-    /// stream can no longer be trusted to be in sync (framing errors, an
-    /// unread body, a timeout).
-    pub fn closes_connection(&self) -> bool {
-        matches!(
-            self,
-            Error::HeadTimeout
-                | Error::BodyTimeout
-                | Error::LengthRequired
-                | Error::BodyTooLarge { .. }
-                | Error::VersionNotSupported
-                | Error::HeadTooLarge
-                | Error::BadRequest(_)
-                | Error::UnsupportedTransferEncoding
-                | Error::Overloaded
-        )
     }
 }
 
