@@ -564,6 +564,7 @@ pub struct Config {
     pub(crate) refresh_path: String,
     pub(crate) cors: Cors,
     pub(crate) upstream_timeout: Duration,
+    /// `LOG_LEVEL`: the most verbose records logged.
     pub log_level: LevelFilter,
     pub(crate) rate_limit_per_minute: u32,
     /// `MAX_CONNECTIONS`; `None`: sized from `RLIMIT_NOFILE` at start.

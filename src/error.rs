@@ -25,7 +25,10 @@ pub enum Error {
     /// No route for this path.
     NotFound,
     /// The path exists but not for this method; `allow` lists what does.
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed {
+        /// The `Allow` header's value: the methods this path takes.
+        allow: &'static str,
+    },
     /// The request head did not arrive within the head deadline.
     HeadTimeout,
     /// The request body did not arrive within the body deadline.
@@ -33,7 +36,10 @@ pub enum Error {
     /// A POST without `Content-Length` or chunked encoding.
     LengthRequired,
     /// The body is larger than the limit.
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        /// The largest body accepted, in bytes.
+        limit: usize,
+    },
     /// The request is not HTTP/1.0 or HTTP/1.1.
     VersionNotSupported,
     /// The content type is neither form nor JSON.
@@ -45,9 +51,15 @@ pub enum Error {
     /// A `Transfer-Encoding` other than `chunked`.
     UnsupportedTransferEncoding,
     /// The client exceeded `RATE_LIMIT_PER_MINUTE`.
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        /// Seconds until the client may try again (`Retry-After`).
+        retry_after_secs: u64,
+    },
     /// Spotify told us to back off and the window has not passed yet.
-    UpstreamBackoff { retry_after_secs: u64 },
+    UpstreamBackoff {
+        /// Seconds left in Spotify's back-off window (`Retry-After`).
+        retry_after_secs: u64,
+    },
     /// All workers busy and the queue full.
     Overloaded,
     /// Spotify could not be reached (DNS, connect, TLS, reset).

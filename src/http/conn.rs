@@ -1005,11 +1005,16 @@ fn parse_head(data: &[u8]) -> Result<Option<(Head, usize)>, Error> {
 /// body framing and head length — or the error the client would get.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HeadSummary {
+    /// The request method, as sent.
     pub method: String,
+    /// The path, without query string or fragment.
     pub path: String,
+    /// The declared `Content-Length`, if any.
     pub content_length: Option<u64>,
+    /// Whether the body is sent with chunked transfer encoding.
     pub chunked: bool,
     pub(crate) keep_alive: bool,
+    /// Length of the head in bytes, up to and including its blank line.
     pub head_bytes: usize,
 }
 

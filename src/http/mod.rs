@@ -150,6 +150,7 @@ impl Response {
 /// One answered request, for metrics (the HTTP layer logs it itself).
 #[derive(Debug)]
 pub struct Record<'a> {
+    /// The request's path (`-` when the HTTP layer could not read one).
     pub path: &'a str,
     pub(crate) status: u16,
 }

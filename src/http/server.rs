@@ -43,10 +43,15 @@ const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
+    /// Size of the fixed pool of worker threads.
     pub worker_threads: usize,
     /// Open connections at most, all clients together.
     pub max_connections: usize,
+    /// Open connections at most from one client address (trusted proxies
+    /// are exempt).
     pub max_connections_per_client: usize,
+    /// Peers exempt from the per-client cap, whose `X-Forwarded-For` names
+    /// the client.
     pub trusted_proxies: Vec<IpAddr>,
     /// Longest a request may take once read (the upstream timeout); bounds
     /// the shutdown wait.
@@ -59,6 +64,7 @@ pub struct ServerSettings {
 #[derive(Debug, Default)]
 pub struct Stats {
     pub(crate) open_connections: AtomicUsize,
+    /// Workers serving a connection right now.
     pub busy_workers: AtomicUsize,
     pub(crate) rejected_overloaded: AtomicU64,
     pub(crate) rejected_per_client_cap: AtomicU64,
