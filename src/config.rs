@@ -1,6 +1,6 @@
 //! Environment → validated [`Config`], through one table of settings.
 //!
-//! [`SETTINGS`] lists every variable once: its name, aliases, `_FILE` form,
+//! `SETTINGS` lists every variable once: its name, aliases, `_FILE` form,
 //! default, whether it is secret, one line of description, a parser into its
 //! typed field of [`Config`] and how `check-config` shows it. Parsing
 //! ([`Config::from_vars`]), `check-config` ([`Config::describe`]) and the
@@ -9,7 +9,7 @@
 //!
 //! Everything is parsed once, at start: addresses into `SocketAddr`s, times
 //! into `Duration`s, CA files into certificates. Every problem is collected
-//! as a [`ConfigError`], so an operator sees all of them at once, one line
+//! as a `ConfigError`, so an operator sees all of them at once, one line
 //! each, naming the variable — never a secret's value. Secrets live in
 //! [`Secret`], whose `Debug` and `Display` print `[redacted]`.
 
@@ -23,13 +23,13 @@ use std::time::Duration;
 use log::LevelFilter;
 
 /// Listen address when neither `LISTEN_ADDR` nor `PORT` is set.
-pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 /// Upper bound on `WORKER_THREADS`: each worker is a thread with its own stack.
-pub const MAX_WORKER_THREADS: usize = 1024;
+pub(crate) const MAX_WORKER_THREADS: usize = 1024;
 /// Largest accepted `UPSTREAM_TIMEOUT_SECS`.
-pub const MAX_UPSTREAM_TIMEOUT_SECS: u64 = 300;
+pub(crate) const MAX_UPSTREAM_TIMEOUT_SECS: u64 = 300;
 /// Shortest accepted encryption secret, in characters.
-pub const MIN_ENCRYPTION_SECRET_CHARS: usize = 32;
+pub(crate) const MIN_ENCRYPTION_SECRET_CHARS: usize = 32;
 /// The token endpoint, under `SPOTIFY_ACCOUNTS_URL`.
 const TOKEN_PATH: &str = "/api/token";
 
@@ -485,7 +485,7 @@ impl Secret {
     }
 
     /// The secret itself; call sites are the few places that need it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -504,7 +504,7 @@ impl fmt::Display for Secret {
 
 /// Which browser origins may call the token endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cors {
+pub(crate) enum Cors {
     /// No CORS headers at all (the default).
     Off,
     /// Any origin (`CORS_ALLOW_ORIGINS=*`).
@@ -515,7 +515,7 @@ pub enum Cors {
 
 impl Cors {
     /// Whether a request's `Origin` is allowed.
-    pub fn allows(&self, origin: &str) -> bool {
+    pub(crate) fn allows(&self, origin: &str) -> bool {
         match self {
             Cors::Off => false,
             Cors::Any => true,
@@ -526,7 +526,7 @@ impl Cors {
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
+pub(crate) enum Listen {
     /// Bind this address.
     Addr(SocketAddr),
     /// Take the listener passed by systemd socket activation (fd 3).
@@ -536,48 +536,49 @@ pub enum Listen {
 /// Certificate and key files for serving HTTPS directly. Only the paths:
 /// the server loads them when it starts (and again on `SIGHUP`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct TlsFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub redirect_uri: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
+    pub(crate) redirect_uri: String,
     /// Extra redirect URIs a client may name in `/swap`.
-    pub allowed_redirect_uris: Vec<String>,
+    pub(crate) allowed_redirect_uris: Vec<String>,
     /// Full URL of the token endpoint, `{base}/api/token`.
-    pub token_url: String,
+    pub(crate) token_url: String,
     /// Extra trusted root certificates (DER) from `SPOTIFY_CA_FILE`.
-    pub extra_roots: Vec<Vec<u8>>,
-    pub ca_file: Option<PathBuf>,
+    pub(crate) extra_roots: Vec<Vec<u8>>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Current encryption secret; `None` leaves refresh tokens in clear.
-    pub encryption_secret: Option<Secret>,
+    pub(crate) encryption_secret: Option<Secret>,
     /// Older secrets, accepted for decryption only.
-    pub encryption_secrets_previous: Vec<Secret>,
-    pub listen: Listen,
-    pub worker_threads: usize,
-    pub swap_path: String,
-    pub refresh_path: String,
-    pub cors: Cors,
-    pub upstream_timeout: Duration,
+    pub(crate) encryption_secrets_previous: Vec<Secret>,
+    pub(crate) listen: Listen,
+    pub(crate) worker_threads: usize,
+    pub(crate) swap_path: String,
+    pub(crate) refresh_path: String,
+    pub(crate) cors: Cors,
+    pub(crate) upstream_timeout: Duration,
+    /// `LOG_LEVEL`: the most verbose records logged.
     pub log_level: LevelFilter,
-    pub rate_limit_per_minute: u32,
+    pub(crate) rate_limit_per_minute: u32,
     /// `MAX_CONNECTIONS`; `None`: sized from `RLIMIT_NOFILE` at start.
-    pub max_connections: Option<usize>,
-    pub max_connections_per_client: usize,
-    pub trusted_proxies: Vec<IpAddr>,
-    pub tls: Option<TlsFiles>,
-    pub metrics: bool,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_client: usize,
+    pub(crate) trusted_proxies: Vec<IpAddr>,
+    pub(crate) tls: Option<TlsFiles>,
+    pub(crate) metrics: bool,
 }
 
 /// One configuration problem. `Display` names the variable and, for a
 /// setting that is not secret, the offending value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// A required setting is unset, under every name it may be given.
     Missing {
         name: &'static str,
@@ -602,7 +603,7 @@ pub enum ConfigError {
 
 /// What is wrong with one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
+pub(crate) enum Problem {
     NotWholeNumber(String),
     OutOfRange { min: String, max: String },
     Zero,
@@ -706,7 +707,7 @@ impl std::error::Error for ConfigError {}
 
 /// Every configuration problem found, one line each.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub struct ConfigErrors(pub(crate) Vec<ConfigError>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -729,7 +730,7 @@ impl Config {
     }
 
     /// Builds the configuration from `(name, value)` pairs, so tests never
-    /// touch the process environment: each of [`SETTINGS`] in turn, then the
+    /// touch the process environment: each of `SETTINGS` in turn, then the
     /// rules that involve more than one.
     pub fn from_vars<I, K, V>(vars: I) -> Result<Config, ConfigErrors>
     where
@@ -811,7 +812,7 @@ impl Config {
     }
 
     /// Whether `uri` may be sent as `redirect_uri` in a swap.
-    pub fn redirect_uri_allowed(&self, uri: &str) -> bool {
+    pub(crate) fn redirect_uri_allowed(&self, uri: &str) -> bool {
         uri == self.redirect_uri || self.allowed_redirect_uris.iter().any(|u| u == uri)
     }
 
@@ -829,7 +830,8 @@ impl Config {
 
 /// The README's configuration table, in Markdown: one row per setting
 /// (a test checks that README.md holds exactly this).
-pub fn settings_table() -> String {
+#[cfg_attr(not(test), expect(dead_code, reason = "only the README test calls it"))]
+pub(crate) fn settings_table() -> String {
     let mut table = String::from("| variable | default | meaning |\n|---|---|---|\n");
     for setting in SETTINGS {
         let name = setting.name;

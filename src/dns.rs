@@ -27,10 +27,10 @@ use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
 /// How long a looked-up answer is reused.
-pub const ANSWER_TTL: Duration = Duration::from_secs(30);
+pub(crate) const ANSWER_TTL: Duration = Duration::from_secs(30);
 /// How long a failed lookup is remembered: requests in that time are
 /// answered 502 at once.
-pub const FAILURE_TTL: Duration = Duration::from_secs(1);
+pub(crate) const FAILURE_TTL: Duration = Duration::from_secs(1);
 /// The longest a lookup is waited for when a call has no deadline.
 const MAX_LOOKUP_WAIT: Duration = Duration::from_secs(300);
 /// Most addresses handed to ureq (its own limit).
@@ -38,10 +38,10 @@ const MAX_ADDRS: usize = 16;
 
 /// The function that looks up `host:port` (std's `getaddrinfo`; tests
 /// substitute their own).
-pub type Lookup = dyn Fn(&str) -> io::Result<Vec<SocketAddr>> + Send + Sync;
+pub(crate) type Lookup = dyn Fn(&str) -> io::Result<Vec<SocketAddr>> + Send + Sync;
 
 /// The resolver the agent uses.
-pub struct SingleFlightResolver {
+pub(crate) struct SingleFlightResolver {
     shared: Arc<Shared>,
     lookup: Arc<Lookup>,
 }
@@ -92,7 +92,7 @@ impl Default for SingleFlightResolver {
 
 impl SingleFlightResolver {
     /// A resolver looking names up with `lookup`.
-    pub fn with_lookup(lookup: Arc<Lookup>) -> SingleFlightResolver {
+    pub(crate) fn with_lookup(lookup: Arc<Lookup>) -> SingleFlightResolver {
         SingleFlightResolver {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
@@ -111,7 +111,7 @@ impl SingleFlightResolver {
     /// The addresses of `key` (`host:port`), waiting at most until
     /// `deadline`; `None` when the lookup failed, was failed within
     /// [`FAILURE_TTL`], or did not finish in time.
-    pub fn addresses(&self, key: &str, deadline: Instant) -> Option<Vec<SocketAddr>> {
+    pub(crate) fn addresses(&self, key: &str, deadline: Instant) -> Option<Vec<SocketAddr>> {
         let mut state = self.shared.lock();
         loop {
             let now = Instant::now();

@@ -25,7 +25,10 @@ pub enum Error {
     /// No route for this path.
     NotFound,
     /// The path exists but not for this method; `allow` lists what does.
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed {
+        /// The `Allow` header's value: the methods this path takes.
+        allow: &'static str,
+    },
     /// The request head did not arrive within the head deadline.
     HeadTimeout,
     /// The request body did not arrive within the body deadline.
@@ -33,7 +36,10 @@ pub enum Error {
     /// A POST without `Content-Length` or chunked encoding.
     LengthRequired,
     /// The body is larger than the limit.
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        /// The largest body accepted, in bytes.
+        limit: usize,
+    },
     /// The request is not HTTP/1.0 or HTTP/1.1.
     VersionNotSupported,
     /// The content type is neither form nor JSON.
@@ -45,9 +51,15 @@ pub enum Error {
     /// A `Transfer-Encoding` other than `chunked`.
     UnsupportedTransferEncoding,
     /// The client exceeded `RATE_LIMIT_PER_MINUTE`.
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        /// Seconds until the client may try again (`Retry-After`).
+        retry_after_secs: u64,
+    },
     /// Spotify told us to back off and the window has not passed yet.
-    UpstreamBackoff { retry_after_secs: u64 },
+    UpstreamBackoff {
+        /// Seconds left in Spotify's back-off window (`Retry-After`).
+        retry_after_secs: u64,
+    },
     /// All workers busy and the queue full.
     Overloaded,
     /// Spotify could not be reached (DNS, connect, TLS, reset).
@@ -64,7 +76,7 @@ pub enum Error {
 
 impl Error {
     /// The HTTP status this error is answered with.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Error::MissingField(_)
             | Error::EmptyField(_)
@@ -93,7 +105,7 @@ impl Error {
     }
 
     /// The OAuth-style `error` code of the JSON body.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Error::MissingField(_)
             | Error::EmptyField(_)
@@ -122,31 +134,13 @@ impl Error {
     }
 
     /// Seconds for a `Retry-After` header, for the errors that carry one.
-    pub fn retry_after_secs(&self) -> Option<u64> {
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Error::RateLimited { retry_after_secs }
             | Error::UpstreamBackoff { retry_after_secs } => Some(*retry_after_secs),
             Error::Overloaded => Some(1),
             _ => None,
         }
-    }
-
-    /// Whether the connection must be closed after answering: the request
-    /// stream can no longer be trusted to be in sync (framing errors, an
-    /// unread body, a timeout).
-    pub fn closes_connection(&self) -> bool {
-        matches!(
-            self,
-            Error::HeadTimeout
-                | Error::BodyTimeout
-                | Error::LengthRequired
-                | Error::BodyTooLarge { .. }
-                | Error::VersionNotSupported
-                | Error::HeadTooLarge
-                | Error::BadRequest(_)
-                | Error::UnsupportedTransferEncoding
-                | Error::Overloaded
-        )
     }
 }
 

@@ -18,11 +18,11 @@ use std::os::unix::fs::MetadataExt;
 use log::{Level, Log, Metadata, Record};
 
 /// The variable systemd sets to the device and inode of the journal stream.
-pub const JOURNAL_STREAM_VAR: &str = "JOURNAL_STREAM";
+pub(crate) const JOURNAL_STREAM_VAR: &str = "JOURNAL_STREAM";
 
 /// The syslog priority prefix journald understands for `level`. Trace has
 /// no syslog priority of its own and goes at debug.
-pub fn priority_prefix(level: Level) -> &'static str {
+pub(crate) fn priority_prefix(level: Level) -> &'static str {
     match level {
         Level::Error => "<3>",
         Level::Warn => "<4>",
@@ -33,7 +33,7 @@ pub fn priority_prefix(level: Level) -> &'static str {
 
 /// Whether `journal_stream` (the value of `JOURNAL_STREAM`) names the file
 /// with device `dev` and inode `ino`.
-pub fn names_file(journal_stream: &str, dev: u64, ino: u64) -> bool {
+pub(crate) fn names_file(journal_stream: &str, dev: u64, ino: u64) -> bool {
     let Some((d, i)) = journal_stream.trim().split_once(':') else {
         return false;
     };
@@ -41,7 +41,7 @@ pub fn names_file(journal_stream: &str, dev: u64, ino: u64) -> bool {
 }
 
 /// Whether this process's stderr is the journal stream systemd set up.
-pub fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     let Some(value) = std::env::var_os(JOURNAL_STREAM_VAR) else {
         return false;
     };
@@ -83,13 +83,13 @@ thread_local! {
 
 /// A logger that hands each record to `inner` (which formats it into a
 /// [`PrefixingStderr`]) with the record's level known to that writer.
-pub struct PriorityLogger<L> {
+pub(crate) struct PriorityLogger<L> {
     inner: L,
 }
 
 impl<L: Log> PriorityLogger<L> {
     /// Wraps `inner`, whose output must go to a [`PrefixingStderr`].
-    pub fn new(inner: L) -> Self {
+    pub(crate) fn new(inner: L) -> Self {
         PriorityLogger { inner }
     }
 }
@@ -116,7 +116,7 @@ impl<L: Log> Log for PriorityLogger<L> {
 /// in one write(2), so lines from different workers never interleave (the
 /// logger holds its writer's lock for a whole record).
 #[derive(Default)]
-pub struct PrefixingStderr {
+pub(crate) struct PrefixingStderr {
     line: Vec<u8>,
 }
 

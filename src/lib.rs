@@ -7,32 +7,41 @@
 //! How one `/swap` request flows, file by file:
 //!
 //! 1. the poller (`http::poll`) accepts the connection and waits for its
-//!    bytes; once they arrive, [`http::server`] queues it for a worker of
+//!    bytes; once they arrive, `http::server` queues it for a worker of
 //!    the fixed pool;
 //! 2. [`http::conn`] takes in the head and body within their limits (the
 //!    poller enforces the deadlines), and hands a [`http::Request`] to the
 //!    handler;
 //! 3. [`routes`] parses the form or JSON fields and calls
-//! 4. [`spotify`], which posts to the accounts service through the one
+//! 4. `spotify`, which posts to the accounts service through the one
 //!    shared `ureq` agent;
 //! 5. [`token`] encrypts the refresh token in the answer (when enabled);
 //! 6. [`http::conn`] writes the JSON response and keeps or closes the
 //!    connection.
 //!
-//! [`config`] turns the environment into a validated [`Config`]; [`error`]
-//! is the one error type, mapping each failure to its status and OAuth code.
+//! [`config`] turns the environment into a validated [`Config`]; [`Error`]
+//! (`error.rs`) is the one error type, mapping each failure to its status
+//! and OAuth code.
+//!
+//! The public items are those the binary (`src/main.rs`), the integration
+//! tests, `examples/demo.rs` and the fuzz targets use; everything else is
+//! `pub(crate)`.
+
+// Keeps the surface that small, and documented. Set here, not in
+// Cargo.toml's [lints], which would apply them to tests/ and examples/ too.
+#![warn(unreachable_pub, missing_docs)]
 
 pub mod config;
 mod dns;
-pub mod error;
+mod error;
 pub mod http;
 pub mod journal;
-pub mod metrics;
-pub mod ratelimit;
+mod metrics;
+mod ratelimit;
 pub mod routes;
-pub mod service;
-pub mod spotify;
-pub mod tls;
+mod service;
+mod spotify;
+mod tls;
 pub mod token;
 mod upstream_tcp;
 
@@ -41,11 +50,11 @@ use std::sync::Arc;
 
 pub use config::Config;
 pub use error::Error;
+pub use tls::CertStore;
 
 use config::{Listen, TlsFiles};
 use http::{Server, ServerSettings, Stats};
 use routes::App;
-use tls::CertStore;
 
 /// The version line printed by `--version` and at start.
 pub const VERSION: &str = concat!("spotify-token-swap ", env!("CARGO_PKG_VERSION"));
@@ -158,7 +167,7 @@ const RESERVED_FDS: usize = 64;
 
 /// `MAX_CONNECTIONS` when it is not set: what the open-files limit leaves
 /// after the workers' upstream connections and [`RESERVED_FDS`].
-pub fn default_max_connections(open_files_limit: Option<u64>, worker_threads: usize) -> usize {
+fn default_max_connections(open_files_limit: Option<u64>, worker_threads: usize) -> usize {
     let limit = open_files_limit.map_or(1024, |n| usize::try_from(n).unwrap_or(usize::MAX));
     limit.saturating_sub(worker_threads + RESERVED_FDS).max(1)
 }

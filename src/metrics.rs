@@ -20,7 +20,7 @@ const LATENCY_BUCKETS_SECS: [f64; 11] = [
 
 /// Endpoints as metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Swap,
     Refresh,
     Health,
@@ -42,7 +42,7 @@ impl Endpoint {
 
 /// All counters.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(Endpoint, u16), u64>>,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_SECS.len()],
     latency_count: AtomicU64,
@@ -62,7 +62,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Fresh counters; the process start time is now.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         Metrics {
             requests: Mutex::new(BTreeMap::new()),
             latency_buckets: Default::default(),
@@ -78,14 +78,14 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn request(&self, endpoint: Endpoint, status: u16) {
+    pub(crate) fn request(&self, endpoint: Endpoint, status: u16) {
         let mut table = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         *table.entry((endpoint, status)).or_insert(0) += 1;
     }
 
     /// Records the duration of one upstream call that got an answer or
     /// failed.
-    pub fn upstream_call(&self, duration: Duration) {
+    pub(crate) fn upstream_call(&self, duration: Duration) {
         let secs = duration.as_secs_f64();
         for (bound, count) in LATENCY_BUCKETS_SECS.iter().zip(&self.latency_buckets) {
             if secs <= *bound {
@@ -98,22 +98,22 @@ impl Metrics {
     }
 
     /// Counts an upstream failure.
-    pub fn upstream_failure(&self, kind: FailureKind) {
+    pub(crate) fn upstream_failure(&self, kind: FailureKind) {
         self.upstream_failures[failure_index(kind)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request refused by `RATE_LIMIT_PER_MINUTE`.
-    pub fn rate_limited(&self) {
+    pub(crate) fn rate_limited(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a refresh token that opened, by the key it opened with.
-    pub fn token_opened(&self, previous_key: bool) {
+    pub(crate) fn token_opened(&self, previous_key: bool) {
         self.tokens_opened[usize::from(previous_key)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text.
-    pub fn render(&self, stats: &Stats) -> String {
+    pub(crate) fn render(&self, stats: &Stats) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str(
             "# HELP spotify_token_swap_requests_total Requests answered, by endpoint and status.\n\

@@ -15,16 +15,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Most client addresses tracked at once.
-pub const MAX_TRACKED_CLIENTS: usize = 65_536;
+pub(crate) const MAX_TRACKED_CLIENTS: usize = 65_536;
 /// A limited client is reported at most once in this long.
-pub const WARN_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WARN_WINDOW: Duration = Duration::from_secs(60);
 /// The smallest burst (see [`burst`]).
 const MIN_BURST: u32 = 10;
 
 /// Requests a client may make at once: 10 s worth of the rate, at least 10
 /// (or the rate itself, when that is lower). 60 a minute allows 10 at
 /// once, then one a second.
-pub fn burst(per_minute: u32) -> u32 {
+pub(crate) fn burst(per_minute: u32) -> u32 {
     (per_minute / 6).max(MIN_BURST.min(per_minute))
 }
 
@@ -38,23 +38,23 @@ struct Bucket {
 
 /// A refused request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limited {
+pub(crate) struct Limited {
     /// Seconds until the client may try again (at least 1).
-    pub retry_after_secs: u64,
+    pub(crate) retry_after_secs: u64,
     /// The first refusal of this client in [`WARN_WINDOW`]: log it.
-    pub warn: bool,
+    pub(crate) warn: bool,
 }
 
 /// The limiter, shared by all workers.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     per_minute: u32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
 
 impl RateLimiter {
     /// A limiter allowing `per_minute` requests per minute per client.
-    pub fn new(per_minute: u32) -> RateLimiter {
+    pub(crate) fn new(per_minute: u32) -> RateLimiter {
         RateLimiter {
             per_minute,
             buckets: Mutex::new(HashMap::new()),
@@ -62,7 +62,7 @@ impl RateLimiter {
     }
 
     /// Takes one token for `client`, or says when to retry.
-    pub fn check(&self, client: IpAddr) -> Result<(), Limited> {
+    pub(crate) fn check(&self, client: IpAddr) -> Result<(), Limited> {
         self.check_at(client, Instant::now())
     }
 
@@ -103,7 +103,8 @@ impl RateLimiter {
     }
 
     /// Number of addresses currently tracked.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
         self.buckets.lock().map(|b| b.len()).unwrap_or(0)
     }
 }

@@ -50,7 +50,7 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// Builds the agent, keys and limiter.
-    pub fn new(config: Config, stats: Arc<Stats>) -> App {
+    pub(crate) fn new(config: Config, stats: Arc<Stats>) -> App {
         let secrets = Secrets::of(&config);
         let cipher = RwLock::new(secrets.cipher(&config.client_id));
         let limiter = (config.rate_limit_per_minute > 0)
@@ -69,11 +69,6 @@ impl App {
             stats,
             config,
         }
-    }
-
-    /// The configuration the app runs with.
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     fn endpoint(&self, path: &str) -> Endpoint {
@@ -286,7 +281,7 @@ impl App {
     }
 
     /// Keeps the upstream connection warm (see [`Spotify::keep_warm`]).
-    pub fn keep_warm(&self) -> bool {
+    pub(crate) fn keep_warm(&self) -> bool {
         self.spotify.keep_warm()
     }
 
@@ -299,7 +294,7 @@ impl App {
 
     /// Applies re-read secrets (SIGHUP): the client secret and the
     /// encryption secrets. Returns what changed, by variable name only.
-    pub fn reload_secrets(&self, fresh: &Config) -> Vec<&'static str> {
+    pub(crate) fn reload_secrets(&self, fresh: &Config) -> Vec<&'static str> {
         let new = Secrets::of(fresh);
         let mut current = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = Vec::new();

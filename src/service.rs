@@ -17,7 +17,7 @@ const SD_LISTEN_FDS_START: i32 = 3;
 
 /// What arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// `SIGTERM` or `SIGINT`: shut down gracefully.
     Terminate,
     /// `SIGHUP`: reload.
@@ -40,7 +40,7 @@ fn handled_set() -> libc::sigset_t {
 
 /// Blocks the handled signals in the calling thread; call before spawning
 /// any thread so all of them inherit the mask.
-pub fn block_signals() -> io::Result<()> {
+pub(crate) fn block_signals() -> io::Result<()> {
     let set = handled_set();
     // SAFETY: pthread_sigmask reads `set` and changes only this thread's
     // mask; the old mask is not requested.
@@ -53,7 +53,7 @@ pub fn block_signals() -> io::Result<()> {
 }
 
 /// Waits for the next handled signal (they must be blocked).
-pub fn wait() -> Signal {
+pub(crate) fn wait() -> Signal {
     let set = handled_set();
     loop {
         let mut signal: libc::c_int = 0;
@@ -72,7 +72,7 @@ pub fn wait() -> Signal {
 
 /// Sends a state line to systemd when started with `Type=notify`; does
 /// nothing otherwise.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -96,7 +96,7 @@ pub fn notify(state: &str) {
 /// How often to send `WATCHDOG=1`, when systemd asked for it
 /// (`WatchdogSec=` sets `WATCHDOG_USEC`): half the interval, as
 /// sd_watchdog_enabled(3) recommends.
-pub fn watchdog_interval() -> Option<std::time::Duration> {
+pub(crate) fn watchdog_interval() -> Option<std::time::Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid != std::process::id().to_string() {
@@ -111,7 +111,7 @@ pub fn watchdog_interval() -> Option<std::time::Duration> {
 /// be read. Each connection is a descriptor; the soft limit's usual
 /// default of 1024 is a compatibility value for `select(2)`, which this
 /// program never uses.
-pub fn raise_open_files_limit() -> Option<u64> {
+pub(crate) fn raise_open_files_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -140,7 +140,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
 
 /// The listener passed by systemd socket activation, if `LISTEN_PID` names
 /// this process and `LISTEN_FDS` is at least 1.
-pub fn activated_listener() -> io::Result<Option<TcpListener>> {
+pub(crate) fn activated_listener() -> io::Result<Option<TcpListener>> {
     let ours = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string());
     let count: u32 = std::env::var("LISTEN_FDS")
         .ok()

@@ -28,22 +28,22 @@ use crate::error::Error;
 use crate::upstream_tcp::UpstreamTcpConnector;
 
 /// Largest answer from Spotify we read; a larger one is a 502.
-pub const MAX_UPSTREAM_BODY_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_UPSTREAM_BODY_BYTES: u64 = 64 * 1024;
 /// Room reserved for Spotify's answer before reading it.
 const UPSTREAM_BODY_CAPACITY: usize = 1024;
 /// Back-off used when Spotify answers 429 without a usable `Retry-After`.
-pub const DEFAULT_BACKOFF_SECS: u64 = 5;
+pub(crate) const DEFAULT_BACKOFF_SECS: u64 = 5;
 /// Longest back-off window honoured, whatever Spotify says.
-pub const MAX_BACKOFF_SECS: u64 = 3600;
+pub(crate) const MAX_BACKOFF_SECS: u64 = 3600;
 /// Idle pooled connections are dropped after this long; Spotify's side
 /// closes idle connections too, so there is no point keeping them longer.
 const POOL_IDLE_AGE: Duration = Duration::from_secs(50);
 /// Quiet time after which a keep-warm request is sent; below the pool's
 /// idle age and the idle timeouts servers commonly use (nginx: 75 s).
-pub const KEEP_WARM_INTERVAL: Duration = Duration::from_secs(20);
+pub(crate) const KEEP_WARM_INTERVAL: Duration = Duration::from_secs(20);
 /// Keep-warm requests stop this long after the last token call, so an idle
 /// server does not talk to Spotify forever.
-pub const KEEP_WARM_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const KEEP_WARM_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The largest response head taken from Spotify; its heads are about
 /// 1 KiB, and a larger one is a 502.
 const MAX_UPSTREAM_HEAD_BYTES: usize = 8 * 1024;
@@ -60,7 +60,7 @@ const UPSTREAM_READ_BUFFER_BYTES: usize = 10 * 1024;
 const UPSTREAM_WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
 /// What the client asks Spotify for.
-pub enum Grant<'a> {
+pub(crate) enum Grant<'a> {
     /// Exchange an authorization code (`/swap`).
     AuthorizationCode {
         code: &'a str,
@@ -73,14 +73,14 @@ pub enum Grant<'a> {
 
 /// Spotify's answer, when it is one to pass on to the client. Its `Debug`
 /// shows the body's field names, not their values.
-pub struct Answer {
+pub(crate) struct Answer {
     /// 200, or the 4xx status Spotify chose.
-    pub status: u16,
+    pub(crate) status: u16,
     /// The JSON object Spotify sent (or our own error object for a 4xx
     /// without one).
-    pub body: Map<String, Value>,
+    pub(crate) body: Map<String, Value>,
     /// For 429: seconds to wait.
-    pub retry_after_secs: Option<u64>,
+    pub(crate) retry_after_secs: Option<u64>,
 }
 
 impl std::fmt::Debug for Answer {
@@ -96,7 +96,7 @@ impl std::fmt::Debug for Answer {
 
 /// Why an upstream call failed, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     Timeout,
     Connect,
     ServerError,
@@ -106,7 +106,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Label for metrics.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             FailureKind::Timeout => "timeout",
             FailureKind::Connect => "connect",
@@ -118,7 +118,7 @@ impl FailureKind {
 }
 
 /// The accounts-service client, shared by all workers.
-pub struct Spotify {
+pub(crate) struct Spotify {
     agent: Agent,
     /// The token endpoint, parsed once instead of on every call.
     token_uri: Uri,
@@ -146,7 +146,7 @@ impl std::fmt::Debug for Spotify {
 
 impl Spotify {
     /// Builds the agent and the `Authorization` value once.
-    pub fn new(config: &Config) -> Spotify {
+    pub(crate) fn new(config: &Config) -> Spotify {
         let mut tls = TlsConfig::builder();
         if !config.extra_roots.is_empty() {
             let roots: Vec<Certificate<'static>> = config
@@ -196,13 +196,13 @@ impl Spotify {
     }
 
     /// Uses a new client secret from now on (SIGHUP).
-    pub fn set_client_secret(&self, client_id: &str, secret: &Secret) {
+    pub(crate) fn set_client_secret(&self, client_id: &str, secret: &Secret) {
         *self.basic_auth.write().unwrap_or_else(|e| e.into_inner()) =
             std::sync::Arc::new(basic_auth(client_id, secret));
     }
 
     /// Seconds left in the local back-off window, if one is open.
-    pub fn backoff_remaining(&self) -> Option<u64> {
+    pub(crate) fn backoff_remaining(&self) -> Option<u64> {
         let guard = self.backoff_until.lock().unwrap_or_else(|e| e.into_inner());
         let until = (*guard)?;
         let left = until.checked_duration_since(Instant::now())?;
@@ -225,7 +225,7 @@ impl Spotify {
     /// no body). Without it, the first swap after a quiet spell pays a fresh
     /// TCP and TLS handshake to Spotify (three round trips instead of one).
     /// Returns whether a keep-warm request was sent.
-    pub fn keep_warm(&self) -> bool {
+    pub(crate) fn keep_warm(&self) -> bool {
         self.keep_warm_at(Instant::now())
     }
 
@@ -264,7 +264,7 @@ impl Spotify {
     /// Calls the token endpoint. `Ok` carries an answer to pass on (200 or
     /// 4xx); `Err` one of our own errors (`kind` says which failure for
     /// metrics).
-    pub fn call(&self, grant: &Grant<'_>) -> Result<Answer, (Error, Option<FailureKind>)> {
+    pub(crate) fn call(&self, grant: &Grant<'_>) -> Result<Answer, (Error, Option<FailureKind>)> {
         if let Some(secs) = self.backoff_remaining() {
             return Err((
                 Error::UpstreamBackoff {

@@ -18,7 +18,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 /// Time allowed for a TLS handshake, counted from accept.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The current certificate and key; swapped on reload.
 pub struct CertStore {
@@ -44,14 +44,14 @@ impl CertStore {
     /// Loads the certificate chain and key; any problem is a message naming
     /// the variable (`TLS_CERT_FILE`, `TLS_KEY_FILE`) and the file, never key
     /// material.
-    pub fn load(cert: &Path, key: &Path) -> Result<CertStore, String> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<CertStore, String> {
         Ok(CertStore {
             current: RwLock::new(Arc::new(load_certified_key(cert, key)?)),
         })
     }
 
     /// Re-reads the files; on error the old certificate stays in use.
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), String> {
+    pub(crate) fn reload(&self, cert: &Path, key: &Path) -> Result<(), String> {
         let fresh = Arc::new(load_certified_key(cert, key)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
@@ -104,7 +104,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 
 /// The rustls server configuration around a [`CertStore`]: TLS 1.2 and 1.3,
 /// ALPN `http/1.1`.
-pub fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
+pub(crate) fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);

@@ -40,7 +40,7 @@ use ureq::unversioned::transport::{
 /// Connector for plain TCP connections to the accounts service; chained
 /// before ureq's `RustlsConnector`, which wraps them in TLS.
 #[derive(Debug, Default)]
-pub struct UpstreamTcpConnector;
+pub(crate) struct UpstreamTcpConnector;
 
 impl<In: Transport> Connector<In> for UpstreamTcpConnector {
     type Out = Either<In, UpstreamTcp>;
@@ -94,7 +94,7 @@ fn connect_any(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, 
 }
 
 /// One upstream TCP connection.
-pub struct UpstreamTcp {
+pub(crate) struct UpstreamTcp {
     stream: TcpStream,
     buffers: LazyBuffers,
     /// What `SO_SNDTIMEO` / `SO_RCVTIMEO` are set to now (`None`: no timeout).

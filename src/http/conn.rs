@@ -36,7 +36,7 @@ use crate::tls::HANDSHAKE_TIMEOUT;
 
 /// Size of a worker's read buffer: one full head plus room for what a
 /// pipelining client sends behind it.
-pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+pub(crate) const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// After a server-side close, read and discard at most this much of what the
 /// client still sends, so the kernel does not reset the connection before
 /// the client has read our response.
@@ -52,16 +52,16 @@ const REQUESTS_PER_TURN: usize = 32;
 /// A worker's reusable buffers, allocated when it serves its first
 /// connection.
 #[derive(Default)]
-pub struct Buffers {
+pub(crate) struct Buffers {
     read: Box<[u8]>,
     write: Vec<u8>,
 }
 
 /// What the rest of the server tells a connection about itself.
 pub(crate) struct Env<'a, H: ?Sized> {
-    pub handler: &'a H,
-    pub shutting_down: bool,
-    pub trusted_proxies: &'a [IpAddr],
+    pub(crate) handler: &'a H,
+    pub(crate) shutting_down: bool,
+    pub(crate) trusted_proxies: &'a [IpAddr],
 }
 
 /// Where a connection stands between turns; each phase has its deadline.
@@ -818,7 +818,11 @@ fn shape_of(data: &[u8]) -> Request {
 
 /// The right-most `X-Forwarded-For` entry that is not a trusted proxy, when
 /// the peer is a trusted proxy; otherwise the peer.
-pub fn client_address(trusted: &[IpAddr], peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+pub(crate) fn client_address(
+    trusted: &[IpAddr],
+    peer: IpAddr,
+    forwarded_for: Option<&str>,
+) -> IpAddr {
     if !trusted.contains(&peer) {
         return peer;
     }
@@ -868,13 +872,7 @@ fn log_and_record<H: Handler + ?Sized>(
         duration.as_millis(),
         ClientOrDash(client)
     );
-    handler.record(&Record {
-        method,
-        path,
-        status,
-        duration,
-        client,
-    });
+    handler.record(&Record { path, status });
 }
 
 /// A path as it may appear in a log line: at most 200 characters, escaped.
@@ -1007,11 +1005,16 @@ fn parse_head(data: &[u8]) -> Result<Option<(Head, usize)>, Error> {
 /// body framing and head length — or the error the client would get.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HeadSummary {
+    /// The request method, as sent.
     pub method: String,
+    /// The path, without query string or fragment.
     pub path: String,
+    /// The declared `Content-Length`, if any.
     pub content_length: Option<u64>,
+    /// Whether the body is sent with chunked transfer encoding.
     pub chunked: bool,
-    pub keep_alive: bool,
+    pub(crate) keep_alive: bool,
+    /// Length of the head in bytes, up to and including its blank line.
     pub head_bytes: usize,
 }
 

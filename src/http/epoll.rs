@@ -7,42 +7,42 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// Readable (or the peer closed).
-pub const READABLE: u32 = libc::EPOLLIN as u32;
+pub(crate) const READABLE: u32 = libc::EPOLLIN as u32;
 /// Writable.
-pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
+pub(crate) const WRITABLE: u32 = libc::EPOLLOUT as u32;
 /// The peer closed its side (reported with [`READABLE`] when asked for).
-pub const PEER_CLOSED: u32 = libc::EPOLLRDHUP as u32;
+pub(crate) const PEER_CLOSED: u32 = libc::EPOLLRDHUP as u32;
 /// The connection is gone: closed by the peer, hung up, or in error.
-pub const GONE: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+pub(crate) const GONE: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 /// Report once, then stay disarmed until [`Epoll::modify`] re-arms.
 const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
 
 /// One readiness report: the token it was registered with.
 #[derive(Clone, Copy)]
 #[repr(transparent)]
-pub struct Event(libc::epoll_event);
+pub(crate) struct Event(libc::epoll_event);
 
 impl Event {
     /// The token given at registration.
-    pub fn token(&self) -> u64 {
+    pub(crate) fn token(&self) -> u64 {
         self.0.u64
     }
 
     /// What was reported ([`READABLE`], [`GONE`] …).
-    pub fn flags(&self) -> u32 {
+    pub(crate) fn flags(&self) -> u32 {
         self.0.events
     }
 }
 
 /// An epoll set.
 #[derive(Debug)]
-pub struct Epoll {
+pub(crate) struct Epoll {
     fd: OwnedFd,
 }
 
 impl Epoll {
     /// A new, empty set (close-on-exec).
-    pub fn new() -> io::Result<Epoll> {
+    pub(crate) fn new() -> io::Result<Epoll> {
         // SAFETY: epoll_create1 takes no pointers; a non-negative result is a
         // new descriptor that nothing else owns.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -71,12 +71,17 @@ impl Epoll {
     }
 
     /// Adds `fd`, reported (level-triggered) whenever `interest` holds.
-    pub fn add(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
+    pub(crate) fn add(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), interest, token)
     }
 
     /// Adds `fd`, reported once when `interest` holds.
-    pub fn add_oneshot(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
+    pub(crate) fn add_oneshot(
+        &self,
+        fd: &impl AsRawFd,
+        interest: u32,
+        token: u64,
+    ) -> io::Result<()> {
         self.ctl(
             libc::EPOLL_CTL_ADD,
             fd.as_raw_fd(),
@@ -86,7 +91,7 @@ impl Epoll {
     }
 
     /// Re-arms a one-shot registration with a new interest and token.
-    pub fn rearm(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
+    pub(crate) fn rearm(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
         self.ctl(
             libc::EPOLL_CTL_MOD,
             fd.as_raw_fd(),
@@ -96,18 +101,22 @@ impl Epoll {
     }
 
     /// Changes a level-triggered registration (0: report nothing).
-    pub fn modify(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
+    pub(crate) fn modify(&self, fd: &impl AsRawFd, interest: u32, token: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), interest, token)
     }
 
     /// Removes `fd` from the set.
-    pub fn delete(&self, fd: &impl AsRawFd) -> io::Result<()> {
+    pub(crate) fn delete(&self, fd: &impl AsRawFd) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), 0, 0)
     }
 
     /// Waits for readiness, at most `timeout` (`None`: no limit); fills
     /// `events` and returns how many arrived. `EINTR` is zero events.
-    pub fn wait(&self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<usize> {
+    pub(crate) fn wait(
+        &self,
+        events: &mut Vec<Event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
         let timeout_ms = match timeout {
             // Rounded up, so a wait for 0.4 ms does not become a busy loop.
             Some(t) => t.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int,
@@ -142,13 +151,13 @@ impl Epoll {
 
 /// An eventfd: a counter other threads bump to wake the poller.
 #[derive(Debug)]
-pub struct EventFd {
+pub(crate) struct EventFd {
     fd: OwnedFd,
 }
 
 impl EventFd {
     /// A new non-blocking eventfd (close-on-exec).
-    pub fn new() -> io::Result<EventFd> {
+    pub(crate) fn new() -> io::Result<EventFd> {
         // SAFETY: eventfd takes no pointers; a non-negative result is a new
         // descriptor owned by nobody else.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -162,7 +171,7 @@ impl EventFd {
     }
 
     /// Makes the descriptor readable.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64. A full counter (EAGAIN)
         // still leaves the descriptor readable, which is all a wake needs.
@@ -176,7 +185,7 @@ impl EventFd {
     }
 
     /// Resets the counter, so the descriptor is no longer readable.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let mut count: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64; EAGAIN (nothing
         // to clear) is fine.

@@ -1,10 +1,10 @@
 //! Our HTTP/1.1 server layer, on `std::net` and `httparse`.
 //!
-//! [`poll`] holds every connection that waits for bytes and every deadline;
-//! [`server`] runs the bounded queue and the fixed worker pool; [`conn`] is
+//! `poll` holds every connection that waits for bytes and every deadline;
+//! `server` runs the bounded queue and the fixed worker pool; [`conn`] is
 //! one connection's state and a worker's turn on it (head, body,
 //! keep-alive, pipelining, plain or TLS); [`chunked`] decodes chunked
-//! request bodies; [`epoll`] wraps the system calls. This layer knows
+//! request bodies; `epoll` wraps the system calls. This layer knows
 //! nothing of Spotify: it hands a complete [`Request`] to a [`Handler`] and
 //! writes the [`Response`] it gets back.
 //!
@@ -15,49 +15,49 @@
 
 pub mod chunked;
 pub mod conn;
-pub mod epoll;
+pub(crate) mod epoll;
 pub(crate) mod poll;
-pub mod server;
+pub(crate) mod server;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::error::Error;
 
-pub use server::{ProgressProbe, Server, ServerSettings, ShutdownHandle, Stats};
+pub use server::{Server, ServerSettings, ShutdownHandle, Stats};
 
 /// Most bytes of request head (request line + headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most header lines accepted.
-pub const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 /// Largest request body accepted, with `Content-Length` or chunked.
-pub const MAX_BODY_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024;
 /// Time allowed for a request head to arrive.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a request body to arrive, once the head is in.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A kept-alive connection with no new request for this long is closed.
-pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+pub(crate) const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
 
 /// A complete request, as handed to the [`Handler`]. Its `Debug` leaves
 /// the body out.
 #[derive(Default)]
 pub struct Request {
-    pub method: String,
+    pub(crate) method: String,
     /// The path, without query string (absolute-form targets are reduced
     /// to their path).
     pub path: String,
     /// HTTP/1.`minor_version`.
-    pub minor_version: u8,
-    pub content_type: Option<String>,
-    pub origin: Option<String>,
+    pub(crate) minor_version: u8,
+    pub(crate) content_type: Option<String>,
+    pub(crate) origin: Option<String>,
     /// The client address: the peer, or for a trusted proxy the address it
     /// names in `X-Forwarded-For`.
-    pub client: Option<IpAddr>,
+    pub(crate) client: Option<IpAddr>,
     /// Whether the request carried `X-Forwarded-For` (from anyone): without
     /// it, a request from a trusted proxy names no client.
-    pub forwarded_for: bool,
-    pub body: Vec<u8>,
+    pub(crate) forwarded_for: bool,
+    pub(crate) body: Vec<u8>,
 }
 
 impl std::fmt::Debug for Request {
@@ -83,15 +83,15 @@ impl std::fmt::Debug for Request {
 /// A response to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(&'static str, String)>,
     /// JSON unless `content_type` says otherwise; empty for 204.
-    pub body: Vec<u8>,
-    pub content_type: &'static str,
+    pub(crate) body: Vec<u8>,
+    pub(crate) content_type: &'static str,
 }
 
 /// Media type of every body the server writes, except `/metrics`.
-pub const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 
 impl Response {
     /// A JSON response.
@@ -105,7 +105,7 @@ impl Response {
     }
 
     /// A response without a body (204).
-    pub fn empty(status: u16) -> Response {
+    pub(crate) fn empty(status: u16) -> Response {
         Response {
             status,
             headers: Vec::new(),
@@ -116,7 +116,7 @@ impl Response {
 
     /// `{"error": code, "error_description": text}` with the error's status
     /// and its `Retry-After` / `Allow` headers.
-    pub fn error(error: &Error) -> Response {
+    pub(crate) fn error(error: &Error) -> Response {
         let body = serde_json::json!({
             "error": error.code(),
             "error_description": error.to_string(),
@@ -132,13 +132,14 @@ impl Response {
     }
 
     /// Adds a header.
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+    pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
     }
 
     /// The value of a header this response carries.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -146,14 +147,12 @@ impl Response {
     }
 }
 
-/// One answered request, for logs and metrics.
+/// One answered request, for metrics (the HTTP layer logs it itself).
 #[derive(Debug)]
 pub struct Record<'a> {
-    pub method: &'a str,
+    /// The request's path (`-` when the HTTP layer could not read one).
     pub path: &'a str,
-    pub status: u16,
-    pub duration: Duration,
-    pub client: Option<IpAddr>,
+    pub(crate) status: u16,
 }
 
 /// What the HTTP layer calls for each request.
@@ -162,7 +161,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: &Request) -> Response;
 
     /// Called once for every answered request, including those the HTTP
-    /// layer rejected itself (then `method`/`path` may be `-`).
+    /// layer rejected itself (then `path` may be `-`).
     fn record(&self, _record: &Record<'_>) {}
 
     /// Adds to an answer the HTTP layer made itself (a 400, 408, 411, 413,
@@ -175,7 +174,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Reason phrase for the statuses this server writes.
-pub fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",

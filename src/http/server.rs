@@ -28,7 +28,7 @@ use super::poll::Waiting;
 /// Ready connections that may wait for a worker; past this a connection
 /// that becomes ready is turned away (503 on plain HTTP). Room for a burst
 /// of a few thousand new clients at once.
-pub const QUEUE_CAPACITY: usize = 4096;
+pub(crate) const QUEUE_CAPACITY: usize = 4096;
 /// How long shutdown waits for workers to finish, beyond the time a request
 /// may legitimately take.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -43,10 +43,15 @@ const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
+    /// Size of the fixed pool of worker threads.
     pub worker_threads: usize,
     /// Open connections at most, all clients together.
     pub max_connections: usize,
+    /// Open connections at most from one client address (trusted proxies
+    /// are exempt).
     pub max_connections_per_client: usize,
+    /// Peers exempt from the per-client cap, whose `X-Forwarded-For` names
+    /// the client.
     pub trusted_proxies: Vec<IpAddr>,
     /// Longest a request may take once read (the upstream timeout); bounds
     /// the shutdown wait.
@@ -58,10 +63,11 @@ pub struct ServerSettings {
 /// Live counters of the HTTP layer, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub open_connections: AtomicUsize,
+    pub(crate) open_connections: AtomicUsize,
+    /// Workers serving a connection right now.
     pub busy_workers: AtomicUsize,
-    pub rejected_overloaded: AtomicU64,
-    pub rejected_per_client_cap: AtomicU64,
+    pub(crate) rejected_overloaded: AtomicU64,
+    pub(crate) rejected_per_client_cap: AtomicU64,
 }
 
 /// Work for a worker.
@@ -244,14 +250,14 @@ impl ShutdownHandle {
     }
 
     /// Whether shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shared.shutting_down()
     }
 }
 
 /// Tells whether the poller and the workers still make progress: each
 /// probe sends a canary through the poller and the queue to a worker.
-pub struct ProgressProbe {
+pub(crate) struct ProgressProbe {
     shared: Arc<Shared>,
     done: Arc<AtomicU64>,
     sent: u64,
@@ -260,7 +266,7 @@ pub struct ProgressProbe {
 impl ProgressProbe {
     /// Whether every canary sent so far has come through; then sends the
     /// next one.
-    pub fn check(&mut self) -> bool {
+    pub(crate) fn check(&mut self) -> bool {
         let through = self.done.load(Ordering::SeqCst) >= self.sent;
         if through {
             self.sent += 1;
@@ -322,7 +328,7 @@ impl<H: Handler> Server<H> {
     }
 
     /// The request handler this server runs.
-    pub fn handler(&self) -> &Arc<H> {
+    pub(crate) fn handler(&self) -> &Arc<H> {
         &self.handler
     }
 
@@ -334,7 +340,7 @@ impl<H: Handler> Server<H> {
     }
 
     /// A probe of the pool's progress, for the watchdog.
-    pub fn progress_probe(&self) -> ProgressProbe {
+    pub(crate) fn progress_probe(&self) -> ProgressProbe {
         ProgressProbe {
             shared: Arc::clone(&self.shared),
             done: Arc::new(AtomicU64::new(0)),
