@@ -390,7 +390,7 @@ impl<H: Handler> Poller<'_, H> {
     /// Ends every connection past its deadline; plans the next sweep.
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
-        let mut next = u64::MAX;
+        let mut next: Option<Instant> = None;
         if let Some(until) = self.accept_paused_until {
             if now >= until {
                 self.accept_paused_until = None;
@@ -398,7 +398,7 @@ impl<H: Handler> Poller<'_, H> {
                     let _ = self.waiting().epoll.modify(listener, READABLE, LISTENER);
                 }
             } else {
-                next = self.waiting().nanos(until);
+                next = Some(until);
             }
         }
         let mut expired = Vec::new();
@@ -410,12 +410,15 @@ impl<H: Handler> Poller<'_, H> {
                 continue;
             };
             if conn.deadline > now {
-                next = next.min(self.waiting().nanos(conn.deadline));
+                if next.is_none_or(|next| conn.deadline < next) {
+                    next = Some(conn.deadline);
+                }
             } else if let Some(conn) = table.take_at(index) {
                 expired.push(conn);
             }
         }
-        self.waiting().planned_sweep.store(next, Ordering::SeqCst);
+        let planned = next.map_or(u64::MAX, |at| self.waiting().nanos(at));
+        self.waiting().planned_sweep.store(planned, Ordering::SeqCst);
         drop(table);
         for mut conn in expired {
             if conn.expire(&self.env()) {
