@@ -11,7 +11,7 @@
 //! small shared machine, in a debug build.
 //!
 //! The resource tests print what they measured (`--nocapture` shows it);
-//! README "Limits and hardening" quotes those figures from a release build:
+//! docs/performance.md ("Limits under attack") quotes those figures from a release build:
 //! `STS_BIN=target/release/spotify-token-swap cargo test --test adversarial -- --nocapture`.
 
 mod support;

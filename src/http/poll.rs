@@ -41,8 +41,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// While shutting down, look this often whether every connection is gone.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
 /// Shutdown waits at most this long, beyond the time a request may take,
-/// for connections with a request in progress.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// for connections with a request in progress and for the workers.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The waiting connections, by token: an index and a generation, so a
 /// report for a connection that has since left never reaches a newcomer in
@@ -190,12 +190,13 @@ struct Poller<'a, H: Handler> {
     ready: Vec<Box<Conn>>,
 }
 
-/// Runs the poller until shutdown is complete (or its wait ran out).
+/// Runs the poller until shutdown is complete (or its wait ran out);
+/// returns when shutdown as a whole must end, workers included.
 pub(crate) fn run<H: Handler>(
     listener: TcpListener,
     shared: &Arc<Shared>,
     handler: &H,
-) -> std::io::Result<()> {
+) -> std::io::Result<Instant> {
     shared.waiting.epoll.add(&listener, READABLE, LISTENER)?;
     let mut poller = Poller {
         listener: Some(listener),
@@ -215,7 +216,7 @@ impl<H: Handler> Poller<'_, H> {
         &self.shared.waiting
     }
 
-    fn run(&mut self) -> std::io::Result<()> {
+    fn run(&mut self) -> std::io::Result<Instant> {
         let mut events: Vec<Event> = Vec::with_capacity(EVENTS_PER_WAIT);
         loop {
             let timeout = self.timeout();
@@ -263,7 +264,7 @@ impl<H: Handler> Poller<'_, H> {
             if let Some(give_up) = self.stopping {
                 let open = self.shared.stats.open_connections.load(Ordering::SeqCst);
                 if open == 0 || now >= give_up {
-                    return Ok(());
+                    return Ok(give_up);
                 }
             }
         }
@@ -418,7 +419,9 @@ impl<H: Handler> Poller<'_, H> {
             }
         }
         let planned = next.map_or(u64::MAX, |at| self.waiting().nanos(at));
-        self.waiting().planned_sweep.store(planned, Ordering::SeqCst);
+        self.waiting()
+            .planned_sweep
+            .store(planned, Ordering::SeqCst);
         drop(table);
         for mut conn in expired {
             if conn.expire(&self.env()) {

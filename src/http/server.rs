@@ -29,9 +29,8 @@ use super::poll::Waiting;
 /// that becomes ready is turned away (503 on plain HTTP). Room for a burst
 /// of a few thousand new clients at once.
 pub(crate) const QUEUE_CAPACITY: usize = 4096;
-/// How long shutdown waits for workers to finish, beyond the time a request
-/// may legitimately take.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for workers once the poller is done, at least.
+const WORKER_JOIN_MIN: Duration = Duration::from_secs(1);
 /// Stack of a worker thread: requests are shallow, but ureq/rustls and
 /// serde_json need some room; 256 KiB keeps many workers cheap.
 const WORKER_STACK_BYTES: usize = 256 * 1024;
@@ -369,9 +368,9 @@ impl<H: Handler> Server<H> {
         }
         let polled = super::poll::run(self.listener, shared, &*self.handler);
         shared.close_queue();
-        polled?;
+        // One bound for the whole shutdown, counted from its start.
+        let deadline = polled?.max(Instant::now() + WORKER_JOIN_MIN);
         let mut alive = lock(&shared.workers_alive);
-        let deadline = Instant::now() + shared.settings.request_time_limit + SHUTDOWN_GRACE;
         while *alive > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
