@@ -1093,7 +1093,9 @@ impl State {
     }
 }
 
-fn reason_phrase(status: u16) -> &'static str {
+/// The reason phrase for `status`: the one table both stand-ins for Spotify
+/// (this mock and `tls_upstream.rs`) answer with.
+pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
@@ -1112,6 +1114,7 @@ fn reason_phrase(status: u16) -> &'static str {
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
