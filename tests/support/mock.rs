@@ -1,5 +1,4 @@
-//! A stand-in for Spotify's accounts service, for the integration tests and
-//! `examples/demo.rs`.
+//! A stand-in for Spotify's accounts service, for the integration tests.
 //!
 //! [`MockSpotify::start`] binds `127.0.0.1:0` and speaks plain HTTP/1.1 with
 //! keep-alive (the server under test reuses connections through its `ureq`
@@ -16,15 +15,8 @@
 //! it arrived on, so tests can assert what the server sent upstream and that
 //! it reused connections.
 //!
-//! The file is self-contained (std, `serde_json`, `base64`, `form_urlencoded`)
-//! because the demo includes it with `#[path]`, outside the test support
-//! module. Nothing on the serving path panics on what a peer sends: every
+//! Nothing on the serving path panics on what a peer sends: every
 //! read is bounded, malformed input gets a 4xx and the connection is closed.
-
-#![allow(
-    dead_code,
-    reason = "included by several test crates and by examples/demo.rs; each uses a different subset"
-)]
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
