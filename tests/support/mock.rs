@@ -239,6 +239,14 @@ impl Recorded {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The form fields in order, as pairs to compare with a literal.
+    pub fn form_pairs(&self) -> Vec<(&str, &str)> {
+        self.form
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect()
+    }
+
     /// The body as text (lossy).
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -403,6 +411,13 @@ impl MockSpotify {
     /// The most recent request, if any.
     pub fn last_request(&self) -> Option<Recorded> {
         self.shared.state().requests.last().cloned()
+    }
+
+    /// Form field `name` of the last request, if there was one and it had
+    /// the field.
+    pub fn last_field(&self, name: &str) -> Option<String> {
+        self.last_request()
+            .and_then(|request| request.field(name).map(String::from))
     }
 
     /// Number of requests received so far.

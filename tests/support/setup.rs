@@ -37,7 +37,36 @@ pub fn server_vars(mock: &MockSpotify, extra: &[(&str, &str)]) -> Vec<(String, S
 
 /// Starts the server with [`server_vars`].
 pub fn start_server(mock: &MockSpotify, extra: &[(&str, &str)]) -> ServerProc {
-    let vars = server_vars(mock, extra);
-    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    ServerProc::start(&borrowed)
+    ServerProc::start(&borrowed(&server_vars(mock, extra)))
+}
+
+/// `vars` as the borrowed pairs [`ServerProc::start`] takes.
+pub fn borrowed(vars: &[(String, String)]) -> Vec<(&str, &str)> {
+    vars.iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect()
+}
+
+/// A mock ([`start_mock`]) and a server pointed at it ([`start_server`]
+/// with `extra`).
+pub fn start_both(extra: &[(&str, &str)]) -> (MockSpotify, ServerProc) {
+    let mock = start_mock();
+    let server = start_server(&mock, extra);
+    (mock, server)
+}
+
+/// [`start_both`], the mock holding the authorization code `code`.
+pub fn start_with_code(code: &str, extra: &[(&str, &str)]) -> (MockSpotify, ServerProc) {
+    let mock = start_mock();
+    mock.add_code(code);
+    let server = start_server(&mock, extra);
+    (mock, server)
+}
+
+/// [`start_both`], the mock holding the refresh token `token`.
+pub fn start_with_refresh_token(token: &str, extra: &[(&str, &str)]) -> (MockSpotify, ServerProc) {
+    let mock = start_mock();
+    mock.add_refresh_token(token);
+    let server = start_server(&mock, extra);
+    (mock, server)
 }
