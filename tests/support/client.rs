@@ -268,7 +268,7 @@ impl Conn {
     fn read_one(&mut self, expect_body: bool) -> io::Result<Resp> {
         let deadline = Instant::now() + self.timeout;
         let head_end = loop {
-            if let Some(end) = find_head_end(&self.buf) {
+            if let Some(end) = find_head_end(&self.buf, 0) {
                 break end;
             }
             if self.buf.len() > MAX_RESPONSE_HEAD_BYTES {
@@ -393,10 +393,11 @@ impl Conn {
     }
 }
 
-/// Index just past the blank line ending a head (CRLF or bare LF endings).
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+/// Index just past the blank line ending a head (CRLF or bare LF line
+/// endings), searching from `from`.
+pub(super) fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(off) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
         let nl = i + off;
         let rest = &buf[nl + 1..];
         if rest.starts_with(b"\n") {

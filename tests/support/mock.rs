@@ -31,6 +31,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
+use super::client::find_head_end;
+
 /// Scope the mock grants unless a test registers another.
 pub const DEFAULT_SCOPE: &str = "user-read-private user-read-email";
 /// `expires_in` of every access token the mock issues.
@@ -806,24 +808,6 @@ impl Wire<'_> {
             thread::sleep(ENDLESS_CHUNK_PAUSE);
         }
     }
-}
-
-/// Index just past the blank line ending a head (CRLF or bare LF line
-/// endings), searching from `from`.
-fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(off) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
-        let nl = i + off;
-        let rest = &buf[nl + 1..];
-        if rest.starts_with(b"\n") {
-            return Some(nl + 2);
-        }
-        if rest.starts_with(b"\r\n") {
-            return Some(nl + 3);
-        }
-        i = nl + 1;
-    }
-    None
 }
 
 /// Parses a request head; `None` for anything malformed.
