@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use support::mock::{DEFAULT_SCOPE, MockSpotify, Reply};
 use support::{
     CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, Resp, ServerProc, assert_error, assert_still_serving,
-    form_body, post_body, post_form, post_json, request, server_vars, start_mock, start_server,
+    borrowed, form_body, post_body, post_form, post_json, request, server_vars, start_both,
+    start_mock, start_server, start_with_code, start_with_refresh_token,
 };
 
 const ENCRYPTION_SECRET: &str = "client-tests-encryption-secret-32-chars-min";
@@ -83,9 +84,7 @@ fn assert_invalid_request_locally(resp: &Resp, mock: &MockSpotify) {
 
 #[test]
 fn spotifyapi_net_swap_gets_every_token_field() {
-    let mock = start_mock();
-    mock.add_code("net-code");
-    let server = start_server(&mock, &[]);
+    let (_mock, server) = start_with_code("net-code", &[]);
 
     let resp = dotnet_post(server.addr(), "/swap", "code", "net-code");
 
@@ -104,9 +103,7 @@ fn spotifyapi_net_swap_gets_every_token_field() {
 
 #[test]
 fn spotifyapi_net_refresh_gets_a_new_access_token() {
-    let mock = start_mock();
-    mock.add_refresh_token("net-refresh");
-    let server = start_server(&mock, &[]);
+    let (_mock, server) = start_with_refresh_token("net-refresh", &[]);
 
     let resp = dotnet_post(server.addr(), "/refresh", "refresh_token", "net-refresh");
 
@@ -117,9 +114,7 @@ fn spotifyapi_net_refresh_gets_a_new_access_token() {
 
 #[test]
 fn spotifyapi_net_swap_then_refresh_with_encryption() {
-    let mock = start_mock();
-    mock.add_code("net-code");
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", ENCRYPTION_SECRET)]);
+    let (_mock, server) = start_with_code("net-code", &[("ENCRYPTION_SECRET", ENCRYPTION_SECRET)]);
     let swapped = assert_token_response(&dotnet_post(server.addr(), "/swap", "code", "net-code"));
     let token = swapped["refresh_token"].as_str().expect("a refresh token");
 
@@ -130,8 +125,7 @@ fn spotifyapi_net_swap_then_refresh_with_encryption() {
 
 #[test]
 fn spotifyapi_net_error_body_has_a_string_error() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[]);
+    let (_mock, server) = start_both(&[]);
 
     let resp = dotnet_post(server.addr(), "/swap", "code", "expired-code");
 
@@ -140,8 +134,7 @@ fn spotifyapi_net_error_body_has_a_string_error() {
 
 #[test]
 fn spotifyapi_net_429_has_an_integer_retry_after() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_both(&[]);
     mock.push_reply(Reply::too_many_requests(7));
 
     let resp = dotnet_post(server.addr(), "/swap", "code", "any");
@@ -161,9 +154,7 @@ fn spotifyapi_net_429_has_an_integer_retry_after() {
 
 #[test]
 fn ios_sdk_token_swap_url_gets_json_tokens() {
-    let mock = start_mock();
-    mock.add_code("ios-code");
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", ENCRYPTION_SECRET)]);
+    let (_mock, server) = start_with_code("ios-code", &[("ENCRYPTION_SECRET", ENCRYPTION_SECRET)]);
 
     let resp = ios_post(server.addr(), "/swap", "code", "ios-code");
 
@@ -174,9 +165,7 @@ fn ios_sdk_token_swap_url_gets_json_tokens() {
 
 #[test]
 fn ios_sdk_token_refresh_url_gets_json_tokens() {
-    let mock = start_mock();
-    mock.add_code("ios-code");
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", ENCRYPTION_SECRET)]);
+    let (_mock, server) = start_with_code("ios-code", &[("ENCRYPTION_SECRET", ENCRYPTION_SECRET)]);
     let swapped = assert_token_response(&ios_post(server.addr(), "/swap", "code", "ios-code"));
     let token = swapped["refresh_token"].as_str().expect("a refresh token");
 
@@ -204,8 +193,7 @@ fn start_ruby_compatible(mock: &MockSpotify) -> ServerProc {
     .into_iter()
     .filter(|(name, _)| name != "SPOTIFY_REDIRECT_URI")
     .collect();
-    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    ServerProc::start(&borrowed)
+    ServerProc::start(&borrowed(&vars))
 }
 
 #[test]
@@ -253,9 +241,7 @@ fn default_paths_are_gone_when_ruby_paths_are_configured() {
 
 #[test]
 fn json_swap_body_with_charset_is_accepted() {
-    let mock = start_mock();
-    mock.add_code("json-code");
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_with_code("json-code", &[]);
 
     let resp = post_body(
         server.addr(),
@@ -265,18 +251,12 @@ fn json_swap_body_with_charset_is_accepted() {
     );
 
     assert_token_response(&resp);
-    assert_eq!(
-        mock.last_request()
-            .and_then(|r| r.field("code").map(String::from)),
-        Some("json-code".to_owned())
-    );
+    assert_eq!(mock.last_field("code"), Some("json-code".to_owned()));
 }
 
 #[test]
 fn form_body_with_charset_is_accepted() {
-    let mock = start_mock();
-    mock.add_code("form-code");
-    let server = start_server(&mock, &[]);
+    let (_mock, server) = start_with_code("form-code", &[]);
 
     // Alamofire's and many browsers' form content type.
     let resp = post_body(
@@ -291,9 +271,7 @@ fn form_body_with_charset_is_accepted() {
 
 #[test]
 fn json_refresh_body_is_accepted() {
-    let mock = start_mock();
-    mock.add_refresh_token("json-refresh");
-    let server = start_server(&mock, &[]);
+    let (_mock, server) = start_with_refresh_token("json-refresh", &[]);
 
     let resp = post_json(
         server.addr(),
@@ -328,17 +306,14 @@ fn listed_redirect_uri_is_forwarded() {
 
     assert_token_response(&resp);
     assert_eq!(
-        mock.last_request()
-            .and_then(|r| r.field("redirect_uri").map(String::from)),
+        mock.last_field("redirect_uri"),
         Some("https://app.example.com/callback".to_owned())
     );
 }
 
 #[test]
 fn configured_redirect_uri_named_by_the_client_is_accepted() {
-    let mock = start_mock();
-    mock.add_code("c");
-    let server = start_server(&mock, &[]);
+    let (_mock, server) = start_with_code("c", &[]);
 
     let resp = post_form(
         server.addr(),
@@ -351,9 +326,7 @@ fn configured_redirect_uri_named_by_the_client_is_accepted() {
 
 #[test]
 fn unlisted_redirect_uri_is_invalid_request_without_calling_spotify() {
-    let mock = start_mock();
-    mock.add_code("c");
-    let server = start_server(&mock, &[("ALLOWED_REDIRECT_URIS", "myapp://other")]);
+    let (mock, server) = start_with_code("c", &[("ALLOWED_REDIRECT_URIS", "myapp://other")]);
 
     let resp = post_form(
         server.addr(),
@@ -387,8 +360,7 @@ fn code_verifier_is_forwarded() {
 
     assert_token_response(&resp);
     assert_eq!(
-        mock.last_request()
-            .and_then(|r| r.field("code_verifier").map(String::from)),
+        mock.last_field("code_verifier"),
         Some("a-verifier-of-forty-three-characters-xxxxxx".to_owned())
     );
 }
@@ -399,9 +371,7 @@ fn code_verifier_is_forwarded() {
 
 #[test]
 fn swap_upstream_request_has_basic_auth_and_the_code_grant_form() {
-    let mock = start_mock();
-    mock.add_code("a b+c/d");
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_with_code("a b+c/d", &[]);
 
     let resp = post_form(server.addr(), "/swap", &[("code", "a b+c/d")]);
 
@@ -425,13 +395,8 @@ fn swap_upstream_request_has_basic_auth_and_the_code_grant_form() {
         sent.header("content-type"),
         Some("application/x-www-form-urlencoded")
     );
-    let form: Vec<(&str, &str)> = sent
-        .form
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
     assert_eq!(
-        form,
+        sent.form_pairs(),
         [
             ("grant_type", "authorization_code"),
             ("code", "a b+c/d"),
@@ -442,9 +407,7 @@ fn swap_upstream_request_has_basic_auth_and_the_code_grant_form() {
 
 #[test]
 fn refresh_upstream_request_has_basic_auth_and_the_refresh_grant_form() {
-    let mock = start_mock();
-    mock.add_refresh_token("rt+/=");
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_with_refresh_token("rt+/=", &[]);
 
     let resp = post_form(server.addr(), "/refresh", &[("refresh_token", "rt+/=")]);
 
@@ -454,22 +417,15 @@ fn refresh_upstream_request_has_basic_auth_and_the_refresh_grant_form() {
         sent.header("authorization"),
         Some(mock.basic_auth().as_str())
     );
-    let form: Vec<(&str, &str)> = sent
-        .form
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
     assert_eq!(
-        form,
+        sent.form_pairs(),
         [("grant_type", "refresh_token"), ("refresh_token", "rt+/=")]
     );
 }
 
 #[test]
 fn client_fields_other_than_the_known_ones_are_not_forwarded() {
-    let mock = start_mock();
-    mock.add_code("c");
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_with_code("c", &[]);
 
     let resp = post_form(
         server.addr(),
@@ -521,8 +477,7 @@ fn token_responses_are_not_cacheable() {
 
 #[test]
 fn missing_code_is_invalid_request() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_both(&[]);
 
     let resp = post_form(server.addr(), "/swap", &[("redirect_uri", REDIRECT_URI)]);
 
@@ -532,8 +487,7 @@ fn missing_code_is_invalid_request() {
 
 #[test]
 fn empty_code_is_invalid_request() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_both(&[]);
 
     let resp = post_form(server.addr(), "/swap", &[("code", "")]);
 
@@ -542,9 +496,7 @@ fn empty_code_is_invalid_request() {
 
 #[test]
 fn repeated_code_is_invalid_request() {
-    let mock = start_mock();
-    mock.add_code("a");
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_with_code("a", &[]);
 
     let resp = post_form(server.addr(), "/swap", &[("code", "a"), ("code", "a")]);
 
@@ -553,9 +505,7 @@ fn repeated_code_is_invalid_request() {
 
 #[test]
 fn repeated_code_in_json_is_invalid_request() {
-    let mock = start_mock();
-    mock.add_code("a");
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_with_code("a", &[]);
 
     let resp = post_json(server.addr(), "/swap", r#"{"code":"a","code":"b"}"#);
 
@@ -564,8 +514,7 @@ fn repeated_code_in_json_is_invalid_request() {
 
 #[test]
 fn non_string_code_in_json_is_invalid_request() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_both(&[]);
 
     let resp = post_json(server.addr(), "/swap", r#"{"code":12345}"#);
 
@@ -574,8 +523,7 @@ fn non_string_code_in_json_is_invalid_request() {
 
 #[test]
 fn malformed_json_is_invalid_request() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_both(&[]);
 
     let resp = post_json(server.addr(), "/swap", r#"{"code":"a""#);
 
@@ -613,9 +561,7 @@ fn json_nested_as_deep_as_the_body_allows_is_invalid_request() {
             "]".repeat(levels)
         )
     };
-    let mock = start_mock();
-    mock.add_code("c");
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_with_code("c", &[]);
 
     for (name, body) in [
         ("objects", &objects),
@@ -638,9 +584,7 @@ fn json_nested_as_deep_as_the_body_allows_is_invalid_request() {
 
 #[test]
 fn json_with_only_flat_members_is_accepted() {
-    let mock = start_mock();
-    mock.add_code("c");
-    let server = start_server(&mock, &[]);
+    let (_mock, server) = start_with_code("c", &[]);
 
     // Other members may be any scalar; they are ignored.
     let resp = post_json(
@@ -654,9 +598,7 @@ fn json_with_only_flat_members_is_accepted() {
 
 #[test]
 fn repeated_redirect_uri_is_invalid_request() {
-    let mock = start_mock();
-    mock.add_code("a");
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_with_code("a", &[]);
 
     let resp = post_form(
         server.addr(),
@@ -673,8 +615,7 @@ fn repeated_redirect_uri_is_invalid_request() {
 
 #[test]
 fn missing_refresh_token_is_invalid_request() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_both(&[]);
 
     let resp = post_form(
         server.addr(),
@@ -687,8 +628,7 @@ fn missing_refresh_token_is_invalid_request() {
 
 #[test]
 fn empty_refresh_token_is_invalid_request() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", ENCRYPTION_SECRET)]);
+    let (mock, server) = start_both(&[("ENCRYPTION_SECRET", ENCRYPTION_SECRET)]);
 
     let resp = post_form(server.addr(), "/refresh", &[("refresh_token", "")]);
 
@@ -697,9 +637,7 @@ fn empty_refresh_token_is_invalid_request() {
 
 #[test]
 fn repeated_refresh_token_is_invalid_request() {
-    let mock = start_mock();
-    mock.add_refresh_token("rt");
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_with_refresh_token("rt", &[]);
 
     let resp = post_form(
         server.addr(),

@@ -14,15 +14,19 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
+use support::conns::{
+    TlsClient, client_hello, read_until_close, tls_client_config, tls_client_config_trusting,
+    tls_connect, tls_exchange,
+};
 use support::mock::MockSpotify;
 use support::pki::Pki;
 use support::{
@@ -35,8 +39,6 @@ const CURL_MAX_SECS: &str = "20";
 /// What a client stalled in the handshake may hold a worker for
 /// (`tls::HANDSHAKE_TIMEOUT`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Read/write limit for the raw TLS client.
-const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Server environment for HTTPS with `cert` and `key` (paths).
 fn tls_vars<'a>(cert: &'a str, key: &'a str) -> [(&'a str, &'a str); 2] {
@@ -56,6 +58,20 @@ fn start_https(mock: &MockSpotify, cert: &str, key: &str, extra: &[(&str, &str)]
     server
 }
 
+/// A fresh [`Pki`], a mock and the server serving HTTPS with its
+/// `server.pem` and `extra`.
+fn serving_https(extra: &[(&str, &str)]) -> (Pki, MockSpotify, ServerProc) {
+    let pki = Pki::new();
+    let mock = start_mock();
+    let server = start_https(
+        &mock,
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        extra,
+    );
+    (pki, mock, server)
+}
+
 /// The minimal valid environment plus `extra`, for one-shot runs.
 fn base_vars<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut vars = vec![
@@ -66,6 +82,12 @@ fn base_vars<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     ];
     vars.extend_from_slice(extra);
     vars
+}
+
+/// Runs the binary once with `args` and [`base_vars`] plus HTTPS with
+/// `cert` and `key`.
+fn run_with_tls(args: &[&str], cert: &str, key: &str) -> Output {
+    run_binary(args, &base_vars(&tls_vars(cert, key)))
 }
 
 // ---------------------------------------------------------------------------
@@ -118,9 +140,16 @@ fn curl_ok(args: &[&str], url: &str) -> CurlResult {
     }
 }
 
+/// `curl --cacert <ca> <args> https://ADDR/health`, which must succeed.
+fn curl_health(server: &ServerProc, ca: &str, args: &[&str]) -> CurlResult {
+    let mut all = vec!["--cacert", ca];
+    all.extend_from_slice(args);
+    curl_ok(&all, &format!("{}/health", server.base_url()))
+}
+
 /// `curl --cacert <ca> https://ADDR/health` must answer 200 `{"status":"ok"}`.
 fn assert_health_with_ca(server: &ServerProc, ca: &str) {
-    let result = curl_ok(&["--cacert", ca], &format!("{}/health", server.base_url()));
+    let result = curl_health(server, ca, &[]);
     assert_eq!(result.status, 200, "{}", result.verbose);
     assert_eq!(result.body, r#"{"status":"ok"}"#);
 }
@@ -137,96 +166,11 @@ fn curl_health_exit_code(server: &ServerProc, ca: &str) -> (Option<i32>, String)
 /// curl exit code 60: the peer's certificate could not be verified.
 const CURL_PEER_FAILED_VERIFICATION: i32 = 60;
 
-/// A rustls client configuration trusting the CA certificates in `cas`,
-/// without session resumption.
-fn client_config(pki: &Pki, cas: &[&str]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        roots
-            .add(pki.der(ca))
-            .unwrap_or_else(|e| panic!("{ca} is not a usable root: {e:?}"));
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    // Every connection does a full handshake and sees the certificate the
-    // server holds now; a resumed session would carry the one it was made
-    // with.
-    config.resumption = rustls::client::Resumption::disabled();
-    Arc::new(config)
-}
-
-type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-/// Connects to `addr` and completes a TLS handshake for 127.0.0.1.
-fn tls_connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Result<TlsClient, String> {
-    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("connect: {e}"))?;
-    sock.set_read_timeout(Some(CLIENT_IO_TIMEOUT))
-        .and_then(|()| sock.set_write_timeout(Some(CLIENT_IO_TIMEOUT)))
-        .map_err(|e| format!("timeouts: {e}"))?;
-    let name = ServerName::IpAddress(addr.ip().into());
-    let conn = rustls::ClientConnection::new(Arc::clone(config), name)
-        .map_err(|e| format!("client: {e}"))?;
-    let mut tls = rustls::StreamOwned::new(conn, sock);
-    while tls.conn.is_handshaking() {
-        tls.conn
-            .complete_io(&mut tls.sock)
-            .map_err(|e| format!("handshake: {e}"))?;
-    }
-    Ok(tls)
-}
-
 /// Sends `GET path` on `tls` and reads the response: (status, body).
 fn tls_get(tls: &mut TlsClient, path: &str, keep_alive: bool) -> Result<(u16, String), String> {
     let connection = if keep_alive { "keep-alive" } else { "close" };
     let raw = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: {connection}\r\n\r\n");
-    tls.write_all(raw.as_bytes())
-        .and_then(|()| tls.flush())
-        .map_err(|e| format!("write: {e}"))?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return Err("response head over 64 KiB".into());
-        }
-        match tls.read(&mut chunk) {
-            Ok(0) => return Err(format!("closed mid-head after {buf:?}")),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("read: {e}")),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .ok_or_else(|| format!("no Content-Length in {head:?}"))?;
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        match tls.read(&mut chunk) {
-            Ok(0) => return Err("closed mid-body".into()),
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("read: {e}")),
-        }
-    }
-    body.truncate(length);
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    tls_exchange(tls, raw.as_bytes()).map(|resp| (resp.status, resp.body))
 }
 
 /// The certificate the server presented on `tls`.
@@ -237,27 +181,6 @@ fn served_cert(tls: &TlsClient) -> CertificateDer<'static> {
         .expect("the server presented a certificate")
         .clone()
         .into_owned()
-}
-
-/// Waits up to `timeout` for the peer to close `sock` (EOF or reset),
-/// discarding anything it sends; the time it took, or `None`.
-fn wait_for_close(sock: &mut TcpStream, timeout: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut sink = [0u8; 1024];
-    while started.elapsed() < timeout {
-        let left = timeout.saturating_sub(started.elapsed());
-        sock.set_read_timeout(Some(
-            left.clamp(Duration::from_millis(1), Duration::from_millis(200)),
-        ))
-        .expect("set a read timeout");
-        match sock.read(&mut sink) {
-            Ok(0) => return Some(started.elapsed()),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return Some(started.elapsed()),
-        }
-    }
-    None
 }
 
 /// Asserts `text` holds no line of the PEM body of `key_pem`, nor a PEM
@@ -292,9 +215,7 @@ fn assert_exit_2_naming(output: &Output, variable: &str, path: &str) -> String {
 
 #[test]
 fn curl_trusting_the_ca_gets_health_over_https() {
-    let pki = Pki::new();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+    let (pki, _mock, server) = serving_https(&[]);
 
     assert_health_with_ca(&server, &pki.path("ca.pem"));
     assert!(
@@ -308,10 +229,8 @@ fn curl_trusting_the_ca_gets_health_over_https() {
 
 #[test]
 fn swap_over_https_reaches_spotify_and_returns_the_tokens() {
-    let pki = Pki::new();
-    let mock = start_mock();
+    let (pki, mock, server) = serving_https(&[]);
     mock.add_code("https-code");
-    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
 
     let result = curl_ok(
         &["--cacert", &pki.path("ca.pem"), "-d", "code=https-code"],
@@ -328,19 +247,12 @@ fn swap_over_https_reaches_spotify_and_returns_the_tokens() {
 
 #[test]
 fn tls_1_2_is_served_to_a_client_capped_at_1_2() {
-    let pki = Pki::new();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+    let (pki, _mock, server) = serving_https(&[]);
 
-    let result = curl_ok(
-        &[
-            "--cacert",
-            &pki.path("ca.pem"),
-            "--tlsv1.2",
-            "--tls-max",
-            "1.2",
-        ],
-        &format!("{}/health", server.base_url()),
+    let result = curl_health(
+        &server,
+        &pki.path("ca.pem"),
+        &["--tlsv1.2", "--tls-max", "1.2"],
     );
 
     assert_eq!(result.status, 200);
@@ -353,14 +265,9 @@ fn tls_1_2_is_served_to_a_client_capped_at_1_2() {
 
 #[test]
 fn tls_1_3_is_served_to_a_client_requiring_1_3() {
-    let pki = Pki::new();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+    let (pki, _mock, server) = serving_https(&[]);
 
-    let result = curl_ok(
-        &["--cacert", &pki.path("ca.pem"), "--tlsv1.3"],
-        &format!("{}/health", server.base_url()),
-    );
+    let result = curl_health(&server, &pki.path("ca.pem"), &["--tlsv1.3"]);
 
     assert_eq!(result.status, 200);
     assert!(
@@ -372,14 +279,9 @@ fn tls_1_3_is_served_to_a_client_requiring_1_3() {
 
 #[test]
 fn alpn_settles_on_http_1_1_when_the_client_offers_h2() {
-    let pki = Pki::new();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+    let (pki, _mock, server) = serving_https(&[]);
 
-    let result = curl_ok(
-        &["--cacert", &pki.path("ca.pem"), "--http2"],
-        &format!("{}/health", server.base_url()),
-    );
+    let result = curl_health(&server, &pki.path("ca.pem"), &["--http2"]);
 
     assert_eq!(result.status, 200);
     assert_eq!(result.http_version, "1.1", "{}", result.verbose);
@@ -388,10 +290,8 @@ fn alpn_settles_on_http_1_1_when_the_client_offers_h2() {
 
 #[test]
 fn ureq_client_trusting_the_ca_can_swap() {
-    let pki = Pki::new();
-    let mock = start_mock();
+    let (pki, mock, server) = serving_https(&[]);
     mock.add_code("ureq-code");
-    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
     let ca = ureq::tls::Certificate::from_pem(&pki.read("ca.pem")).expect("CA PEM");
     let tls = ureq::tls::TlsConfig::builder()
         .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
@@ -427,7 +327,7 @@ fn key_that_does_not_match_the_certificate_exits_2_without_key_material() {
     pki.make_key_and_request("stranger", "stranger");
     let (cert, key) = (pki.path("server.pem"), pki.path("stranger.key"));
 
-    let out = run_binary(&[], &base_vars(&tls_vars(&cert, &key)));
+    let out = run_with_tls(&[], &cert, &key);
 
     let stderr = assert_exit_2_naming(&out, "TLS_KEY_FILE", &key);
     assert!(stderr.contains("does not belong"), "{stderr}");
@@ -440,7 +340,7 @@ fn missing_certificate_file_exits_2_naming_tls_cert_file() {
     let pki = Pki::new();
     let (cert, key) = (pki.path("nonexistent.pem"), pki.path("server.key"));
 
-    let out = run_binary(&[], &base_vars(&tls_vars(&cert, &key)));
+    let out = run_with_tls(&[], &cert, &key);
 
     assert_exit_2_naming(&out, "TLS_CERT_FILE", &cert);
 }
@@ -451,7 +351,7 @@ fn garbage_certificate_file_exits_2_naming_tls_cert_file() {
     let cert = pki.dir.write("garbage.pem", "this is not a certificate\n");
     let key = pki.path("server.key");
 
-    let out = run_binary(&[], &base_vars(&tls_vars(&cert, &key)));
+    let out = run_with_tls(&[], &cert, &key);
 
     assert_exit_2_naming(&out, "TLS_CERT_FILE", &cert);
 }
@@ -463,7 +363,7 @@ fn check_config_with_a_mismatched_key_exits_2_naming_tls_key_file() {
     pki.make_key_and_request("stranger", "stranger");
     let (cert, key) = (pki.path("server.pem"), pki.path("stranger.key"));
 
-    let out = run_binary(&["check-config"], &base_vars(&tls_vars(&cert, &key)));
+    let out = run_with_tls(&["check-config"], &cert, &key);
 
     let stderr = assert_exit_2_naming(&out, "TLS_KEY_FILE", &key);
     assert!(stderr.contains("does not belong"), "{stderr}");
@@ -476,7 +376,7 @@ fn missing_key_file_exits_2_naming_tls_key_file() {
     let pki = Pki::new();
     let (cert, key) = (pki.path("server.pem"), pki.path("nonexistent.key"));
 
-    let out = run_binary(&[], &base_vars(&tls_vars(&cert, &key)));
+    let out = run_with_tls(&[], &cert, &key);
 
     assert_exit_2_naming(&out, "TLS_KEY_FILE", &key);
 }
@@ -487,7 +387,7 @@ fn key_file_holding_a_certificate_exits_2_naming_tls_key_file() {
     // A classic mix-up: the certificate given as the key.
     let (cert, key) = (pki.path("server.pem"), pki.path("server.pem"));
 
-    let out = run_binary(&[], &base_vars(&tls_vars(&cert, &key)));
+    let out = run_with_tls(&[], &cert, &key);
 
     let stderr = assert_exit_2_naming(&out, "TLS_KEY_FILE", &key);
     assert_no_key_material(&stderr, &pki.read("server.key"));
@@ -542,9 +442,7 @@ fn expired_certificate_is_served_and_refused_by_verifying_clients() {
 
 #[test]
 fn plain_http_on_the_https_port_gets_a_json_400_and_serving_goes_on() {
-    let pki = Pki::new();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+    let (pki, _mock, server) = serving_https(&[]);
 
     let resp = get(server.addr(), "/health");
 
@@ -561,9 +459,7 @@ fn plain_http_on_the_https_port_gets_a_json_400_and_serving_goes_on() {
 
 #[test]
 fn plain_http_post_on_the_https_port_gets_a_json_400() {
-    let pki = Pki::new();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+    let (_pki, mock, server) = serving_https(&[]);
 
     let resp = request(
         server.addr(),
@@ -589,14 +485,7 @@ fn plain_http_post_on_the_https_port_gets_a_json_400() {
 /// deadline.
 #[test]
 fn silent_connections_do_not_block_other_clients() {
-    let pki = Pki::new();
-    let mock = start_mock();
-    let server = start_https(
-        &mock,
-        &pki.path("server.pem"),
-        &pki.path("server.key"),
-        &[("WORKER_THREADS", "2")],
-    );
+    let (pki, _mock, server) = serving_https(&[("WORKER_THREADS", "2")]);
     // More silent connections than workers.
     let mut silent: Vec<Conn> = (0..4).map(|_| Conn::open(server.addr())).collect();
     thread::sleep(Duration::from_millis(300));
@@ -624,21 +513,8 @@ fn silent_connections_do_not_block_other_clients() {
 /// everyone else meanwhile.
 #[test]
 fn half_a_client_hello_is_dropped_at_the_handshake_deadline() {
-    let pki = Pki::new();
-    let mock = start_mock();
-    let server = start_https(
-        &mock,
-        &pki.path("server.pem"),
-        &pki.path("server.key"),
-        &[("WORKER_THREADS", "2")],
-    );
-    let mut hello = Vec::new();
-    let mut client = rustls::ClientConnection::new(
-        client_config(&pki, &["ca.pem"]),
-        ServerName::IpAddress(server.addr().ip().into()),
-    )
-    .expect("client connection");
-    client.write_tls(&mut hello).expect("ClientHello");
+    let (pki, _mock, server) = serving_https(&[("WORKER_THREADS", "2")]);
+    let hello = client_hello(&tls_client_config(&pki), server.addr());
     assert!(hello.len() > 100, "ClientHello of {} bytes", hello.len());
     let mut stalled = TcpStream::connect(server.addr()).expect("connect");
     let connected = Instant::now();
@@ -656,15 +532,14 @@ fn half_a_client_hello_is_dropped_at_the_handshake_deadline() {
             started.elapsed()
         );
     }
-    let closed = wait_for_close(&mut stalled, HANDSHAKE_TIMEOUT + Duration::from_secs(5))
-        .map(|_| connected.elapsed());
+    let (_, was_closed) =
+        read_until_close(&mut stalled, HANDSHAKE_TIMEOUT + Duration::from_secs(5));
+    let closed = connected.elapsed();
 
-    let closed = closed.unwrap_or_else(|| {
-        panic!(
-            "the stalled handshake was still open {:?} after connecting",
-            connected.elapsed()
-        )
-    });
+    assert!(
+        was_closed,
+        "the stalled handshake was still open {closed:?} after connecting"
+    );
     assert!(
         closed >= HANDSHAKE_TIMEOUT - Duration::from_secs(1),
         "dropped after {closed:?}, before the handshake deadline"
@@ -674,9 +549,7 @@ fn half_a_client_hello_is_dropped_at_the_handshake_deadline() {
 
 #[test]
 fn silent_connection_does_not_hold_up_shutdown() {
-    let pki = Pki::new();
-    let mock = start_mock();
-    let mut server = start_https(&mock, &pki.path("server.pem"), &pki.path("server.key"), &[]);
+    let (_pki, _mock, mut server) = serving_https(&[]);
     let _silent = Conn::open(server.addr());
     thread::sleep(Duration::from_millis(300));
 
@@ -709,6 +582,15 @@ fn renewal_pki() -> Pki {
     pki
 }
 
+/// A [`renewal_pki`], a mock and the server serving HTTPS with the live
+/// pair.
+fn serving_renewable() -> (Pki, MockSpotify, ServerProc) {
+    let pki = renewal_pki();
+    let mock = start_mock();
+    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
+    (pki, mock, server)
+}
+
 /// Installs `<name>.pem`/`<name>.key` as the live pair (certificate first,
 /// as a renewal does) and sends `SIGHUP`.
 fn renew_to(pki: &Pki, server: &ServerProc, name: &str) {
@@ -719,8 +601,13 @@ fn renew_to(pki: &Pki, server: &ServerProc, name: &str) {
 
 /// Waits for the reload's log line.
 fn assert_reloaded(server: &ServerProc) {
+    assert_logs(server, "SIGHUP: TLS certificate reloaded");
+}
+
+/// Waits up to 5 s for a stderr line of `server` containing `needle`.
+fn assert_logs(server: &ServerProc, needle: &str) {
     assert!(
-        server.wait_for_stderr("SIGHUP: TLS certificate reloaded", Duration::from_secs(5)),
+        server.wait_for_stderr(needle, Duration::from_secs(5)),
         "{}",
         server.stderr()
     );
@@ -728,9 +615,7 @@ fn assert_reloaded(server: &ServerProc) {
 
 #[test]
 fn sighup_serves_the_new_certificate_to_new_connections() {
-    let pki = renewal_pki();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
+    let (pki, _mock, server) = serving_renewable();
     assert_health_with_ca(&server, &pki.path("ca.pem"));
     let (before, _) = curl_health_exit_code(&server, &pki.path("ca2.pem"));
     assert_eq!(before, Some(CURL_PEER_FAILED_VERIFICATION));
@@ -745,11 +630,12 @@ fn sighup_serves_the_new_certificate_to_new_connections() {
 
 #[test]
 fn sighup_leaves_established_keep_alive_connections_working() {
-    let pki = renewal_pki();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
-    let mut established =
-        tls_connect(server.addr(), &client_config(&pki, &["ca.pem"])).expect("TLS connection");
+    let (pki, _mock, server) = serving_renewable();
+    let mut established = tls_connect(
+        server.addr(),
+        &tls_client_config_trusting(&pki, &["ca.pem"]),
+    )
+    .expect("TLS connection");
     assert_eq!(
         tls_get(&mut established, "/health", true),
         Ok((200, r#"{"status":"ok"}"#.to_owned()))
@@ -764,26 +650,23 @@ fn sighup_leaves_established_keep_alive_connections_working() {
         "the established connection broke on reload"
     );
     assert_eq!(served_cert(&established), pki.der("server.pem"));
-    let fresh = tls_connect(server.addr(), &client_config(&pki, &["ca2.pem"]))
-        .expect("a new connection trusts the new CA");
+    let fresh = tls_connect(
+        server.addr(),
+        &tls_client_config_trusting(&pki, &["ca2.pem"]),
+    )
+    .expect("a new connection trusts the new CA");
     assert_eq!(served_cert(&fresh), pki.der("server2.pem"));
 }
 
 #[test]
 fn sighup_with_a_broken_certificate_file_keeps_the_current_certificate() {
-    let pki = renewal_pki();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
+    let (pki, _mock, server) = serving_renewable();
 
     pki.dir
         .write("live.pem", "-----BEGIN CERTIFICATE-----\nbroken\n");
     server.signal("HUP");
 
-    assert!(
-        server.wait_for_stderr("keeping the current certificate", Duration::from_secs(5)),
-        "{}",
-        server.stderr()
-    );
+    assert_logs(&server, "keeping the current certificate");
     let line = server
         .stderr()
         .lines()
@@ -818,16 +701,8 @@ fn sighup_with_a_broken_certificate_still_reloads_the_secrets() {
         .write("enc", "second-encryption-secret-0123456789abcdef\n");
     server.signal("HUP");
 
-    assert!(
-        server.wait_for_stderr("SIGHUP: reloaded ENCRYPTION_SECRET", Duration::from_secs(5)),
-        "{}",
-        server.stderr()
-    );
-    assert!(
-        server.wait_for_stderr("keeping the current certificate", Duration::from_secs(5)),
-        "{}",
-        server.stderr()
-    );
+    assert_logs(&server, "SIGHUP: reloaded ENCRYPTION_SECRET");
+    assert_logs(&server, "keeping the current certificate");
     let stderr = server.stderr();
     assert_eq!(
         stderr.matches("TLS_CERT_FILE").count(),
@@ -843,18 +718,12 @@ fn sighup_with_a_broken_certificate_still_reloads_the_secrets() {
 /// server down or serve a certificate it cannot sign for.
 #[test]
 fn sighup_with_a_mismatched_pair_keeps_the_current_certificate() {
-    let pki = renewal_pki();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
+    let (pki, _mock, server) = serving_renewable();
 
     pki.dir.write("live.pem", pki.read("server2.pem"));
     server.signal("HUP");
 
-    assert!(
-        server.wait_for_stderr("keeping the current certificate", Duration::from_secs(5)),
-        "{}",
-        server.stderr()
-    );
+    assert_logs(&server, "keeping the current certificate");
     assert!(
         server.stderr().contains("does not belong"),
         "{}",
@@ -868,10 +737,8 @@ fn sighup_with_a_mismatched_pair_keeps_the_current_certificate() {
 /// succeed (the client trusts both CAs), and the swap is seen mid-stream.
 #[test]
 fn reload_under_load_fails_no_request() {
-    let pki = renewal_pki();
-    let mock = start_mock();
-    let server = start_https(&mock, &pki.path("live.pem"), &pki.path("live.key"), &[]);
-    let config = client_config(&pki, &["ca.pem", "ca2.pem"]);
+    let (pki, _mock, server) = serving_renewable();
+    let config = tls_client_config_trusting(&pki, &["ca.pem", "ca2.pem"]);
     let new_cert = pki.der("server2.pem");
     let stop = Arc::new(AtomicBool::new(false));
     // (certificate seen, or the error) per request, in order.
@@ -903,6 +770,10 @@ fn reload_under_load_fails_no_request() {
             .filter(|o| o.as_ref().is_ok_and(|n| *n == new))
             .count()
     };
+    let last_outcomes = || {
+        let log = log.lock().expect("log");
+        log.iter().rev().take(5).cloned().collect::<Vec<_>>()
+    };
     let wait_for = |new: bool, n: usize| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while count(new) < n && Instant::now() < deadline && !load.is_finished() {
@@ -914,24 +785,14 @@ fn reload_under_load_fails_no_request() {
     assert!(
         wait_for(false, 10),
         "no load before the reload: {:?}",
-        log.lock()
-            .expect("log")
-            .iter()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
+        last_outcomes()
     );
     renew_to(&pki, &server, "server2");
     assert_reloaded(&server);
     assert!(
         wait_for(true, 10),
         "the new certificate never showed; last outcomes: {:?}",
-        log.lock()
-            .expect("log")
-            .iter()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
+        last_outcomes()
     );
     stop.store(true, Ordering::SeqCst);
     load.join().expect("load thread");

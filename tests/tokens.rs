@@ -8,11 +8,22 @@ mod support;
 use serde_json::Value;
 use support::mock::MockSpotify;
 use support::{
-    Resp, ServerProc, assert_error, assert_still_serving, post_form, start_mock, start_server,
+    Resp, ServerProc, assert_error, assert_still_serving, post_form, start_both, start_mock,
+    start_server, start_with_code, start_with_refresh_token,
 };
 
 const SECRET_A: &str = "secret-A-for-tests-at-least-32-characters";
 const SECRET_B: &str = "secret-B-for-tests-at-least-32-characters";
+/// A server sealing refresh tokens under [`SECRET_A`].
+const SEALING_A: &[(&str, &str)] = &[("ENCRYPTION_SECRET", SECRET_A)];
+/// A server sealing refresh tokens under [`SECRET_B`].
+const SEALING_B: &[(&str, &str)] = &[("ENCRYPTION_SECRET", SECRET_B)];
+/// A server after a key rotation: sealing under [`SECRET_B`], still opening
+/// what [`SECRET_A`] sealed.
+const ROTATED: &[(&str, &str)] = &[
+    ("ENCRYPTION_SECRET", SECRET_B),
+    ("ENCRYPTION_SECRET_PREVIOUS", SECRET_A),
+];
 
 fn swap(server: &ServerProc, code: &str) -> Resp {
     post_form(server.addr(), "/swap", &[("code", code)])
@@ -28,10 +39,35 @@ fn swapped_refresh_token(mock: &MockSpotify, server: &ServerProc, code: &str) ->
     mock.add_code(code);
     let resp = swap(server, code);
     assert_eq!(resp.status, 200, "{resp:?}");
+    returned_refresh_token(&resp, "no refresh_token")
+}
+
+/// Swaps code `c1` on a server started with `sealing` and refreshes the
+/// token it returned on another started with `opening`, both pointed at one
+/// mock: the mock and the refresh's answer.
+fn refresh_elsewhere(sealing: &[(&str, &str)], opening: &[(&str, &str)]) -> (MockSpotify, Resp) {
+    let mock = start_mock();
+    let sealer = start_server(&mock, sealing);
+    let opener = start_server(&mock, opening);
+    let token = swapped_refresh_token(&mock, &sealer, "c1");
+    let resp = refresh(&opener, &token);
+    (mock, resp)
+}
+
+/// The `refresh_token` of `resp`, which must have one; else panics with
+/// `missing` and the whole response.
+fn returned_refresh_token(resp: &Resp, missing: &str) -> String {
     resp.json()["refresh_token"]
         .as_str()
-        .unwrap_or_else(|| panic!("no refresh_token:\n{resp:?}"))
+        .unwrap_or_else(|| panic!("{missing}:\n{resp:?}"))
         .to_owned()
+}
+
+/// Asserts `resp` is a 200 and the refresh token Spotify last received is
+/// `plain`.
+fn assert_refreshed_upstream_with(resp: &Resp, mock: &MockSpotify, plain: &str) {
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(mock.last_field("refresh_token"), Some(plain.to_owned()));
 }
 
 fn is_url_safe(token: &str) -> bool {
@@ -55,8 +91,7 @@ fn assert_refused_locally(resp: &Resp, mock: &MockSpotify, upstream_before: usiz
 
 #[test]
 fn swap_returns_an_encrypted_url_safe_refresh_token() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let (mock, server) = start_both(SEALING_A);
 
     let token = swapped_refresh_token(&mock, &server, "c1");
 
@@ -72,9 +107,7 @@ fn swap_returns_an_encrypted_url_safe_refresh_token() {
 
 #[test]
 fn swap_with_encryption_leaves_the_other_fields_alone() {
-    let mock = start_mock();
-    mock.add_code("c1");
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let (_mock, server) = start_with_code("c1", SEALING_A);
 
     let resp = swap(&server, "c1");
 
@@ -88,8 +121,7 @@ fn swap_with_encryption_leaves_the_other_fields_alone() {
 
 #[test]
 fn encrypted_refresh_token_refreshes_with_the_plain_token_upstream() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let (mock, server) = start_both(SEALING_A);
     let token = swapped_refresh_token(&mock, &server, "c1");
 
     let resp = refresh(&server, &token);
@@ -103,25 +135,14 @@ fn encrypted_refresh_token_refreshes_with_the_plain_token_upstream() {
 
 #[test]
 fn encrypted_refresh_token_works_on_another_instance_with_the_same_secret() {
-    let mock = start_mock();
-    let first = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
-    let second = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
-    let token = swapped_refresh_token(&mock, &first, "c1");
+    let (mock, resp) = refresh_elsewhere(SEALING_A, SEALING_A);
 
-    let resp = refresh(&second, &token);
-
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(
-        mock.last_request()
-            .and_then(|r| r.field("refresh_token").map(String::from)),
-        Some("refresh-c1".to_owned())
-    );
+    assert_refreshed_upstream_with(&resp, &mock, "refresh-c1");
 }
 
 #[test]
 fn tampered_refresh_token_is_invalid_grant_without_calling_spotify() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let (mock, server) = start_both(SEALING_A);
     let token = swapped_refresh_token(&mock, &server, "c1");
     let mut bytes = token.into_bytes();
     let middle = bytes.len() / 2;
@@ -136,8 +157,7 @@ fn tampered_refresh_token_is_invalid_grant_without_calling_spotify() {
 
 #[test]
 fn truncated_refresh_token_is_invalid_grant_without_calling_spotify() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let (mock, server) = start_both(SEALING_A);
     let token = swapped_refresh_token(&mock, &server, "c1");
 
     for cut in [1, 4, token.len() / 2, token.len() - 1] {
@@ -149,39 +169,27 @@ fn truncated_refresh_token_is_invalid_grant_without_calling_spotify() {
 
 #[test]
 fn refresh_token_sealed_with_another_secret_is_invalid_grant_without_calling_spotify() {
-    let mock = start_mock();
-    let server_a = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
-    let server_b = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_B)]);
-    let token = swapped_refresh_token(&mock, &server_a, "c1");
-
-    let resp = refresh(&server_b, &token);
+    let (mock, resp) = refresh_elsewhere(SEALING_A, SEALING_B);
 
     assert_refused_locally(&resp, &mock, 1);
 }
 
 #[test]
 fn refresh_token_sealed_for_another_client_id_is_invalid_grant_without_calling_spotify() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
-    let other_app = start_server(
-        &mock,
+    let (mock, resp) = refresh_elsewhere(
+        SEALING_A,
         &[
             ("ENCRYPTION_SECRET", SECRET_A),
             ("SPOTIFY_CLIENT_ID", "another-client-id"),
         ],
     );
-    let token = swapped_refresh_token(&mock, &server, "c1");
-
-    let resp = refresh(&other_app, &token);
 
     assert_refused_locally(&resp, &mock, 1);
 }
 
 #[test]
 fn plain_spotify_refresh_token_is_invalid_grant_when_encryption_is_on() {
-    let mock = start_mock();
-    mock.add_refresh_token("AQD-a-plain-spotify-refresh-token");
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let (mock, server) = start_with_refresh_token("AQD-a-plain-spotify-refresh-token", SEALING_A);
 
     let resp = refresh(&server, "AQD-a-plain-spotify-refresh-token");
 
@@ -190,8 +198,7 @@ fn plain_spotify_refresh_token_is_invalid_grant_when_encryption_is_on() {
 
 #[test]
 fn oversized_refresh_token_is_invalid_grant_without_calling_spotify() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let (mock, server) = start_both(SEALING_A);
 
     let resp = refresh(&server, &"A".repeat(6000));
 
@@ -200,47 +207,22 @@ fn oversized_refresh_token_is_invalid_grant_without_calling_spotify() {
 
 #[test]
 fn refresh_token_from_the_previous_secret_is_accepted_after_rotation() {
-    let mock = start_mock();
-    let old = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
-    let rotated = start_server(
-        &mock,
-        &[
-            ("ENCRYPTION_SECRET", SECRET_B),
-            ("ENCRYPTION_SECRET_PREVIOUS", SECRET_A),
-        ],
-    );
-    let token = swapped_refresh_token(&mock, &old, "c1");
+    let (mock, resp) = refresh_elsewhere(SEALING_A, ROTATED);
 
-    let resp = refresh(&rotated, &token);
-
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(
-        mock.last_request()
-            .and_then(|r| r.field("refresh_token").map(String::from)),
-        Some("refresh-c1".to_owned())
-    );
+    assert_refreshed_upstream_with(&resp, &mock, "refresh-c1");
 }
 
 #[test]
 fn new_refresh_token_after_rotation_opens_only_under_the_new_secret() {
     let mock = start_mock();
     mock.set_rotate_refresh_tokens(true);
-    let old = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
-    let rotated = start_server(
-        &mock,
-        &[
-            ("ENCRYPTION_SECRET", SECRET_B),
-            ("ENCRYPTION_SECRET_PREVIOUS", SECRET_A),
-        ],
-    );
-    let only_b = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_B)]);
+    let old = start_server(&mock, SEALING_A);
+    let rotated = start_server(&mock, ROTATED);
+    let only_b = start_server(&mock, SEALING_B);
     let token = swapped_refresh_token(&mock, &old, "c1");
     let resp = refresh(&rotated, &token);
     assert_eq!(resp.status, 200, "{resp:?}");
-    let new_token = resp.json()["refresh_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a rotated refresh token must be returned:\n{resp:?}"))
-        .to_owned();
+    let new_token = returned_refresh_token(&resp, "a rotated refresh token must be returned");
     assert!(is_url_safe(&new_token), "{new_token}");
     assert!(!new_token.contains("refresh-rotated"), "{new_token}");
     assert_eq!(mock.request_count(), 2);
@@ -249,12 +231,7 @@ fn new_refresh_token_after_rotation_opens_only_under_the_new_secret() {
     assert_refused_locally(&under_a, &mock, 2);
 
     let under_b = refresh(&only_b, &new_token);
-    assert_eq!(under_b.status, 200, "{under_b:?}");
-    assert_eq!(
-        mock.last_request()
-            .and_then(|r| r.field("refresh_token").map(String::from)),
-        Some("refresh-rotated-1".to_owned())
-    );
+    assert_refreshed_upstream_with(&under_b, &mock, "refresh-rotated-1");
 }
 
 /// The `spotify_token_swap_refresh_tokens_opened_total` samples of
@@ -277,50 +254,30 @@ fn tokens_opened(server: &ServerProc) -> (u64, u64) {
 fn token_from_the_previous_secret_comes_back_sealed_under_the_current_one() {
     let mock = start_mock();
     // Spotify sends no new refresh token (its usual answer to a refresh).
-    let old = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
-    let rotated = start_server(
-        &mock,
-        &[
-            ("ENCRYPTION_SECRET", SECRET_B),
-            ("ENCRYPTION_SECRET_PREVIOUS", SECRET_A),
-        ],
-    );
-    let only_b = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_B)]);
+    let old = start_server(&mock, SEALING_A);
+    let rotated = start_server(&mock, ROTATED);
+    let only_b = start_server(&mock, SEALING_B);
     let token = swapped_refresh_token(&mock, &old, "c1");
 
     let resp = refresh(&rotated, &token);
 
     assert_eq!(resp.status, 200, "{resp:?}");
-    let resealed = resp.json()["refresh_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the token must come back under the new key:\n{resp:?}"))
-        .to_owned();
+    let resealed = returned_refresh_token(&resp, "the token must come back under the new key");
     assert!(is_url_safe(&resealed), "{resealed}");
     assert!(!resealed.contains("refresh-c1"), "{resealed}");
     assert_ne!(resealed, token);
     // It opens without the previous secret, to Spotify's same token.
     assert_refused_locally(&refresh(&old, &resealed), &mock, 2);
     let under_b = refresh(&only_b, &resealed);
-    assert_eq!(under_b.status, 200, "{under_b:?}");
+    assert_refreshed_upstream_with(&under_b, &mock, "refresh-c1");
     assert_eq!(under_b.json().get("refresh_token"), None, "{under_b:?}");
-    assert_eq!(
-        mock.last_request()
-            .and_then(|r| r.field("refresh_token").map(String::from)),
-        Some("refresh-c1".to_owned())
-    );
 }
 
 #[test]
 fn metrics_count_refresh_tokens_opened_by_key() {
     let mock = start_mock();
-    let old = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
-    let rotated = start_server(
-        &mock,
-        &[
-            ("ENCRYPTION_SECRET", SECRET_B),
-            ("ENCRYPTION_SECRET_PREVIOUS", SECRET_A),
-        ],
-    );
+    let old = start_server(&mock, SEALING_A);
+    let rotated = start_server(&mock, ROTATED);
     let old_token = swapped_refresh_token(&mock, &old, "c1");
     let new_token = swapped_refresh_token(&mock, &rotated, "c2");
     assert_eq!(tokens_opened(&rotated), (0, 0));
@@ -345,8 +302,7 @@ fn metrics_count_refresh_tokens_opened_by_key() {
 
 #[test]
 fn refresh_without_a_new_spotify_token_returns_none() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[("ENCRYPTION_SECRET", SECRET_A)]);
+    let (mock, server) = start_both(SEALING_A);
     let token = swapped_refresh_token(&mock, &server, "c1");
 
     let resp = refresh(&server, &token);
@@ -357,19 +313,13 @@ fn refresh_without_a_new_spotify_token_returns_none() {
 
 #[test]
 fn refresh_token_passes_through_unchanged_with_encryption_off() {
-    let mock = start_mock();
-    let server = start_server(&mock, &[]);
+    let (mock, server) = start_both(&[]);
     let token = swapped_refresh_token(&mock, &server, "c1");
     assert_eq!(token, "refresh-c1");
 
     let resp = refresh(&server, &token);
 
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(
-        mock.last_request()
-            .and_then(|r| r.field("refresh_token").map(String::from)),
-        Some("refresh-c1".to_owned())
-    );
+    assert_refreshed_upstream_with(&resp, &mock, "refresh-c1");
 }
 
 #[test]

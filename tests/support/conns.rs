@@ -1,8 +1,8 @@
-//! Helpers for the connection-model tests (`tests/connections.rs`): the
-//! open-file limit for thousands of sockets, loopback client addresses, a
-//! rustls client that can also hand over its raw TLS bytes (a ClientHello,
-//! one encrypted record) for a test to drip on the socket, and watching a
-//! socket for the server's close.
+//! Helpers for the connection-model and HTTPS tests (`tests/connections.rs`,
+//! `tests/https.rs`): the open-file limit for thousands of sockets, loopback
+//! client addresses, a rustls client that can also hand over its raw TLS
+//! bytes (a ClientHello, one encrypted record) for a test to drip on the
+//! socket, and watching a socket for the server's close.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -96,10 +96,18 @@ pub fn read_until_close(sock: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bo
 /// A rustls client configuration trusting `ca.pem` of `pki`, without
 /// session resumption (every connection does a full handshake).
 pub fn tls_client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    tls_client_config_trusting(pki, &["ca.pem"])
+}
+
+/// A rustls client configuration trusting the CA certificates `cas` of
+/// `pki`, without session resumption.
+pub fn tls_client_config_trusting(pki: &Pki, cas: &[&str]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(pki.der("ca.pem"))
-        .unwrap_or_else(|e| panic!("ca.pem is not a usable root: {e:?}"));
+    for ca in cas {
+        roots
+            .add(pki.der(ca))
+            .unwrap_or_else(|e| panic!("{ca} is not a usable root: {e:?}"));
+    }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -107,6 +115,9 @@ pub fn tls_client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
     .expect("ring supports the default versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
+    // Every connection does a full handshake and sees the certificate the
+    // server holds now; a resumed session would carry the one it was made
+    // with.
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
@@ -140,9 +151,29 @@ pub fn tls_connect_from(
     config: &Arc<rustls::ClientConfig>,
 ) -> Result<TlsClient, String> {
     let sock = connect_from(local, addr).map_err(|e| format!("connect: {e}"))?;
+    sock.set_nodelay(true)
+        .map_err(|e| format!("socket options: {e}"))?;
+    tls_handshake(sock, addr, config)
+}
+
+/// Connects to `addr` (5 s connect timeout) and completes a TLS handshake.
+pub fn tls_connect(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<TlsClient, String> {
+    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    tls_handshake(sock, addr, config)
+}
+
+/// Completes a TLS handshake with the server at `addr` on `sock`.
+fn tls_handshake(
+    sock: TcpStream,
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<TlsClient, String> {
     sock.set_read_timeout(Some(TLS_IO_TIMEOUT))
         .and_then(|()| sock.set_write_timeout(Some(TLS_IO_TIMEOUT)))
-        .and_then(|()| sock.set_nodelay(true))
         .map_err(|e| format!("socket options: {e}"))?;
     let mut tls = rustls::StreamOwned::new(tls_client(config, addr), sock);
     while tls.conn.is_handshaking() {

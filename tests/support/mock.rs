@@ -1,5 +1,4 @@
-//! A stand-in for Spotify's accounts service, for the integration tests and
-//! `examples/demo.rs`.
+//! A stand-in for Spotify's accounts service, for the integration tests.
 //!
 //! [`MockSpotify::start`] binds `127.0.0.1:0` and speaks plain HTTP/1.1 with
 //! keep-alive (the server under test reuses connections through its `ureq`
@@ -16,15 +15,8 @@
 //! it arrived on, so tests can assert what the server sent upstream and that
 //! it reused connections.
 //!
-//! The file is self-contained (std, `serde_json`, `base64`, `form_urlencoded`)
-//! because the demo includes it with `#[path]`, outside the test support
-//! module. Nothing on the serving path panics on what a peer sends: every
+//! Nothing on the serving path panics on what a peer sends: every
 //! read is bounded, malformed input gets a 4xx and the connection is closed.
-
-#![allow(
-    dead_code,
-    reason = "included by several test crates and by examples/demo.rs; each uses a different subset"
-)]
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -38,6 +30,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
+
+use super::client::find_head_end;
 
 /// Scope the mock grants unless a test registers another.
 pub const DEFAULT_SCOPE: &str = "user-read-private user-read-email";
@@ -247,6 +241,14 @@ impl Recorded {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The form fields in order, as pairs to compare with a literal.
+    pub fn form_pairs(&self) -> Vec<(&str, &str)> {
+        self.form
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect()
+    }
+
     /// The body as text (lossy).
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -411,6 +413,13 @@ impl MockSpotify {
     /// The most recent request, if any.
     pub fn last_request(&self) -> Option<Recorded> {
         self.shared.state().requests.last().cloned()
+    }
+
+    /// Form field `name` of the last request, if there was one and it had
+    /// the field.
+    pub fn last_field(&self, name: &str) -> Option<String> {
+        self.last_request()
+            .and_then(|request| request.field(name).map(String::from))
     }
 
     /// Number of requests received so far.
@@ -801,24 +810,6 @@ impl Wire<'_> {
     }
 }
 
-/// Index just past the blank line ending a head (CRLF or bare LF line
-/// endings), searching from `from`.
-fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(off) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
-        let nl = i + off;
-        let rest = &buf[nl + 1..];
-        if rest.starts_with(b"\n") {
-            return Some(nl + 2);
-        }
-        if rest.starts_with(b"\r\n") {
-            return Some(nl + 3);
-        }
-        i = nl + 1;
-    }
-    None
-}
-
 /// Parses a request head; `None` for anything malformed.
 fn parse_head(head: &[u8]) -> Option<Head> {
     let text = std::str::from_utf8(head).ok()?;
@@ -1093,7 +1084,9 @@ impl State {
     }
 }
 
-fn reason_phrase(status: u16) -> &'static str {
+/// The reason phrase for `status`: the one table both stand-ins for Spotify
+/// (this mock and `tls_upstream.rs`) answer with.
+pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
@@ -1112,6 +1105,7 @@ fn reason_phrase(status: u16) -> &'static str {
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",

@@ -38,6 +38,7 @@ use rustls::{
 };
 use serde_json::json;
 
+use super::mock::reason_phrase;
 use super::pki::Pki;
 use super::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, lock};
 
@@ -551,15 +552,7 @@ fn answer(shared: &Shared, request: &Request) -> (u16, String) {
 }
 
 fn write_response(tls: &mut Tls, status: u16, body: &str, close: bool) -> io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Error",
-    };
+    let reason = reason_phrase(status);
     let connection = if close { "close" } else { "keep-alive" };
     let allow = if status == 405 { "Allow: POST\r\n" } else { "" };
     let response = format!(
