@@ -332,9 +332,13 @@ impl<H: Handler> Poller<'_, H> {
             match listener.accept() {
                 Ok((stream, addr)) => self.admit(stream, addr.ip().to_canonical()),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if is_out_of_resources(&e) => {
-                    // The listener is fine, we are out of descriptors or
-                    // memory: rest it a moment instead of spinning.
+                // A connection that failed before we took it (reset,
+                // aborted): nothing to do but take the next.
+                Err(e) if is_about_one_connection(&e) => {}
+                Err(e) => {
+                    // Out of descriptors or memory, or anything else that
+                    // would fail again at once: rest the listener a moment
+                    // instead of spinning.
                     let now = Instant::now();
                     if self
                         .last_accept_error_log
@@ -349,9 +353,6 @@ impl<H: Handler> Poller<'_, H> {
                     self.waiting().planned_sweep.fetch_min(at, Ordering::SeqCst);
                     return;
                 }
-                // A connection that failed before we took it (reset,
-                // aborted): nothing to do but take the next.
-                Err(_) => {}
             }
         }
     }
@@ -456,9 +457,23 @@ impl<H: Handler> Poller<'_, H> {
     }
 }
 
-fn is_out_of_resources(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+/// Whether `accept` failed for one connection only (accept(2): pending
+/// network errors are passed on), so the next one may succeed at once.
+fn is_about_one_connection(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Interrupted
+        || matches!(
+            e.raw_os_error(),
+            Some(
+                libc::ECONNABORTED
+                    | libc::EPROTO
+                    | libc::EPERM
+                    | libc::ENETDOWN
+                    | libc::ENOPROTOOPT
+                    | libc::EHOSTDOWN
+                    | libc::ENONET
+                    | libc::EHOSTUNREACH
+                    | libc::EOPNOTSUPP
+                    | libc::ENETUNREACH
+            )
+        )
 }
