@@ -16,13 +16,14 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::conns::held_open;
 use support::mock::{MockSpotify, Reply};
 use support::{
     Conn, Resp, ServerProc, assert_error, assert_still_serving, connect_from_timeout, open_fds,
@@ -141,19 +142,6 @@ fn concurrent_in_background(
 ) -> thread::JoinHandle<Vec<(std::io::Result<Resp>, Duration)>> {
     let raw = raw.to_vec();
     thread::spawn(move || concurrent(local, addr, n, &raw, Duration::from_secs(30)))
-}
-
-/// Whether the server still holds `stream` open: nothing to read and no
-/// end of stream or reset.
-fn held_open(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut byte = [0u8; 1];
-    let mut reader = stream;
-    let open = matches!(reader.read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock);
-    let _ = stream.set_nonblocking(false);
-    open
 }
 
 /// Value of a sample line `name value` of the `/metrics` text.

@@ -43,8 +43,9 @@ use support::conns::{
 use support::mock::{MockSpotify, Reply};
 use support::pki::Pki;
 use support::{
-    Conn, Resp, ServerProc, assert_error, assert_still_serving, connect_from, form_body,
-    proc_status, raw_get, raw_post, request_from, server_vars, start_mock, try_request_from,
+    Conn, Resp, ServerProc, assert_error, assert_still_serving, assert_swapped, connect_from,
+    form_body, proc_status, raw_get, raw_post, raw_swap, request_from, server_vars, start_mock,
+    try_request_from,
 };
 
 /// SPEC: request head 10 s from its first byte; TLS handshake 10 s from
@@ -135,25 +136,6 @@ fn start_https(pki: &Pki, mock: &MockSpotify, extra: &[(&str, &str)]) -> ServerP
 /// Raw bytes of a one-shot `GET`.
 fn get_close(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
-}
-
-/// A keep-alive form POST of `code` to `/swap`.
-fn swap_request(code: &str) -> Vec<u8> {
-    raw_post(
-        "/swap",
-        "application/x-www-form-urlencoded",
-        &form_body(&[("code", code)]),
-    )
-}
-
-/// Asserts `resp` is the mock's token response for `code`.
-fn assert_swapped(resp: &Resp, code: &str) {
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(
-        resp.json()["access_token"],
-        json!(format!("access-{code}")),
-        "{resp:?}"
-    );
 }
 
 /// Asserts `resp` is `GET /health`'s answer.
@@ -347,7 +329,7 @@ fn burst_of_two_thousand_keep_alive_clients_is_all_answered() {
     let started = Instant::now();
     for (i, conn) in conns.iter_mut().enumerate() {
         let raw = if is_swap(i) {
-            swap_request(&format!("burst-{i}"))
+            raw_swap(&format!("burst-{i}"))
         } else {
             raw_get("/health")
         };
@@ -750,7 +732,7 @@ fn tls_connections_past_max_connections_are_never_answered_in_plaintext() {
         .collect();
     mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(5))));
     let mut held = tls_connect_from(loopback(58), addr, &config).expect("held HTTPS client");
-    let held_answer = thread::spawn(move || tls_exchange(&mut held, &swap_request("held")));
+    let held_answer = thread::spawn(move || tls_exchange(&mut held, &raw_swap("held")));
     wait_for_upstream_call(&mock);
     let held_since = Instant::now();
 
@@ -812,7 +794,7 @@ fn tls_connections_past_a_full_queue_are_never_answered_in_plaintext() {
     let config = tls_client_config(&pki);
     mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(5))));
     let mut held = tls_connect_from(BYSTANDER, addr, &config).expect("held HTTPS client");
-    let held_answer = thread::spawn(move || tls_exchange(&mut held, &swap_request("held")));
+    let held_answer = thread::spawn(move || tls_exchange(&mut held, &raw_swap("held")));
     wait_for_upstream_call(&mock);
     let held_since = Instant::now();
 
@@ -928,7 +910,7 @@ fn pipelined_requests_in_one_write_are_answered_in_order() {
     for i in 0..10 {
         batch.extend(match i {
             3 => b"HEAD /health HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
-            5 => swap_request("piped"),
+            5 => raw_swap("piped"),
             7 => raw_get("/no-such-endpoint"),
             _ => raw_get("/health"),
         });
@@ -1098,7 +1080,7 @@ fn sigterm_with_two_thousand_connections_open_answers_the_request_in_flight_and_
     }
     let mut in_flight = Conn::open_from(BYSTANDER, addr);
     in_flight.set_timeout(Duration::from_secs(15));
-    in_flight.send(&swap_request("in-flight"));
+    in_flight.send(&raw_swap("in-flight"));
     let answer = thread::spawn(move || in_flight.try_read_response());
     let deadline = Instant::now() + Duration::from_secs(5);
     while mock.request_count() == 0 {

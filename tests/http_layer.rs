@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::mock::{MockSpotify, Reply};
 use support::{
-    Conn, Resp, ServerProc, assert_error, assert_still_serving, form_body, raw_get, raw_post,
-    request, start_mock, start_server,
+    Conn, Resp, ServerProc, assert_error, assert_still_serving, assert_swapped, form_body, raw_get,
+    raw_post, raw_swap, request, start_mock, start_server,
 };
 
 /// The server's limits, as SPEC states them.
@@ -74,26 +74,6 @@ fn request_while_sending(addr: SocketAddr, raw: Vec<u8>) -> Resp {
     drop(conn);
     let _ = sender.join();
     resp
-}
-
-/// A keep-alive form POST of `code` to `/swap`.
-fn swap_request(code: &str) -> Vec<u8> {
-    raw_post(
-        "/swap",
-        "application/x-www-form-urlencoded",
-        &form_body(&[("code", code)]),
-    )
-}
-
-/// Asserts `resp` is the mock's token response for `code`.
-fn assert_swapped(resp: &Resp, code: &str) {
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(resp.header("content-type"), Some("application/json"));
-    assert_eq!(
-        resp.json()["access_token"],
-        json!(format!("access-{code}")),
-        "{resp:?}"
-    );
 }
 
 /// A POST to `/swap` whose head announces `Content-Length: length`.
@@ -522,7 +502,7 @@ fn keep_alive_serves_two_requests_on_one_connection() {
     let first = conn.read_response();
     assert_eq!(first.status, 200, "{first:?}");
     assert_eq!(first.header("connection"), None, "{first:?}");
-    conn.send(&swap_request("abc"));
+    conn.send(&raw_swap("abc"));
     let second = conn.read_response();
     assert_swapped(&second, "abc");
 }
@@ -533,7 +513,7 @@ fn pipelined_requests_are_answered_in_order() {
     mock.add_code("abc");
     let mut conn = Conn::open(server.addr());
     let mut batch = raw_get("/health");
-    batch.extend(swap_request("abc"));
+    batch.extend(raw_swap("abc"));
     batch.extend(raw_get("/no-such-endpoint"));
     conn.send(&batch);
     let health = conn.read_response();
@@ -914,7 +894,7 @@ fn full_queue_is_answered_503_with_retry_after() {
     mock.set_default_reply(Some(Reply::Hang(hold)));
     let mut busy = Conn::open(addr);
     busy.set_timeout(hold + Duration::from_secs(10));
-    busy.send(&swap_request("abc"));
+    busy.send(&raw_swap("abc"));
     let deadline = Instant::now() + Duration::from_secs(3);
     while mock.request_count() == 0 {
         assert!(

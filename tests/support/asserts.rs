@@ -54,3 +54,14 @@ pub fn assert_too_many_requests(resp: &Resp, max_secs: u64) {
         "Retry-After {secs}:\n{resp:?}"
     );
 }
+
+/// Asserts `resp` is the mock's JSON token response for `code`.
+pub fn assert_swapped(resp: &Resp, code: &str) {
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    assert_eq!(
+        resp.json()["access_token"],
+        serde_json::json!(format!("access-{code}")),
+        "{resp:?}"
+    );
+}

@@ -518,6 +518,15 @@ pub fn raw_post(path: &str, content_type: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Raw bytes of a keep-alive form `POST /swap` of `code`.
+pub fn raw_swap(code: &str) -> Vec<u8> {
+    raw_post(
+        "/swap",
+        "application/x-www-form-urlencoded",
+        &form_body(&[("code", code)]),
+    )
+}
+
 /// Raw bytes of a keep-alive `GET`.
 pub fn raw_get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
