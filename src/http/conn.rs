@@ -48,6 +48,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests one connection may have answered in one turn before it goes to
 /// the back of the queue, so a pipelining client cannot keep a worker.
 const REQUESTS_PER_TURN: usize = 32;
+/// Reads one connection may make in one turn: a peer that keeps bytes
+/// coming without completing a request (empty TLS records, handshake
+/// messages) goes back to the poller, which holds it to its deadline.
+const READS_PER_TURN: usize = 64;
 
 /// A worker's reusable buffers, allocated when it serves its first
 /// connection.
@@ -282,6 +286,7 @@ impl Conn {
         self.input = Vec::new();
         let mut start = 0;
         let mut answered = 0;
+        let mut reads = 0;
         let next = loop {
             if self.wants_write() || self.broken {
                 match self.flush() {
@@ -340,6 +345,10 @@ impl Conn {
                 end -= start;
                 start = 0;
             }
+            if reads == READS_PER_TURN {
+                break Next::Wait;
+            }
+            reads += 1;
             match self.receive(&mut buf[end..]) {
                 (Received::Data, n) => end += n,
                 (Received::Nothing, _) => break Next::Wait,

@@ -222,16 +222,23 @@ impl<H: Handler> Poller<'_, H> {
             let timeout = self.timeout();
             self.waiting().epoll.wait(&mut events, timeout)?;
             let shared = self.shared;
+            let now = Instant::now();
             let mut table = shared.waiting.table();
             let mut gone = Vec::new();
+            let mut late = Vec::new();
             for event in &events {
                 let Some(conn) = table.take(event.token()) else {
                     continue;
                 };
-                // A client that hung up between requests is closed here:
-                // no worker has anything to do for it.
-                if event.flags() & GONE != 0 && conn.between_requests() && !conn.has_unread_bytes()
+                if conn.deadline <= now {
+                    // Past its deadline however busy the peer keeps it.
+                    late.push(conn);
+                } else if event.flags() & GONE != 0
+                    && conn.between_requests()
+                    && !conn.has_unread_bytes()
                 {
+                    // A client that hung up between requests is closed
+                    // here: no worker has anything to do for it.
                     gone.push(conn);
                 } else {
                     self.ready.push(conn);
@@ -239,6 +246,7 @@ impl<H: Handler> Poller<'_, H> {
             }
             drop(table);
             drop(gone);
+            self.expire_all(late);
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -424,6 +432,16 @@ impl<H: Handler> Poller<'_, H> {
             .planned_sweep
             .store(planned, Ordering::SeqCst);
         drop(table);
+        self.expire_all(expired);
+    }
+
+    /// Ends connections past their deadline: a late request is answered
+    /// `408` and lingers, anything else closes.
+    #[allow(
+        clippy::vec_box,
+        reason = "connections move between the table, this list and the queue as boxes, never copied"
+    )]
+    fn expire_all(&self, expired: Vec<Box<Conn>>) {
         for mut conn in expired {
             if conn.expire(&self.env()) {
                 self.waiting().park(conn, false);
