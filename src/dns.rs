@@ -289,18 +289,27 @@ mod tests {
         Instant::now() + Duration::from_millis(ms)
     }
 
+    /// What `callers` threads asking at once, each with `ms` to wait, got.
+    fn ask_at_once(
+        resolver: &Arc<SingleFlightResolver>,
+        callers: usize,
+        ms: u64,
+    ) -> Vec<Option<Vec<SocketAddr>>> {
+        let threads: Vec<_> = (0..callers)
+            .map(|_| {
+                let resolver = Arc::clone(resolver);
+                std::thread::spawn(move || resolver.addresses(KEY, soon(ms)))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
     #[test]
     fn concurrent_callers_share_one_lookup() {
         let (resolver, calls) = resolver(Duration::from_millis(200), || Ok(vec![addr()]));
         let resolver = Arc::new(resolver);
-        let callers: Vec<_> = (0..8)
-            .map(|_| {
-                let resolver = Arc::clone(&resolver);
-                std::thread::spawn(move || resolver.addresses(KEY, soon(5000)))
-            })
-            .collect();
-        for caller in callers {
-            assert_eq!(caller.join().unwrap(), Some(vec![addr()]));
+        for answer in ask_at_once(&resolver, 8, 5000) {
+            assert_eq!(answer, Some(vec![addr()]));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // And the answer is reused.
@@ -334,15 +343,7 @@ mod tests {
         });
         let resolver = Arc::new(resolver);
         let started = Instant::now();
-        let callers: Vec<_> = (0..4)
-            .map(|_| {
-                let resolver = Arc::clone(&resolver);
-                std::thread::spawn(move || resolver.addresses(KEY, soon(300)))
-            })
-            .collect();
-        for caller in callers {
-            assert_eq!(caller.join().unwrap(), None);
-        }
+        assert_eq!(ask_at_once(&resolver, 4, 300), vec![None; 4]);
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(250) && took < Duration::from_secs(3),

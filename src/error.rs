@@ -77,59 +77,40 @@ pub enum Error {
 impl Error {
     /// The HTTP status this error is answered with.
     pub(crate) fn status(&self) -> u16 {
-        match self {
-            Error::MissingField(_)
-            | Error::EmptyField(_)
-            | Error::RepeatedField(_)
-            | Error::MalformedBody(_)
-            | Error::RedirectUriNotAllowed
-            | Error::InvalidRefreshToken
-            | Error::BadRequest(_) => 400,
-            Error::NotFound => 404,
-            Error::MethodNotAllowed { .. } => 405,
-            Error::HeadTimeout | Error::BodyTimeout => 408,
-            Error::LengthRequired => 411,
-            Error::BodyTooLarge { .. } => 413,
-            Error::UnsupportedMediaType => 415,
-            Error::RateLimited { .. } | Error::UpstreamBackoff { .. } => 429,
-            Error::HeadTooLarge => 431,
-            Error::Internal => 500,
-            Error::UnsupportedTransferEncoding => 501,
-            Error::UpstreamUnreachable
-            | Error::UpstreamServerError(_)
-            | Error::UpstreamBadResponse(_) => 502,
-            Error::Overloaded => 503,
-            Error::UpstreamTimeout => 504,
-            Error::VersionNotSupported => 505,
-        }
+        self.answer().0
     }
 
     /// The OAuth-style `error` code of the JSON body.
     pub(crate) fn code(&self) -> &'static str {
+        self.answer().1
+    }
+
+    /// Status and `error` code, one row a kind of error.
+    fn answer(&self) -> (u16, &'static str) {
         match self {
             Error::MissingField(_)
             | Error::EmptyField(_)
             | Error::RepeatedField(_)
             | Error::MalformedBody(_)
             | Error::RedirectUriNotAllowed
-            | Error::BadRequest(_) => "invalid_request",
-            Error::InvalidRefreshToken => "invalid_grant",
-            Error::NotFound => "not_found",
-            Error::MethodNotAllowed { .. } => "method_not_allowed",
-            Error::HeadTimeout | Error::BodyTimeout => "request_timeout",
-            Error::LengthRequired => "length_required",
-            Error::BodyTooLarge { .. } => "payload_too_large",
-            Error::UnsupportedMediaType => "unsupported_media_type",
-            Error::RateLimited { .. } | Error::UpstreamBackoff { .. } => "too_many_requests",
-            Error::HeadTooLarge => "request_header_fields_too_large",
-            Error::UnsupportedTransferEncoding => "not_implemented",
-            Error::Overloaded => "temporarily_unavailable",
-            Error::Internal
-            | Error::UpstreamUnreachable
+            | Error::BadRequest(_) => (400, "invalid_request"),
+            Error::InvalidRefreshToken => (400, "invalid_grant"),
+            Error::NotFound => (404, "not_found"),
+            Error::MethodNotAllowed { .. } => (405, "method_not_allowed"),
+            Error::HeadTimeout | Error::BodyTimeout => (408, "request_timeout"),
+            Error::LengthRequired => (411, "length_required"),
+            Error::BodyTooLarge { .. } => (413, "payload_too_large"),
+            Error::UnsupportedMediaType => (415, "unsupported_media_type"),
+            Error::RateLimited { .. } | Error::UpstreamBackoff { .. } => (429, "too_many_requests"),
+            Error::HeadTooLarge => (431, "request_header_fields_too_large"),
+            Error::Internal => (500, "server_error"),
+            Error::UnsupportedTransferEncoding => (501, "not_implemented"),
+            Error::UpstreamUnreachable
             | Error::UpstreamServerError(_)
-            | Error::UpstreamBadResponse(_) => "server_error",
-            Error::UpstreamTimeout => "gateway_timeout",
-            Error::VersionNotSupported => "http_version_not_supported",
+            | Error::UpstreamBadResponse(_) => (502, "server_error"),
+            Error::Overloaded => (503, "temporarily_unavailable"),
+            Error::UpstreamTimeout => (504, "gateway_timeout"),
+            Error::VersionNotSupported => (505, "http_version_not_supported"),
         }
     }
 

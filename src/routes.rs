@@ -39,15 +39,6 @@ pub struct App {
     stats: Arc<Stats>,
 }
 
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("config", &self.config)
-            .field("cipher", &self.cipher)
-            .finish_non_exhaustive()
-    }
-}
-
 impl App {
     /// Builds the agent, keys and limiter.
     pub(crate) fn new(config: Config, stats: Arc<Stats>) -> App {

@@ -449,46 +449,31 @@ mod tests {
     }
 
     #[test]
-    fn untrusted_peer_is_the_client_whatever_it_forwards() {
-        let trusted = [ip("127.0.0.1")];
-        assert_eq!(
-            client_address(&trusted, ip("203.0.113.9"), Some("1.2.3.4")),
-            ip("203.0.113.9")
-        );
-    }
-
-    #[test]
-    fn trusted_proxy_names_the_rightmost_untrusted_entry() {
-        let trusted = [ip("127.0.0.1"), ip("10.0.0.2")];
-        assert_eq!(
-            client_address(
-                &trusted,
-                ip("127.0.0.1"),
-                Some("6.6.6.6, 198.51.100.7, 10.0.0.2")
+    fn client_address_walks_forwarded_for_from_the_right() {
+        // (trusted proxies, peer, X-Forwarded-For, the client)
+        let cases = [
+            // An untrusted peer is the client, whatever it forwards.
+            ("127.0.0.1", "203.0.113.9", "1.2.3.4", "203.0.113.9"),
+            // A trusted proxy names the rightmost untrusted entry.
+            (
+                "127.0.0.1 10.0.0.2",
+                "127.0.0.1",
+                "6.6.6.6, 198.51.100.7, 10.0.0.2",
+                "198.51.100.7",
             ),
-            ip("198.51.100.7")
-        );
-    }
-
-    #[test]
-    fn unparsable_forwarded_entry_stops_the_walk() {
-        let trusted = [ip("127.0.0.1")];
-        assert_eq!(
-            client_address(&trusted, ip("127.0.0.1"), Some("6.6.6.6, garbage")),
-            ip("127.0.0.1")
-        );
-    }
-
-    #[test]
-    fn forwarded_entries_with_ports_are_understood() {
-        let trusted = [ip("127.0.0.1")];
-        assert_eq!(
-            client_address(&trusted, ip("127.0.0.1"), Some("[2001:db8::1]:443")),
-            ip("2001:db8::1")
-        );
-        assert_eq!(
-            client_address(&trusted, ip("127.0.0.1"), Some("192.0.2.1:5000")),
-            ip("192.0.2.1")
-        );
+            // An entry that does not parse stops the walk.
+            ("127.0.0.1", "127.0.0.1", "6.6.6.6, garbage", "127.0.0.1"),
+            // Entries with ports are understood.
+            ("127.0.0.1", "127.0.0.1", "[2001:db8::1]:443", "2001:db8::1"),
+            ("127.0.0.1", "127.0.0.1", "192.0.2.1:5000", "192.0.2.1"),
+        ];
+        for (trusted, peer, forwarded, client) in cases {
+            let trusted: Vec<IpAddr> = trusted.split(' ').map(ip).collect();
+            assert_eq!(
+                client_address(&trusted, ip(peer), Some(forwarded)),
+                ip(client),
+                "{forwarded:?} from {peer}"
+            );
+        }
     }
 }
