@@ -114,10 +114,29 @@ impl Metrics {
 
     /// The exposition text.
     pub(crate) fn render(&self, stats: &Stats) -> String {
-        let mut out = String::with_capacity(4096);
-        out.push_str(
-            "# HELP spotify_token_swap_requests_total Requests answered, by endpoint and status.\n\
-             # TYPE spotify_token_swap_requests_total counter\n",
+        let mut out = Exposition(String::with_capacity(4096));
+        self.render_requests(&mut out);
+        self.render_upstream(&mut out);
+        self.render_tokens_opened(&mut out);
+        render_single_values(&mut out, self.single_values(stats));
+        out.family("process_start_time_seconds", "gauge", PROCESS_START_HELP);
+        out.sample(
+            "process_start_time_seconds",
+            "",
+            self.started_unix_secs.floor(),
+        );
+        out.family(BUILD_INFO, "gauge", "Build information.");
+        let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+        out.sample(BUILD_INFO, &version, 1);
+        out.0
+    }
+
+    fn render_requests(&self, out: &mut Exposition) {
+        const NAME: &str = "spotify_token_swap_requests_total";
+        out.family(
+            NAME,
+            "counter",
+            "Requests answered, by endpoint and status.",
         );
         let table = self
             .requests
@@ -125,76 +144,68 @@ impl Metrics {
             .map(|t| t.clone())
             .unwrap_or_else(|e| e.into_inner().clone());
         for ((endpoint, status), n) in &table {
-            let _ = writeln!(
-                out,
-                "spotify_token_swap_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}",
-                endpoint.label(),
-                status,
-                n
-            );
+            let labels = format!("endpoint=\"{}\",status=\"{status}\"", endpoint.label());
+            out.sample(NAME, &labels, n);
         }
-        out.push_str(
-            "# HELP spotify_token_swap_upstream_duration_seconds Duration of calls to Spotify's token endpoint.\n\
-             # TYPE spotify_token_swap_upstream_duration_seconds histogram\n",
+    }
+
+    fn render_upstream(&self, out: &mut Exposition) {
+        const NAME: &str = "spotify_token_swap_upstream_duration_seconds";
+        out.family(
+            NAME,
+            "histogram",
+            "Duration of calls to Spotify's token endpoint.",
         );
+        let bucket = format!("{NAME}_bucket");
         for (bound, count) in LATENCY_BUCKETS_SECS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(
-                out,
-                "spotify_token_swap_upstream_duration_seconds_bucket{{le=\"{}\"}} {}",
-                bound,
-                count.load(Ordering::Relaxed)
-            );
+            out.sample(&bucket, &format!("le=\"{bound}\""), load(count));
         }
-        let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "spotify_token_swap_upstream_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n\
-             spotify_token_swap_upstream_duration_seconds_sum {}\n\
-             spotify_token_swap_upstream_duration_seconds_count {count}",
-            self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        out.push_str(
-            "# HELP spotify_token_swap_upstream_failures_total Failed calls to Spotify, by kind.\n\
-             # TYPE spotify_token_swap_upstream_failures_total counter\n",
-        );
+        let count = load(&self.latency_count);
+        out.sample(&bucket, "le=\"+Inf\"", count);
+        let sum_secs = load(&self.latency_sum_micros) as f64 / 1e6;
+        out.sample(&format!("{NAME}_sum"), "", sum_secs);
+        out.sample(&format!("{NAME}_count"), "", count);
+
+        const FAILURES: &str = "spotify_token_swap_upstream_failures_total";
+        out.family(FAILURES, "counter", "Failed calls to Spotify, by kind.");
         for kind in ALL_FAILURES {
-            let _ = writeln!(
-                out,
-                "spotify_token_swap_upstream_failures_total{{kind=\"{}\"}} {}",
-                kind.label(),
-                self.upstream_failures[failure_index(kind)].load(Ordering::Relaxed)
+            let labels = format!("kind=\"{}\"", kind.label());
+            out.sample(
+                FAILURES,
+                &labels,
+                load(&self.upstream_failures[failure_index(kind)]),
             );
         }
-        out.push_str(
-            "# HELP spotify_token_swap_refresh_tokens_opened_total Refresh tokens opened, by key: \
-             the current ENCRYPTION_SECRET or one of ENCRYPTION_SECRET_PREVIOUS.\n\
-             # TYPE spotify_token_swap_refresh_tokens_opened_total counter\n",
-        );
+    }
+
+    fn render_tokens_opened(&self, out: &mut Exposition) {
+        const NAME: &str = "spotify_token_swap_refresh_tokens_opened_total";
+        out.family(NAME, "counter", TOKENS_OPENED_HELP);
         for (key, count) in ["current", "previous"].iter().zip(&self.tokens_opened) {
-            let _ = writeln!(
-                out,
-                "spotify_token_swap_refresh_tokens_opened_total{{key=\"{key}\"}} {}",
-                count.load(Ordering::Relaxed)
-            );
+            out.sample(NAME, &format!("key=\"{key}\""), load(count));
         }
-        let gauges = [
+    }
+
+    /// The metrics that are one number each: (name, type, help, value).
+    fn single_values(&self, stats: &Stats) -> [(&'static str, &'static str, &'static str, u64); 5] {
+        [
             (
                 "rate_limited_total",
                 "counter",
                 "Requests refused by RATE_LIMIT_PER_MINUTE.",
-                self.rate_limited.load(Ordering::Relaxed),
+                load(&self.rate_limited),
             ),
             (
                 "rejected_overloaded_total",
                 "counter",
                 "Connections turned away by MAX_CONNECTIONS or a full queue (503; closed on a TLS port).",
-                stats.rejected_overloaded.load(Ordering::Relaxed),
+                load(&stats.rejected_overloaded),
             ),
             (
                 "rejected_connection_cap_total",
                 "counter",
                 "Connections turned away by MAX_CONNECTIONS_PER_CLIENT (503; closed on a TLS port).",
-                stats.rejected_per_client_cap.load(Ordering::Relaxed),
+                load(&stats.rejected_per_client_cap),
             ),
             (
                 "open_connections",
@@ -208,26 +219,43 @@ impl Metrics {
                 "Workers taking a turn on a connection.",
                 stats.busy_workers.load(Ordering::Relaxed) as u64,
             ),
-        ];
-        for (name, kind, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP spotify_token_swap_{name} {help}\n# TYPE spotify_token_swap_{name} {kind}\n\
-                 spotify_token_swap_{name} {value}"
-            );
+        ]
+    }
+}
+
+const BUILD_INFO: &str = "spotify_token_swap_build_info";
+const PROCESS_START_HELP: &str = "Start time of the process since the Unix epoch.";
+const TOKENS_OPENED_HELP: &str = "Refresh tokens opened, by key: \
+    the current ENCRYPTION_SECRET or one of ENCRYPTION_SECRET_PREVIOUS.";
+
+fn render_single_values(out: &mut Exposition, values: [(&str, &str, &str, u64); 5]) {
+    for (name, kind, help, value) in values {
+        let name = format!("spotify_token_swap_{name}");
+        out.family(&name, kind, help);
+        out.sample(&name, "", value);
+    }
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Text in the exposition format, a line at a time.
+struct Exposition(String);
+
+impl Exposition {
+    /// The `# HELP` and `# TYPE` lines that open a metric family.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample; `labels` without braces, empty for none.
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
         }
-        let _ = writeln!(
-            out,
-            "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n\
-             # TYPE process_start_time_seconds gauge\n\
-             process_start_time_seconds {}\n\
-             # HELP spotify_token_swap_build_info Build information.\n\
-             # TYPE spotify_token_swap_build_info gauge\n\
-             spotify_token_swap_build_info{{version=\"{}\"}} 1",
-            self.started_unix_secs.floor(),
-            env!("CARGO_PKG_VERSION")
-        );
-        out
     }
 }
 

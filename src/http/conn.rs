@@ -269,26 +269,8 @@ impl Conn {
                     Ok(true) => {}
                 }
             }
-            match self.phase {
-                Phase::Writing if self.closing => break self.linger(),
-                Phase::Writing => {
-                    self.phase = Phase::Idle;
-                    self.deadline = Instant::now() + KEEP_ALIVE_IDLE;
-                    if answered >= REQUESTS_PER_TURN {
-                        break Next::Ready;
-                    }
-                }
-                Phase::Lingering => break Next::Wait,
-                Phase::Handshake => {
-                    if let Transport::Tls(tls) = &self.transport {
-                        if !tls.is_handshaking() {
-                            // Silence after the handshake counts from its end.
-                            self.phase = Phase::Fresh;
-                            self.deadline = Instant::now() + HEAD_TIMEOUT;
-                        }
-                    }
-                }
-                _ => {}
+            if let Some(next) = self.move_on(answered) {
+                break next;
             }
             if start < end || self.pending.is_some() {
                 match self.advance(&buf[start..end], &mut buffers.write, env) {
@@ -333,14 +315,44 @@ impl Conn {
             return next;
         }
         if start < end {
-            self.input = buf[start..end].to_vec();
-            if matches!(self.phase, Phase::Fresh | Phase::Idle) {
-                // A head has begun: its deadline runs from its first byte.
-                self.phase = Phase::Head;
-                self.deadline = Instant::now() + HEAD_TIMEOUT;
-            }
+            self.keep_unparsed(&buf[start..end]);
         }
         next
+    }
+
+    /// Moves the phase on once nothing is left to write; `Some` ends the
+    /// turn.
+    fn move_on(&mut self, answered: usize) -> Option<Next> {
+        match self.phase {
+            Phase::Writing if self.closing => Some(self.linger()),
+            Phase::Writing => {
+                self.phase = Phase::Idle;
+                self.deadline = Instant::now() + KEEP_ALIVE_IDLE;
+                (answered >= REQUESTS_PER_TURN).then_some(Next::Ready)
+            }
+            Phase::Lingering => Some(Next::Wait),
+            Phase::Handshake => {
+                if let Transport::Tls(tls) = &self.transport {
+                    if !tls.is_handshaking() {
+                        // Silence after the handshake counts from its end.
+                        self.phase = Phase::Fresh;
+                        self.deadline = Instant::now() + HEAD_TIMEOUT;
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Keeps the start of a request for the next turn.
+    fn keep_unparsed(&mut self, bytes: &[u8]) {
+        self.input = bytes.to_vec();
+        if matches!(self.phase, Phase::Fresh | Phase::Idle) {
+            // A head has begun: its deadline runs from its first byte.
+            self.phase = Phase::Head;
+            self.deadline = Instant::now() + HEAD_TIMEOUT;
+        }
     }
 
     /// On a TLS port, looks at the first byte: a TLS record starts with
