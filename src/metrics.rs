@@ -117,27 +117,24 @@ impl Metrics {
         let mut out = Exposition(String::with_capacity(4096));
         self.render_requests(&mut out);
         self.render_upstream(&mut out);
-        self.render_tokens_opened(&mut out);
-        render_single_values(&mut out, self.single_values(stats));
-        out.family("process_start_time_seconds", "gauge", PROCESS_START_HELP);
-        out.sample(
-            "process_start_time_seconds",
-            "",
-            self.started_unix_secs.floor(),
-        );
-        out.family(BUILD_INFO, "gauge", "Build information.");
+        out.family(&TOKENS_OPENED);
+        for (key, count) in ["current", "previous"].iter().zip(&self.tokens_opened) {
+            out.sample(TOKENS_OPENED.name, &format!("key=\"{key}\""), load(count));
+        }
+        for (family, value) in self.single_values(stats) {
+            out.family(&family);
+            out.sample(family.name, "", value);
+        }
+        out.family(&PROCESS_START);
+        out.sample(PROCESS_START.name, "", self.started_unix_secs.floor());
+        out.family(&BUILD_INFO);
         let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
-        out.sample(BUILD_INFO, &version, 1);
+        out.sample(BUILD_INFO.name, &version, 1);
         out.0
     }
 
     fn render_requests(&self, out: &mut Exposition) {
-        const NAME: &str = "spotify_token_swap_requests_total";
-        out.family(
-            NAME,
-            "counter",
-            "Requests answered, by endpoint and status.",
-        );
+        out.family(&REQUESTS);
         let table = self
             .requests
             .lock()
@@ -145,96 +142,116 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner().clone());
         for ((endpoint, status), n) in &table {
             let labels = format!("endpoint=\"{}\",status=\"{status}\"", endpoint.label());
-            out.sample(NAME, &labels, n);
+            out.sample(REQUESTS.name, &labels, n);
         }
     }
 
     fn render_upstream(&self, out: &mut Exposition) {
-        const NAME: &str = "spotify_token_swap_upstream_duration_seconds";
-        out.family(
-            NAME,
-            "histogram",
-            "Duration of calls to Spotify's token endpoint.",
-        );
-        let bucket = format!("{NAME}_bucket");
+        out.family(&UPSTREAM_DURATION);
+        let name = UPSTREAM_DURATION.name;
+        let bucket = format!("{name}_bucket");
         for (bound, count) in LATENCY_BUCKETS_SECS.iter().zip(&self.latency_buckets) {
             out.sample(&bucket, &format!("le=\"{bound}\""), load(count));
         }
         let count = load(&self.latency_count);
         out.sample(&bucket, "le=\"+Inf\"", count);
         let sum_secs = load(&self.latency_sum_micros) as f64 / 1e6;
-        out.sample(&format!("{NAME}_sum"), "", sum_secs);
-        out.sample(&format!("{NAME}_count"), "", count);
+        out.sample(&format!("{name}_sum"), "", sum_secs);
+        out.sample(&format!("{name}_count"), "", count);
 
-        const FAILURES: &str = "spotify_token_swap_upstream_failures_total";
-        out.family(FAILURES, "counter", "Failed calls to Spotify, by kind.");
+        out.family(&UPSTREAM_FAILURES);
         for kind in ALL_FAILURES {
+            let failures = load(&self.upstream_failures[failure_index(kind)]);
             let labels = format!("kind=\"{}\"", kind.label());
-            out.sample(
-                FAILURES,
-                &labels,
-                load(&self.upstream_failures[failure_index(kind)]),
-            );
+            out.sample(UPSTREAM_FAILURES.name, &labels, failures);
         }
     }
 
-    fn render_tokens_opened(&self, out: &mut Exposition) {
-        const NAME: &str = "spotify_token_swap_refresh_tokens_opened_total";
-        out.family(NAME, "counter", TOKENS_OPENED_HELP);
-        for (key, count) in ["current", "previous"].iter().zip(&self.tokens_opened) {
-            out.sample(NAME, &format!("key=\"{key}\""), load(count));
-        }
-    }
-
-    /// The metrics that are one number each: (name, type, help, value).
-    fn single_values(&self, stats: &Stats) -> [(&'static str, &'static str, &'static str, u64); 5] {
+    /// The metrics that are one number each.
+    fn single_values(&self, stats: &Stats) -> [(Family, u64); 5] {
+        let gauge = |n: &std::sync::atomic::AtomicUsize| n.load(Ordering::Relaxed) as u64;
         [
-            (
-                "rate_limited_total",
-                "counter",
-                "Requests refused by RATE_LIMIT_PER_MINUTE.",
-                load(&self.rate_limited),
-            ),
-            (
-                "rejected_overloaded_total",
-                "counter",
-                "Connections turned away by MAX_CONNECTIONS or a full queue (503; closed on a TLS port).",
-                load(&stats.rejected_overloaded),
-            ),
-            (
-                "rejected_connection_cap_total",
-                "counter",
-                "Connections turned away by MAX_CONNECTIONS_PER_CLIENT (503; closed on a TLS port).",
-                load(&stats.rejected_per_client_cap),
-            ),
-            (
-                "open_connections",
-                "gauge",
-                "Connections accepted and not yet closed.",
-                stats.open_connections.load(Ordering::Relaxed) as u64,
-            ),
-            (
-                "busy_workers",
-                "gauge",
-                "Workers taking a turn on a connection.",
-                stats.busy_workers.load(Ordering::Relaxed) as u64,
-            ),
+            (RATE_LIMITED, load(&self.rate_limited)),
+            (REJECTED_OVERLOADED, load(&stats.rejected_overloaded)),
+            (REJECTED_CAP, load(&stats.rejected_per_client_cap)),
+            (OPEN_CONNECTIONS, gauge(&stats.open_connections)),
+            (BUSY_WORKERS, gauge(&stats.busy_workers)),
         ]
     }
 }
 
-const BUILD_INFO: &str = "spotify_token_swap_build_info";
-const PROCESS_START_HELP: &str = "Start time of the process since the Unix epoch.";
-const TOKENS_OPENED_HELP: &str = "Refresh tokens opened, by key: \
-    the current ENCRYPTION_SECRET or one of ENCRYPTION_SECRET_PREVIOUS.";
+/// A metric's name, type and help text.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+}
 
-fn render_single_values(out: &mut Exposition, values: [(&str, &str, &str, u64); 5]) {
-    for (name, kind, help, value) in values {
-        let name = format!("spotify_token_swap_{name}");
-        out.family(&name, kind, help);
-        out.sample(&name, "", value);
+const fn counter(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: "counter",
+        help,
     }
 }
+
+const fn gauge(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: "gauge",
+        help,
+    }
+}
+
+const fn histogram(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: "histogram",
+        help,
+    }
+}
+
+const REQUESTS: Family = counter(
+    "spotify_token_swap_requests_total",
+    "Requests answered, by endpoint and status.",
+);
+const UPSTREAM_DURATION: Family = histogram(
+    "spotify_token_swap_upstream_duration_seconds",
+    "Duration of calls to Spotify's token endpoint.",
+);
+const UPSTREAM_FAILURES: Family = counter(
+    "spotify_token_swap_upstream_failures_total",
+    "Failed calls to Spotify, by kind.",
+);
+const TOKENS_OPENED: Family = counter(
+    "spotify_token_swap_refresh_tokens_opened_total",
+    "Refresh tokens opened, by key: the current ENCRYPTION_SECRET or one of ENCRYPTION_SECRET_PREVIOUS.",
+);
+const RATE_LIMITED: Family = counter(
+    "spotify_token_swap_rate_limited_total",
+    "Requests refused by RATE_LIMIT_PER_MINUTE.",
+);
+const REJECTED_OVERLOADED: Family = counter(
+    "spotify_token_swap_rejected_overloaded_total",
+    "Connections turned away by MAX_CONNECTIONS or a full queue (503; closed on a TLS port).",
+);
+const REJECTED_CAP: Family = counter(
+    "spotify_token_swap_rejected_connection_cap_total",
+    "Connections turned away by MAX_CONNECTIONS_PER_CLIENT (503; closed on a TLS port).",
+);
+const OPEN_CONNECTIONS: Family = gauge(
+    "spotify_token_swap_open_connections",
+    "Connections accepted and not yet closed.",
+);
+const BUSY_WORKERS: Family = gauge(
+    "spotify_token_swap_busy_workers",
+    "Workers taking a turn on a connection.",
+);
+const PROCESS_START: Family = gauge(
+    "process_start_time_seconds",
+    "Start time of the process since the Unix epoch.",
+);
+const BUILD_INFO: Family = gauge("spotify_token_swap_build_info", "Build information.");
 
 fn load(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
@@ -245,7 +262,8 @@ struct Exposition(String);
 
 impl Exposition {
     /// The `# HELP` and `# TYPE` lines that open a metric family.
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    fn family(&mut self, family: &Family) {
+        let Family { name, kind, help } = family;
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
