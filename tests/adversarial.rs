@@ -36,8 +36,7 @@ const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const LEGIT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 /// The trusted reverse proxy (exempt from the per-client cap).
 const PROXY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
-/// Workers of the servers these tests start: above the per-client cap, as
-/// an operator should configure it (README, Limits and hardening).
+/// Workers of the servers these tests start: above the per-client cap.
 const WORKERS: usize = 16;
 /// `MAX_CONNECTIONS_PER_CLIENT` of these servers (the default).
 const CAP: usize = 8;
@@ -806,7 +805,7 @@ fn peak_memory_with_500_keep_alive_clients() {
     let _serial = serial();
     const CLIENTS: usize = 500;
     const ROUNDS: usize = 3;
-    // Generous: a debug build; the release figure is in the README.
+    // Generous: a debug build (release figures: docs/performance.md).
     const PEAK_LIMIT_KIB: u64 = 64 * 1024;
     let mock = start_mock();
     let server = start(&mock, &[]);
