@@ -38,7 +38,7 @@ const LEGIT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 const PROXY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 /// Workers of the servers these tests start: above the per-client cap.
 const WORKERS: usize = 16;
-/// `MAX_CONNECTIONS_PER_CLIENT` of these servers (the default).
+/// `MAX_CONNECTIONS_PER_CLIENT` of these servers: low, so an attack reaches it.
 const CAP: usize = 8;
 /// Longest a legitimate swap may take while the server is under attack.
 const LEGIT_LATENCY: Duration = Duration::from_secs(1);
