@@ -47,7 +47,7 @@ pub(crate) struct Metrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_SECS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
-    upstream_failures: [AtomicU64; 5],
+    upstream_failures: [AtomicU64; ALL_FAILURES.len()],
     rate_limited: AtomicU64,
     /// Refresh tokens opened under the current key, and under a previous one.
     tokens_opened: [AtomicU64; 2],
@@ -277,8 +277,9 @@ impl Exposition {
     }
 }
 
-const ALL_FAILURES: [FailureKind; 5] = [
+const ALL_FAILURES: [FailureKind; 6] = [
     FailureKind::Timeout,
+    FailureKind::Dns,
     FailureKind::Connect,
     FailureKind::ServerError,
     FailureKind::RateLimited,
@@ -288,10 +289,11 @@ const ALL_FAILURES: [FailureKind; 5] = [
 fn failure_index(kind: FailureKind) -> usize {
     match kind {
         FailureKind::Timeout => 0,
-        FailureKind::Connect => 1,
-        FailureKind::ServerError => 2,
-        FailureKind::RateLimited => 3,
-        FailureKind::BadResponse => 4,
+        FailureKind::Dns => 1,
+        FailureKind::Connect => 2,
+        FailureKind::ServerError => 3,
+        FailureKind::RateLimited => 4,
+        FailureKind::BadResponse => 5,
     }
 }
 

@@ -98,6 +98,8 @@ impl std::fmt::Debug for Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FailureKind {
     Timeout,
+    /// The host name did not resolve (in time).
+    Dns,
     Connect,
     ServerError,
     RateLimited,
@@ -109,6 +111,7 @@ impl FailureKind {
     pub(crate) fn label(self) -> &'static str {
         match self {
             FailureKind::Timeout => "timeout",
+            FailureKind::Dns => "dns",
             FailureKind::Connect => "connect",
             FailureKind::ServerError => "5xx",
             FailureKind::RateLimited => "429",
@@ -518,6 +521,8 @@ fn classify(error: &ureq::Error) -> (Error, Option<FailureKind>) {
             bad_response("the answer is too large")
         }
         ureq::Error::Protocol(_) => bad_response("the answer is not valid HTTP"),
+        // What the resolver gives for every failure, its deadline included.
+        ureq::Error::HostNotFound => (Error::UpstreamUnreachable, Some(FailureKind::Dns)),
         _ => (Error::UpstreamUnreachable, Some(FailureKind::Connect)),
     }
 }

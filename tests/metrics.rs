@@ -174,6 +174,7 @@ fn a_known_sequence_of_requests_gives_exact_counters() {
     let failures = "spotify_token_swap_upstream_failures_total";
     for (kind, n) in [
         ("timeout", 1.0),
+        ("dns", 0.0),
         ("connect", 0.0),
         ("5xx", 1.0),
         ("429", 0.0),
