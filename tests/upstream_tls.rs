@@ -1,11 +1,13 @@
 //! The server's own TLS connections to Spotify's accounts service, against
 //! the Spotify mock over HTTPS ([`support::mock::MockSpotify::start_tls`]),
 //! which records every handshake it accepts: sequential swaps share one
-//! pooled connection; when the upstream closes that connection (announced with `Connection: close`,
-//! or not, as an idle timeout or a reload does), the next swap opens a new
-//! one that resumes the TLS session instead of a full handshake, with TLS
-//! 1.3 and with an upstream capped at TLS 1.2; an upstream whose certificate
-//! `SPOTIFY_CA_FILE` does not vouch for is a 502, and serving goes on.
+//! pooled connection; when the upstream closes that connection (announced
+//! with `Connection: close`, or not, as an idle timeout or a reload does),
+//! the next swap opens a new one that resumes the TLS session instead of a
+//! full handshake, with TLS 1.3 and with an upstream capped at TLS 1.2; an
+//! upstream whose certificate `SPOTIFY_CA_FILE` does not vouch for is a
+//! 502, and serving goes on. The mock checks real codes and grants, as in
+//! the plain tests: each swap registers its code first.
 //!
 //! The real binary runs with `SPOTIFY_ACCOUNTS_URL=https://127.0.0.1:PORT`
 //! and `SPOTIFY_CA_FILE` naming the throwaway CA ([`support::pki`]), which
