@@ -6,9 +6,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use support::mock::{AuthGrant, MockSpotify, Reply};
-use support::{CLIENT_ID, CLIENT_SECRET, Conn, REDIRECT_URI, form_body, raw_post, request};
+use rustls::{HandshakeKind, ProtocolVersion};
+use serde_json::{Value, json};
+use support::conns::{tls_client_config, tls_connect, tls_exchange};
+use support::mock::{AuthGrant, Close, Handshake, MockSpotify, Reply};
+use support::pki::Pki;
+use support::{
+    CLIENT_ID, CLIENT_SECRET, Conn, REDIRECT_URI, form_body, raw_post, request, start_tls_mock,
+};
 
 fn start_mock() -> MockSpotify {
     MockSpotify::start(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI)
@@ -332,4 +337,57 @@ fn mock_sends_a_delayed_reply_after_the_delay() {
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.json(), json!({ "late": true }));
     assert_eq!(mock.request_count(), 1, "recorded before the delay ends");
+}
+
+/// Over TLS the mock is the same mock: the emulation (a code is good once),
+/// scripted replies and the records, plus the handshake of each connection
+/// and a close after the answer on request.
+#[test]
+fn mock_over_tls_emulates_scripts_records_and_closes_on_request() {
+    let pki = Pki::new();
+    let mock = start_tls_mock(&pki, "server", rustls::ALL_VERSIONS);
+    assert_eq!(mock.base_url(), format!("https://{}", mock.addr()));
+    mock.add_code("abc");
+    let swap = token_request(&mock.basic_auth(), &swap_fields("abc"), false);
+    let mut tls =
+        tls_connect(mock.addr(), &tls_client_config(&pki)).expect("TLS handshake with the mock");
+
+    let swapped = tls_exchange(&mut tls, &swap).expect("first swap");
+    assert_eq!(swapped.status, 200, "{swapped:?}");
+    let tokens: Value = serde_json::from_str(&swapped.body).expect("JSON body");
+    assert_eq!(tokens["access_token"], "access-abc", "{swapped:?}");
+    assert_eq!(tokens["refresh_token"], "refresh-abc", "{swapped:?}");
+    let again = tls_exchange(&mut tls, &swap).expect("second swap");
+    assert_eq!(again.status, 400, "{again:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&again.body).expect("JSON body"),
+        json!({ "error": "invalid_grant", "error_description": "Invalid authorization code" })
+    );
+    mock.push_reply(Reply::server_error(503));
+    mock.close_after_next_answer(Close::Announced);
+    let scripted = tls_exchange(&mut tls, &swap).expect("scripted reply");
+    assert_eq!(scripted.status, 503, "{scripted:?}");
+    assert_eq!(scripted.header("connection"), Some("close"));
+
+    assert!(
+        mock.wait_closed(1, Duration::from_secs(5)),
+        "{:?}",
+        mock.connections()
+    );
+    let answered: Vec<(u64, Option<u16>)> = mock
+        .requests()
+        .iter()
+        .map(|r| (r.connection, r.status))
+        .collect();
+    assert_eq!(answered, [(1, Some(200)), (1, Some(400)), (1, Some(503))]);
+    let connections = mock.connections();
+    assert_eq!(connections.len(), 1, "{connections:?}");
+    assert_eq!(
+        connections[0].handshake,
+        Some(Ok(Handshake {
+            kind: HandshakeKind::Full,
+            version: ProtocolVersion::TLSv1_3,
+        }))
+    );
+    assert!(connections[0].closed_by_mock, "{connections:?}");
 }

@@ -1,11 +1,13 @@
 //! The server's own TLS connections to Spotify's accounts service, against
-//! an HTTPS stand-in ([`support::tls_upstream`]) that records every
-//! handshake it accepts: sequential swaps share one pooled connection; when
-//! the upstream closes that connection (announced with `Connection: close`,
-//! or not, as an idle timeout or a reload does), the next swap opens a new
-//! one that resumes the TLS session instead of a full handshake, with TLS
-//! 1.3 and with an upstream capped at TLS 1.2; an upstream whose certificate
-//! `SPOTIFY_CA_FILE` does not vouch for is a 502, and serving goes on.
+//! the Spotify mock over HTTPS ([`support::mock::MockSpotify::start_tls`]),
+//! which records every handshake it accepts: sequential swaps share one
+//! pooled connection; when the upstream closes that connection (announced
+//! with `Connection: close`, or not, as an idle timeout or a reload does),
+//! the next swap opens a new one that resumes the TLS session instead of a
+//! full handshake, with TLS 1.3 and with an upstream capped at TLS 1.2; an
+//! upstream whose certificate `SPOTIFY_CA_FILE` does not vouch for is a
+//! 502, and serving goes on. The mock checks real codes and grants, as in
+//! the plain tests: each swap registers its code first.
 //!
 //! The real binary runs with `SPOTIFY_ACCOUNTS_URL=https://127.0.0.1:PORT`
 //! and `SPOTIFY_CA_FILE` naming the throwaway CA ([`support::pki`]), which
@@ -16,46 +18,42 @@ mod support;
 use std::time::Duration;
 
 use rustls::{HandshakeKind, ProtocolVersion};
+use support::mock::{Close, Handshake, MockSpotify};
 use support::pki::Pki;
-use support::tls_upstream::{Close, Handshake, TlsUpstream};
 use support::{
     CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, Resp, ServerProc, assert_error, assert_still_serving,
-    post_form,
+    post_form, start_server, start_tls_mock,
 };
 
 /// Sequential swaps in the connection-reuse test.
 const SEQUENTIAL_SWAPS: usize = 20;
 /// Times the upstream closes the connection in the resumption tests: each
 /// new connection must resume, not only the first after a full handshake.
-const CLOSE_ROUNDS: usize = 3;
+const CLOSE_ROUNDS: u64 = 3;
 /// Longest wait for the upstream to see a close or a handshake.
 const WAIT: Duration = Duration::from_secs(5);
 
 /// The server pointed at `upstream`, trusting only `ca.pem` of `pki`.
-fn start_server(upstream: &TlsUpstream, pki: &Pki) -> ServerProc {
+fn start_trusting_pki(upstream: &MockSpotify, pki: &Pki) -> ServerProc {
     start_server_trusting(upstream, &pki.path("ca.pem"))
 }
 
 /// The server pointed at `upstream`, trusting only the CA file `ca`.
-fn start_server_trusting(upstream: &TlsUpstream, ca: &str) -> ServerProc {
-    let url = upstream.base_url();
-    ServerProc::start(&[
-        ("SPOTIFY_CLIENT_ID", CLIENT_ID),
-        ("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET),
-        ("SPOTIFY_REDIRECT_URI", REDIRECT_URI),
-        ("SPOTIFY_ACCOUNTS_URL", &url),
-        ("SPOTIFY_CA_FILE", ca),
-        ("WORKER_THREADS", "4"),
-        ("UPSTREAM_TIMEOUT_SECS", "5"),
-    ])
+fn start_server_trusting(upstream: &MockSpotify, ca: &str) -> ServerProc {
+    start_server(
+        upstream,
+        &[("SPOTIFY_CA_FILE", ca), ("UPSTREAM_TIMEOUT_SECS", "5")],
+    )
 }
 
 fn swap(server: &ServerProc, code: &str) -> Resp {
     post_form(server.addr(), "/swap", &[("code", code)])
 }
 
-/// Swaps `code`, which must succeed with the upstream's tokens for it.
-fn swap_ok(server: &ServerProc, upstream: &TlsUpstream, code: &str) {
+/// Registers `code` with the upstream and swaps it, which must succeed with
+/// the upstream's tokens for it.
+fn swap_ok(server: &ServerProc, upstream: &MockSpotify, code: &str) {
+    upstream.add_code(code);
     let resp = swap(server, code);
     assert_eq!(
         resp.status,
@@ -71,8 +69,8 @@ fn swap_ok(server: &ServerProc, upstream: &TlsUpstream, code: &str) {
 
 /// Asserts connection `id` completed a handshake of `kind` with `version`.
 fn assert_handshake(
-    upstream: &TlsUpstream,
-    id: usize,
+    upstream: &MockSpotify,
+    id: u64,
     kind: HandshakeKind,
     version: ProtocolVersion,
 ) {
@@ -95,17 +93,19 @@ fn assert_handshake(
 /// answer (`how`), and the swap after that must open exactly one new
 /// connection, whose handshake resumes the session.
 fn assert_each_new_connection_resumes(
-    upstream: &TlsUpstream,
+    upstream: &MockSpotify,
     pki: &Pki,
     how: Close,
     version: ProtocolVersion,
 ) {
-    let server = start_server(upstream, pki);
+    let server = start_trusting_pki(upstream, pki);
     swap_ok(&server, upstream, "first");
-    assert_handshake(upstream, 0, HandshakeKind::Full, version);
+    assert_handshake(upstream, 1, HandshakeKind::Full, version);
 
     for round in 1..=CLOSE_ROUNDS {
-        let old = round - 1;
+        // Connection ids count from 1: round r closes connection r and
+        // opens connection r + 1.
+        let (old, new) = (round, round + 1);
         upstream.close_after_next_answer(how);
         let closing = format!("closing-{round}");
         swap_ok(&server, upstream, &closing);
@@ -120,11 +120,11 @@ fn assert_each_new_connection_resumes(
 
         let connections = upstream.connections();
         assert_eq!(
-            connections.len(),
-            round + 1,
+            connections.len() as u64,
+            new,
             "round {round}: one new connection expected: {connections:?}"
         );
-        assert_handshake(upstream, round, HandshakeKind::Resumed, version);
+        assert_handshake(upstream, new, HandshakeKind::Resumed, version);
         let requests = upstream.requests();
         let on = |code: &str| {
             requests
@@ -133,7 +133,7 @@ fn assert_each_new_connection_resumes(
                 .map(|r| r.connection)
         };
         assert_eq!(on(&closing), Some(old), "{requests:?}");
-        assert_eq!(on(&after), Some(round), "{requests:?}");
+        assert_eq!(on(&after), Some(new), "{requests:?}");
     }
     assert_still_serving(server.addr());
 }
@@ -141,8 +141,8 @@ fn assert_each_new_connection_resumes(
 #[test]
 fn sequential_swaps_reuse_one_upstream_tls_connection() {
     let pki = Pki::new();
-    let upstream = TlsUpstream::start(&pki, "server");
-    let server = start_server(&upstream, &pki);
+    let upstream = start_tls_mock(&pki, "server", rustls::ALL_VERSIONS);
+    let server = start_trusting_pki(&upstream, &pki);
 
     for i in 0..SEQUENTIAL_SWAPS {
         swap_ok(&server, &upstream, &format!("seq-{i}"));
@@ -150,7 +150,7 @@ fn sequential_swaps_reuse_one_upstream_tls_connection() {
 
     let connections = upstream.connections();
     assert_eq!(connections.len(), 1, "{connections:?}");
-    assert_handshake(&upstream, 0, HandshakeKind::Full, ProtocolVersion::TLSv1_3);
+    assert_handshake(&upstream, 1, HandshakeKind::Full, ProtocolVersion::TLSv1_3);
     let requests = upstream.requests();
     assert_eq!(requests.len(), SEQUENTIAL_SWAPS, "{requests:?}");
     let basic = format!(
@@ -161,23 +161,23 @@ fn sequential_swaps_reuse_one_upstream_tls_connection() {
         )
     );
     for (i, request) in requests.iter().enumerate() {
-        assert_eq!(request.connection, 0, "{request:?}");
+        assert_eq!(request.connection, 1, "{request:?}");
         assert_eq!(
             (request.method.as_str(), request.path.as_str()),
             ("POST", "/api/token")
         );
-        assert_eq!(request.authorization.as_deref(), Some(basic.as_str()));
+        assert_eq!(request.header("authorization"), Some(basic.as_str()));
         assert_eq!(request.field("grant_type"), Some("authorization_code"));
         assert_eq!(request.field("code"), Some(format!("seq-{i}").as_str()));
         assert_eq!(request.field("redirect_uri"), Some(REDIRECT_URI));
-        assert_eq!(request.status, 200);
+        assert_eq!(request.status, Some(200));
     }
 }
 
 #[test]
 fn a_new_upstream_connection_after_a_close_resumes_the_tls_session() {
     let pki = Pki::new();
-    let upstream = TlsUpstream::start(&pki, "server");
+    let upstream = start_tls_mock(&pki, "server", rustls::ALL_VERSIONS);
 
     assert_each_new_connection_resumes(&upstream, &pki, Close::Announced, ProtocolVersion::TLSv1_3);
 }
@@ -185,7 +185,7 @@ fn a_new_upstream_connection_after_a_close_resumes_the_tls_session() {
 #[test]
 fn a_new_upstream_connection_after_a_close_resumes_the_tls_1_2_session() {
     let pki = Pki::new();
-    let upstream = TlsUpstream::start_with_versions(&pki, "server", &[&rustls::version::TLS12]);
+    let upstream = start_tls_mock(&pki, "server", &[&rustls::version::TLS12]);
 
     assert_each_new_connection_resumes(&upstream, &pki, Close::Announced, ProtocolVersion::TLSv1_2);
 }
@@ -198,7 +198,7 @@ fn a_new_upstream_connection_after_a_close_resumes_the_tls_1_2_session() {
 fn an_unannounced_close_of_the_pooled_connection_costs_no_request_and_the_next_connection_resumes()
 {
     let pki = Pki::new();
-    let upstream = TlsUpstream::start(&pki, "server");
+    let upstream = start_tls_mock(&pki, "server", rustls::ALL_VERSIONS);
 
     assert_each_new_connection_resumes(
         &upstream,
@@ -218,11 +218,13 @@ fn an_upstream_certificate_not_signed_by_the_spotify_ca_file_is_a_502_and_servin
     let pki = Pki::new();
     pki.make_ca("other-ca");
     pki.make_server_cert("other-ca", "other");
-    let upstream = TlsUpstream::start(&pki, "other");
-    let server = start_server(&upstream, &pki);
+    let upstream = start_tls_mock(&pki, "other", rustls::ALL_VERSIONS);
+    let server = start_trusting_pki(&upstream, &pki);
 
-    for attempt in 0..2 {
-        let resp = swap(&server, &format!("refused-{attempt}"));
+    for attempt in 1..=2 {
+        let code = format!("refused-{attempt}");
+        upstream.add_code(&code);
+        let resp = swap(&server, &code);
 
         assert_error(&resp, 502, "server_error");
         let conn = upstream
@@ -238,5 +240,5 @@ fn an_upstream_certificate_not_signed_by_the_spotify_ca_file_is_a_502_and_servin
 
     let trusting = start_server_trusting(&upstream, &pki.path("other-ca.pem"));
     swap_ok(&trusting, &upstream, "trusted");
-    assert_handshake(&upstream, 2, HandshakeKind::Full, ProtocolVersion::TLSv1_3);
+    assert_handshake(&upstream, 3, HandshakeKind::Full, ProtocolVersion::TLSv1_3);
 }

@@ -2,7 +2,10 @@
 //!
 //! [`MockSpotify::start`] binds `127.0.0.1:0` and speaks plain HTTP/1.1 with
 //! keep-alive (the server under test reuses connections through its `ureq`
-//! agent), one thread per connection. By default it emulates
+//! agent), one thread per connection; [`MockSpotify::start_tls`] does the
+//! same over TLS (rustls, a certificate from [`Pki`](super::pki::Pki)), for
+//! the tests of the server's own TLS connections upstream. By default it
+//! emulates
 //! `POST /api/token` the way Spotify answers it: client authentication by
 //! `Authorization: Basic`, single-use authorization codes, PKCE verifiers,
 //! redirect-URI checks, refresh tokens (optionally rotated), and Spotify's
@@ -13,7 +16,12 @@
 //!
 //! Every request is recorded ([`Recorded`]) with the id of the TCP connection
 //! it arrived on, so tests can assert what the server sent upstream and that
-//! it reused connections.
+//! it reused connections. Every connection is recorded too ([`Connection`]):
+//! over TLS, whether its handshake was full or resumed, with which version,
+//! or why it failed; and whether it has ended.
+//! [`MockSpotify::close_after_next_answer`] makes the mock close a connection
+//! after answering, the way a server at its keep-alive limit, a reload or an
+//! idle timeout does.
 //!
 //! Nothing on the serving path panics on what a peer sends: every
 //! read is bounded, malformed input gets a 4xx and the connection is closed.
@@ -22,13 +30,14 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use rustls::{HandshakeKind, ProtocolVersion, ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{Value, json};
 
 use super::client::find_head_end;
@@ -68,6 +77,12 @@ const CLOSE_MID_SENT: &[u8] = b"{\"access_t";
 /// Start and end of the body [`Reply::Large`] generates.
 const LARGE_PREFIX: &[u8] = b"{\"access_token\":\"";
 const LARGE_SUFFIX: &[u8] = b"\",\"token_type\":\"Bearer\",\"expires_in\":3600}";
+
+/// A TLS handshake that takes longer than this fails.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often [`MockSpotify::wait_closed`] and
+/// [`MockSpotify::wait_handshake`] look again.
+const WAIT_INTERVAL: Duration = Duration::from_millis(5);
 
 /// A scripted answer that replaces the Spotify emulation for one request
 /// (see [`MockSpotify::push_reply`]) or for every request
@@ -147,6 +162,16 @@ impl Reply {
             r#"{"error":"server_error","error_description":"Something went wrong"}"#,
         )
     }
+
+    /// The status this reply sends, if it sends a status line of its own.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Reply::Json { status, .. } => Some(*status),
+            Reply::CloseMidResponse | Reply::Large(_) | Reply::Endless => Some(200),
+            Reply::Delayed(_, inner) => inner.status(),
+            Reply::Raw(_) | Reply::Hang(_) => None,
+        }
+    }
 }
 
 /// What an authorization code is worth when exchanged. Build with
@@ -204,6 +229,44 @@ impl AuthGrant {
     }
 }
 
+/// How [`MockSpotify::close_after_next_answer`] closes the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Answer with `Connection: close`, then close: a server at its
+    /// keep-alive request limit.
+    Announced,
+    /// Answer as if the connection stayed open, then close it at once
+    /// (`close_notify` over TLS, FIN): what an idle timeout or a reload does
+    /// to a connection the client keeps in its pool.
+    Unannounced,
+}
+
+/// A completed TLS handshake.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Handshake {
+    /// Full or resumed.
+    pub kind: HandshakeKind,
+    /// The negotiated TLS version.
+    pub version: ProtocolVersion,
+}
+
+/// One accepted TCP connection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Connection {
+    /// 1 for the first connection the mock accepted, 2 for the next, … (the
+    /// [`Recorded::connection`] of the requests that came on it).
+    pub id: u64,
+    /// Over TLS: `None` while the handshake runs, then the handshake or its
+    /// error. Always `None` on a plain mock.
+    pub handshake: Option<Result<Handshake, String>>,
+    /// The mock closed it (after a request that did not keep it alive, after
+    /// [`MockSpotify::close_after_next_answer`], or on bad input); the FIN
+    /// has been sent.
+    pub closed_by_mock: bool,
+    /// Its thread has finished: closed by either side.
+    pub ended: bool,
+}
+
 /// One request as the mock received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
@@ -220,8 +283,11 @@ pub struct Recorded {
     /// `application/x-www-form-urlencoded`; empty otherwise.
     pub form: Vec<(String, String)>,
     /// Id of the TCP connection it came on: 1 for the first connection the
-    /// mock accepted, 2 for the next, …
+    /// mock accepted, 2 for the next, … ([`Connection::id`]).
     pub connection: u64,
+    /// The status the mock answered with (its reply's, [`Reply::status`]);
+    /// `None` for a reply without one (raw bytes, a hang).
+    pub status: Option<u16>,
 }
 
 impl Recorded {
@@ -266,7 +332,8 @@ pub struct MockSpotify {
 /// State shared by the handle, the accept thread and connection threads.
 struct Shared {
     stopping: AtomicBool,
-    connections: AtomicU64,
+    /// `Some` for a mock that speaks TLS.
+    tls: Option<Arc<ServerConfig>>,
     state: Mutex<State>,
 }
 
@@ -284,7 +351,11 @@ struct State {
     refreshes: u64,
     replies: VecDeque<Reply>,
     default_reply: Option<Reply>,
+    /// How to close after each of the next answers.
+    closes: VecDeque<Close>,
     requests: Vec<Recorded>,
+    /// Every connection accepted, in order: `connections[id - 1]`.
+    connections: Vec<Connection>,
 }
 
 impl Shared {
@@ -296,6 +367,20 @@ impl Shared {
     fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
+
+    /// Applies `change` to the record of connection `id`.
+    fn update(&self, id: u64, change: impl FnOnce(&mut Connection)) {
+        let mut state = self.state();
+        if let Some(conn) = connection_mut(&mut state.connections, id) {
+            change(conn);
+        }
+    }
+}
+
+/// The record of connection `id` (ids count from 1).
+fn connection_mut(connections: &mut [Connection], id: u64) -> Option<&mut Connection> {
+    let index = usize::try_from(id).ok()?.checked_sub(1)?;
+    connections.get_mut(index)
 }
 
 impl MockSpotify {
@@ -305,13 +390,38 @@ impl MockSpotify {
     /// # Panics
     /// If it cannot bind a loopback port or spawn its accept thread.
     pub fn start(client_id: &str, client_secret: &str, redirect_uri: &str) -> MockSpotify {
+        MockSpotify::bind(client_id, client_secret, redirect_uri, None)
+    }
+
+    /// Like [`MockSpotify::start`], speaking HTTPS with `tls` (made by
+    /// [`Pki::server_config`](super::pki::Pki::server_config)): the same
+    /// emulation, scripts and records, with each connection's handshake
+    /// recorded in [`MockSpotify::connections`].
+    ///
+    /// # Panics
+    /// As [`MockSpotify::start`].
+    pub fn start_tls(
+        client_id: &str,
+        client_secret: &str,
+        redirect_uri: &str,
+        tls: Arc<ServerConfig>,
+    ) -> MockSpotify {
+        MockSpotify::bind(client_id, client_secret, redirect_uri, Some(tls))
+    }
+
+    fn bind(
+        client_id: &str,
+        client_secret: &str,
+        redirect_uri: &str,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> MockSpotify {
         let listener = TcpListener::bind("127.0.0.1:0").expect("mock Spotify: bind 127.0.0.1:0");
         let addr = listener
             .local_addr()
             .expect("mock Spotify: read the bound address");
         let shared = Arc::new(Shared {
             stopping: AtomicBool::new(false),
-            connections: AtomicU64::new(0),
+            tls,
             state: Mutex::new(State {
                 client_id: client_id.to_owned(),
                 client_secret: client_secret.to_owned(),
@@ -322,7 +432,9 @@ impl MockSpotify {
                 refreshes: 0,
                 replies: VecDeque::new(),
                 default_reply: None,
+                closes: VecDeque::new(),
                 requests: Vec::new(),
+                connections: Vec::new(),
             }),
         });
         let accept_shared = Arc::clone(&shared);
@@ -342,9 +454,15 @@ impl MockSpotify {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`, the value for `SPOTIFY_ACCOUNTS_URL`.
+    /// `http://127.0.0.1:PORT` (`https://` over TLS), the value for
+    /// `SPOTIFY_ACCOUNTS_URL`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// `{base_url}/api/token`.
@@ -432,9 +550,53 @@ impl MockSpotify {
         self.shared.state().requests.clear();
     }
 
+    /// The next request answered (on any connection) closes its connection
+    /// after the answer, the way `how` says. Calls queue up.
+    pub fn close_after_next_answer(&self, how: Close) {
+        self.shared.state().closes.push_back(how);
+    }
+
     /// Number of TCP connections accepted so far.
     pub fn connections_accepted(&self) -> u64 {
-        self.shared.connections.load(Ordering::SeqCst)
+        self.connections().len() as u64
+    }
+
+    /// Every connection accepted so far, in order.
+    pub fn connections(&self) -> Vec<Connection> {
+        self.shared.state().connections.clone()
+    }
+
+    /// Waits up to `timeout` until connection `id` has been closed by the
+    /// mock or has ended; false on timeout.
+    pub fn wait_closed(&self, id: u64, timeout: Duration) -> bool {
+        self.wait_connection(id, timeout, |c| c.closed_by_mock || c.ended)
+            .is_some()
+    }
+
+    /// Waits up to `timeout` until connection `id` has a handshake outcome
+    /// (TLS only); the connection, or `None` on timeout.
+    pub fn wait_handshake(&self, id: u64, timeout: Duration) -> Option<Connection> {
+        self.wait_connection(id, timeout, |c| c.handshake.is_some())
+    }
+
+    /// Waits up to `timeout` until connection `id` is `ready`.
+    fn wait_connection(
+        &self,
+        id: u64,
+        timeout: Duration,
+        ready: impl Fn(&Connection) -> bool,
+    ) -> Option<Connection> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let conn = connection_mut(&mut self.shared.state().connections, id).cloned();
+            if let Some(conn) = conn.filter(&ready) {
+                return Some(conn);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(WAIT_INTERVAL);
+        }
     }
 
     /// Stops accepting, closes the listener and, within [`POLL_INTERVAL`],
@@ -468,6 +630,7 @@ impl std::fmt::Debug for MockSpotify {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockSpotify")
             .field("addr", &self.addr)
+            .field("tls", &self.shared.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -480,14 +643,30 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         }
         match accepted {
             Ok((stream, _peer)) => {
-                let id = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                let id = {
+                    let connections = &mut shared.state().connections;
+                    let id = connections.len() as u64 + 1;
+                    connections.push(Connection {
+                        id,
+                        handshake: None,
+                        closed_by_mock: false,
+                        ended: false,
+                    });
+                    id
+                };
                 let conn_shared = Arc::clone(shared);
                 // If no thread can be had, the stream is dropped and the
                 // client sees a closed connection: acceptable for a test
                 // double, and better than panicking the accept loop.
-                let _ = thread::Builder::new()
+                let spawned = thread::Builder::new()
                     .name(format!("mock-spotify-conn-{id}"))
-                    .spawn(move || serve_connection(stream, id, &conn_shared));
+                    .spawn(move || {
+                        serve_connection(stream, id, &conn_shared);
+                        conn_shared.update(id, |c| c.ended = true);
+                    });
+                if spawned.is_err() {
+                    shared.update(id, |c| c.ended = true);
+                }
             }
             // E.g. out of file descriptors: back off instead of spinning.
             Err(_) => thread::sleep(POLL_INTERVAL),
@@ -538,10 +717,54 @@ impl Head {
     }
 }
 
-/// One connection's socket plus the bytes read but not yet consumed (which
-/// may hold the start of a pipelined request).
+/// What a connection's bytes travel over.
+enum Transport {
+    Plain(TcpStream),
+    /// Boxed: a rustls connection is large next to a socket.
+    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl Transport {
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.read(buf),
+            Transport::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.write(buf),
+            Transport::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(stream) => stream.flush(),
+            Transport::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// One connection's transport plus the bytes read but not yet consumed
+/// (which may hold the start of a pipelined request).
 struct Wire<'a> {
-    stream: TcpStream,
+    transport: Transport,
+    /// [`Connection::id`].
+    id: u64,
     buf: Vec<u8>,
     shared: &'a Shared,
 }
@@ -562,7 +785,7 @@ impl Wire<'_> {
             if self.shared.is_stopping() {
                 return Err(ReadError::Gone);
             }
-            match self.stream.read(&mut chunk) {
+            match self.transport.read(&mut chunk) {
                 Ok(0) => return Err(ReadError::Gone),
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
@@ -680,21 +903,29 @@ impl Wire<'_> {
         }
     }
 
-    /// Writes all of `data` before `deadline`; false if the peer went away,
-    /// the deadline passed or the mock is stopping.
+    /// Writes all of `data` (over TLS: and the records it makes) before
+    /// `deadline`; false if the peer went away, the deadline passed or the
+    /// mock is stopping.
     fn send(&mut self, mut data: &[u8], deadline: Instant) -> bool {
+        let gave_up = || self.shared.is_stopping() || Instant::now() >= deadline;
         while !data.is_empty() {
-            if self.shared.is_stopping() || Instant::now() >= deadline {
+            if gave_up() {
                 return false;
             }
-            match self.stream.write(data) {
+            match self.transport.write(data) {
                 Ok(0) => return false,
                 Ok(n) => data = &data[n..],
                 Err(e) if is_transient(e.kind()) => {}
                 Err(_) => return false,
             }
         }
-        true
+        loop {
+            match self.transport.flush() {
+                Ok(()) => return true,
+                Err(e) if is_transient(e.kind()) && !gave_up() => {}
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Sends a complete response with a `Content-Length`.
@@ -730,15 +961,22 @@ impl Wire<'_> {
         self.send(&bytes, Instant::now() + WRITE_TIMEOUT)
     }
 
-    /// Closes after the peer has had a chance to read what we sent: closing
-    /// with unread input in the socket makes the kernel send a reset, which
-    /// can destroy a response the peer has not read yet.
+    /// Closes (over TLS with `close_notify` first) after the peer has had a
+    /// chance to read what we sent: closing with unread input in the socket
+    /// makes the kernel send a reset, which can destroy a response the peer
+    /// has not read yet.
     fn close(mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        if let Transport::Tls(tls) = &mut self.transport {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        let mut tcp = self.transport.tcp();
+        let _ = tcp.shutdown(Shutdown::Write);
+        self.shared.update(self.id, |c| c.closed_by_mock = true);
         let deadline = Instant::now() + LINGER_ON_CLOSE;
         let mut sink = [0u8; 4096];
         while Instant::now() < deadline {
-            match self.stream.read(&mut sink) {
+            match tcp.read(&mut sink) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) if is_transient(e.kind()) => {}
@@ -840,44 +1078,94 @@ fn parse_head(head: &[u8]) -> Option<Head> {
 
 fn serve_connection(stream: TcpStream, id: u64, shared: &Shared) {
     // Without the poll timeout the thread could not notice stop(); give up.
-    if stream.set_read_timeout(Some(POLL_INTERVAL)).is_err()
-        || stream.set_write_timeout(Some(POLL_INTERVAL)).is_err()
-    {
-        return;
-    }
-    let _ = stream.set_nodelay(true);
+    let setup = stream
+        .set_read_timeout(Some(POLL_INTERVAL))
+        .and_then(|()| stream.set_write_timeout(Some(POLL_INTERVAL)));
+    let transport = match (&shared.tls, setup) {
+        (None, Ok(())) => Transport::Plain(stream),
+        (None, Err(_)) => return,
+        (Some(config), setup) => {
+            let tls = setup
+                .map_err(|e| e.to_string())
+                .and_then(|()| accept_tls(stream, config, shared));
+            match tls {
+                Ok((tls, handshake)) => {
+                    shared.update(id, |c| c.handshake = Some(Ok(handshake)));
+                    Transport::Tls(tls)
+                }
+                Err(error) => {
+                    shared.update(id, |c| c.handshake = Some(Err(error)));
+                    return;
+                }
+            }
+        }
+    };
+    let _ = transport.tcp().set_nodelay(true);
     let mut wire = Wire {
-        stream,
+        transport,
+        id,
         buf: Vec::new(),
         shared,
     };
     loop {
-        let (recorded, keep_alive) = match read_request(&mut wire, id) {
+        let (mut recorded, keep_alive) = match read_request(&mut wire) {
             Ok(request) => request,
             Err(error) => return refuse(wire, error),
         };
-        let reply = {
+        let (reply, close) = {
             let mut state = shared.state();
             let reply = state
                 .replies
                 .pop_front()
                 .or_else(|| state.default_reply.clone())
                 .unwrap_or_else(|| state.emulate(&recorded));
+            recorded.status = reply.status();
             state.requests.push(recorded);
-            reply
+            (reply, state.closes.pop_front())
         };
+        let keep_alive = keep_alive && close != Some(Close::Announced);
         if !answer(&mut wire, reply, keep_alive) {
             return;
         }
-        if !keep_alive {
+        if !keep_alive || close.is_some() {
             return wire.close();
         }
     }
 }
 
+/// Runs the server side of a TLS handshake on `stream`, within
+/// [`HANDSHAKE_TIMEOUT`]; the connection and what was negotiated, or why
+/// it failed.
+fn accept_tls(
+    stream: TcpStream,
+    config: &Arc<ServerConfig>,
+    shared: &Shared,
+) -> Result<(Box<StreamOwned<ServerConnection, TcpStream>>, Handshake), String> {
+    let conn = ServerConnection::new(Arc::clone(config)).map_err(|e| e.to_string())?;
+    let mut tls = Box::new(StreamOwned::new(conn, stream));
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    while tls.conn.is_handshaking() {
+        match tls.conn.complete_io(&mut tls.sock) {
+            Ok((0, 0)) => return Err("no progress: the peer went away".into()),
+            Ok(_) => {}
+            Err(e) if is_transient(e.kind()) => {
+                if shared.is_stopping() || Instant::now() >= deadline {
+                    return Err(format!("handshake timed out: {e}"));
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let handshake = Handshake {
+        kind: tls.conn.handshake_kind().ok_or("no handshake kind")?,
+        version: tls.conn.protocol_version().ok_or("no TLS version")?,
+    };
+    Ok((tls, handshake))
+}
+
 /// Reads and decodes one request; also says whether the connection may be
 /// kept open after the answer.
-fn read_request(wire: &mut Wire<'_>, id: u64) -> Result<(Recorded, bool), ReadError> {
+fn read_request(wire: &mut Wire<'_>) -> Result<(Recorded, bool), ReadError> {
     let head = wire.read_head()?;
     let head = parse_head(&head).ok_or(ReadError::Refuse(400, "malformed request head"))?;
     if head.has_token("expect", "100-continue")
@@ -904,7 +1192,8 @@ fn read_request(wire: &mut Wire<'_>, id: u64) -> Result<(Recorded, bool), ReadEr
         version: head.version,
         headers: head.headers,
         body,
-        connection: id,
+        connection: wire.id,
+        status: None,
     };
     Ok((recorded, keep_alive))
 }
@@ -1084,8 +1373,7 @@ impl State {
     }
 }
 
-/// The reason phrase for `status`: the one table both stand-ins for Spotify
-/// (this mock and `tls_upstream.rs`) answer with.
+/// The reason phrase for `status`: the one table the mock answers with.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",

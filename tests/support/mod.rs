@@ -8,9 +8,9 @@
 //!   mock plus a server ([`start_mock`], [`start_server`]);
 //! - [`asserts`]: the checks many tests share ([`assert_error`]…);
 //! - [`fs`]: throwaway directories ([`TempDir`]);
-//! - [`mock`]: the Spotify mock; [`pki`]: throwaway certificates;
-//!   [`tls_upstream`]: an HTTPS stand-in for Spotify that records its TLS
-//!   handshakes; [`conns`]: many connections at once.
+//! - [`mock`]: the Spotify mock, over plain HTTP or TLS (recording its
+//!   handshakes); [`pki`]: throwaway certificates; [`conns`]: many
+//!   connections at once.
 //!
 //! Environment knobs, for testing a cross-built binary:
 //! - `STS_BIN`: path of the binary to run instead of the one Cargo built.
@@ -34,7 +34,6 @@ pub mod mock;
 pub mod pki;
 pub mod process;
 pub mod setup;
-pub mod tls_upstream;
 
 // Flat re-exports, so test files say `support::request`, not
 // `support::client::request`; a test crate that uses none of a module's

@@ -4,9 +4,11 @@
 //! certificates and stray keys.
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, SupportedProtocolVersion};
 
 use super::TempDir;
 
@@ -151,5 +153,31 @@ impl Pki {
     pub fn key(&self, name: &str) -> PrivateKeyDer<'static> {
         PrivateKeyDer::from_pem_slice(&self.read(name))
             .unwrap_or_else(|e| panic!("{name} holds no private key: {e:?}"))
+    }
+
+    /// A rustls (ring) server configuration serving `<cert>.pem` with
+    /// `<cert>.key`, offering only `versions` (`rustls::ALL_VERSIONS`: TLS
+    /// 1.2 and 1.3), with rustls's defaults otherwise: an in-memory cache of
+    /// 256 sessions (TLS 1.2 session ids, TLS 1.3 stateful tickets) and two
+    /// TLS 1.3 tickets per connection.
+    ///
+    /// # Panics
+    /// If the certificate and key are not a usable pair.
+    pub fn server_config(
+        &self,
+        cert: &str,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Arc<ServerConfig> {
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(versions)
+                .expect("ring supports TLS 1.2 and 1.3")
+                .with_no_client_auth()
+                .with_single_cert(
+                    self.chain(&format!("{cert}.pem")),
+                    self.key(&format!("{cert}.key")),
+                )
+                .unwrap_or_else(|e| panic!("{cert}.pem and {cert}.key are not a usable pair: {e}"));
+        Arc::new(config)
     }
 }

@@ -1,7 +1,10 @@
 //! The usual arrangement: a mock Spotify for the test app and the server
 //! pointed at it.
 
+use rustls::SupportedProtocolVersion;
+
 use super::mock::MockSpotify;
+use super::pki::Pki;
 use super::process::ServerProc;
 
 /// Client id the tests configure (any value works with the mock).
@@ -15,6 +18,17 @@ pub const REDIRECT_URI: &str = "myapp://callback";
 /// [`REDIRECT_URI`].
 pub fn start_mock() -> MockSpotify {
     MockSpotify::start(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI)
+}
+
+/// [`start_mock`] over HTTPS, serving `<cert>.pem` of `pki` and offering
+/// only `versions` (`rustls::ALL_VERSIONS`: TLS 1.2 and 1.3).
+pub fn start_tls_mock(
+    pki: &Pki,
+    cert: &str,
+    versions: &[&'static SupportedProtocolVersion],
+) -> MockSpotify {
+    let tls = pki.server_config(cert, versions);
+    MockSpotify::start_tls(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, tls)
 }
 
 /// The environment of a server pointed at `mock`: the test app's id, secret
