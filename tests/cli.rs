@@ -15,7 +15,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use support::mock::Reply;
 use support::{
     CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, Resp, assert_error, post_form, post_json, request,
-    run_binary, start_mock, start_server,
+    run_binary, start_mock, start_server, wait_for_spotify_calls, wait_until,
 };
 
 const ENCRYPTION_SECRET: &str = "encryption-secret-that-must-never-be-logged";
@@ -533,11 +533,7 @@ fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
     let in_flight: Vec<_> = (0..3)
         .map(|i| thread::spawn(move || post_form(addr, "/swap", &[("code", &format!("c{i}"))])))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while mock.request_count() < 3 {
-        assert!(Instant::now() < deadline, "requests did not reach the mock");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_spotify_calls(&mock, 3, Duration::from_secs(5));
 
     server.signal("TERM");
     let signalled = Instant::now();
@@ -552,11 +548,9 @@ fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
     );
     // New connections are refused soon after (a probe that still gets in
     // is closed at once, so it cannot hold up the drain).
-    let refused_by = Instant::now() + Duration::from_secs(1);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-        assert!(Instant::now() < refused_by, "still accepting after SIGTERM");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(1), "refusing after SIGTERM", || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+    });
 
     for handle in in_flight {
         let resp = handle.join().expect("client thread");

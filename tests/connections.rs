@@ -44,8 +44,8 @@ use support::mock::{MockSpotify, Reply};
 use support::pki::Pki;
 use support::{
     Conn, Resp, ServerProc, assert_error, assert_still_serving, assert_swapped, connect_from,
-    form_body, proc_status, raw_get, raw_post, raw_swap, request_from, server_vars, start_mock,
-    try_request_from,
+    form_body, proc_status, raw_get, raw_get_close, raw_post, raw_swap, request_from, retry,
+    server_vars, start_mock, try_request_from, wait_for_spotify_calls, wait_until_serving,
 };
 
 /// SPEC: request head 10 s from its first byte; TLS handshake 10 s from
@@ -133,11 +133,6 @@ fn start_https(pki: &Pki, mock: &MockSpotify, extra: &[(&str, &str)]) -> ServerP
     server
 }
 
-/// Raw bytes of a one-shot `GET`.
-fn get_close(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
-}
-
 /// Asserts `resp` is `GET /health`'s answer.
 fn assert_health(resp: &Resp) {
     assert_eq!(resp.status, 200, "{resp:?}");
@@ -154,7 +149,7 @@ fn bystander_plain(addr: SocketAddr, n: usize, pause: Duration, during: &str) ->
         let outcome = try_request_from(
             BYSTANDER,
             addr,
-            &get_close("/health"),
+            &raw_get_close("/health"),
             Duration::from_secs(5),
         );
         let took = started.elapsed();
@@ -661,38 +656,21 @@ fn assert_no_plaintext(what: &str, bytes: &[u8]) {
     );
 }
 
-/// Waits until `mock` has received a request.
-fn wait_for_upstream_call(mock: &MockSpotify) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while mock.request_count() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the held swap never reached Spotify"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Waits up to `limit` for a new HTTPS client to be served `GET /health`.
 fn assert_serves_https_again(
     addr: SocketAddr,
     config: &Arc<rustls::ClientConfig>,
     limit: Duration,
 ) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (outcome, _) = tls_health_from(BYSTANDER, addr, config);
-        match outcome {
-            Ok(resp) if resp.status == 200 => return,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "not serving HTTPS again within {limit:?}: {other:?}"
-                );
-                thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
+    retry(
+        limit,
+        Duration::from_millis(200),
+        "serving HTTPS again",
+        || match tls_health_from(BYSTANDER, addr, config).0 {
+            Ok(resp) if resp.status == 200 => Ok(()),
+            other => Err(other),
+        },
+    );
 }
 
 /// With one worker held by a slow Spotify (5 s) and `MAX_CONNECTIONS=8`
@@ -733,7 +711,7 @@ fn tls_connections_past_max_connections_are_never_answered_in_plaintext() {
     mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(5))));
     let mut held = tls_connect_from(loopback(58), addr, &config).expect("held HTTPS client");
     let held_answer = thread::spawn(move || tls_exchange(&mut held, &raw_swap("held")));
-    wait_for_upstream_call(&mock);
+    wait_for_spotify_calls(&mock, 1, Duration::from_secs(3));
     let held_since = Instant::now();
 
     let hello = client_hello(&config, addr);
@@ -795,7 +773,7 @@ fn tls_connections_past_a_full_queue_are_never_answered_in_plaintext() {
     mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(5))));
     let mut held = tls_connect_from(BYSTANDER, addr, &config).expect("held HTTPS client");
     let held_answer = thread::spawn(move || tls_exchange(&mut held, &raw_swap("held")));
-    wait_for_upstream_call(&mock);
+    wait_for_spotify_calls(&mock, 1, Duration::from_secs(3));
     let held_since = Instant::now();
 
     let hello = client_hello(&config, addr);
@@ -871,24 +849,7 @@ fn plain_connection_past_max_connections_gets_503_with_retry_after() {
         assert_health(&conn.read_response());
     }
     drop(open.pop());
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        match try_request_from(
-            BYSTANDER,
-            addr,
-            &get_close("/health"),
-            Duration::from_secs(2),
-        ) {
-            Ok(resp) if resp.status == 200 => break,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no slot freed 3 s after a connection closed: {other:?}"
-                );
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
+    wait_until_serving(&server, BYSTANDER, Duration::from_secs(3));
 }
 
 // ---------------------------------------------------------------------------
@@ -1082,11 +1043,7 @@ fn sigterm_with_two_thousand_connections_open_answers_the_request_in_flight_and_
     in_flight.set_timeout(Duration::from_secs(15));
     in_flight.send(&raw_swap("in-flight"));
     let answer = thread::spawn(move || in_flight.try_read_response());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while mock.request_count() == 0 {
-        assert!(Instant::now() < deadline, "the swap never reached Spotify");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_spotify_calls(&mock, 1, Duration::from_secs(5));
 
     server.signal("TERM");
     let signalled = Instant::now();

@@ -20,7 +20,7 @@ use serde_json::json;
 use support::mock::{MockSpotify, Reply};
 use support::{
     Conn, Resp, ServerProc, assert_error, assert_still_serving, assert_swapped, form_body, raw_get,
-    raw_post, raw_swap, request, start_mock, start_server,
+    raw_post, raw_swap, request, retry, start_mock, start_server, wait_for_spotify_calls,
 };
 
 /// The server's limits, as SPEC states them.
@@ -844,24 +844,25 @@ fn closing_a_connection_frees_a_per_client_slot() {
 
     // The server notices the close asynchronously; try a bounded number of
     // times for the freed slot.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let resp = loop {
+    let health_past_the_cap = || {
         let mut conn = Conn::open(addr);
         conn.set_timeout(Duration::from_secs(2));
-        if conn.try_send(&raw_get("/health")).is_ok() {
+        match conn
+            .try_send(&raw_get("/health"))
+            .and_then(|()| conn.try_read_response())
+        {
             // Until the server has seen the close, the cap answers 503.
-            if let Ok(resp) = conn.try_read_response() {
-                if resp.status != 503 {
-                    break resp;
-                }
-            }
+            Ok(resp) if resp.status == 503 => Err(format!("{resp:?}")),
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(e.to_string()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no slot was freed after closing a connection"
-        );
-        thread::sleep(Duration::from_millis(50));
     };
+    let resp = retry(
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+        "a slot freed after closing a connection",
+        health_past_the_cap,
+    );
     assert_eq!(resp.status, 200, "{resp:?}");
 }
 
@@ -895,14 +896,7 @@ fn full_queue_is_answered_503_with_retry_after() {
     let mut busy = Conn::open(addr);
     busy.set_timeout(hold + Duration::from_secs(10));
     busy.send(&raw_swap("abc"));
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while mock.request_count() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the held request never reached Spotify"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_spotify_calls(&mock, 1, Duration::from_secs(3));
     let held_since = Instant::now();
 
     // Fill the queue with ready requests; the worker cannot take any.
@@ -931,18 +925,19 @@ fn full_queue_is_answered_503_with_retry_after() {
     drop(busy);
     // … and once the worker has worked through the abandoned queue, the
     // server serves again.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let resp = request(addr, &raw_get("/health"));
-        if resp.status != 503 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still overloaded 5 s after the queue was abandoned"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    retry(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        "no longer overloaded after the queue was abandoned",
+        || {
+            let resp = request(addr, &raw_get("/health"));
+            if resp.status == 503 {
+                Err(resp)
+            } else {
+                Ok(())
+            }
+        },
+    );
     assert_still_serving(addr);
 }
 

@@ -532,6 +532,12 @@ pub fn raw_get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
 }
 
+/// Raw bytes of a `GET` that asks for the connection to be closed after
+/// the answer.
+pub fn raw_get_close(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
 /// POSTs `fields` form-encoded, on a fresh connection (`Connection: close`).
 pub fn post_form(addr: SocketAddr, path: &str, fields: &[(&str, &str)]) -> Resp {
     post_body(

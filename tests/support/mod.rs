@@ -10,7 +10,8 @@
 //! - [`fs`]: throwaway directories ([`TempDir`]);
 //! - [`mock`]: the Spotify mock; [`pki`]: throwaway certificates;
 //!   [`tls_upstream`]: an HTTPS stand-in for Spotify that records its TLS
-//!   handshakes; [`conns`]: many connections at once.
+//!   handshakes; [`conns`]: many connections at once;
+//! - [`wait`]: bounded waits ([`wait_until`], [`wait_until_serving`]…).
 //!
 //! Environment knobs, for testing a cross-built binary:
 //! - `STS_BIN`: path of the binary to run instead of the one Cargo built.
@@ -35,6 +36,7 @@ pub mod pki;
 pub mod process;
 pub mod setup;
 pub mod tls_upstream;
+pub mod wait;
 
 // Flat re-exports, so test files say `support::request`, not
 // `support::client::request`; a test crate that uses none of a module's
@@ -51,6 +53,8 @@ pub use fs::*;
 pub use process::*;
 #[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use setup::*;
+#[allow(unused_imports, reason = "each test crate uses a different subset")]
+pub use wait::*;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
