@@ -6,6 +6,7 @@
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use super::connect::{CONNECT_TIMEOUT, connect_from};
@@ -477,6 +478,27 @@ fn exchange(mut conn: Conn, raw: &[u8], timeout: Duration) -> io::Result<Resp> {
             }
         }
     }
+}
+
+/// Sends `raw` from a second thread while reading the response, for
+/// requests the server answers before reading them whole (413, 431): the
+/// response is read as it arrives, so neither a blocked write nor the
+/// reset that follows the server's close can hide it.
+pub fn request_while_sending(addr: SocketAddr, raw: Vec<u8>) -> Resp {
+    let mut conn = Conn::open(addr);
+    let mut writer = conn.stream().try_clone().expect("clone the socket");
+    writer
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("write timeout");
+    let sender = thread::spawn(move || {
+        // The server may close before it has read everything: a failed
+        // write is expected here.
+        let _ = writer.write_all(&raw);
+    });
+    let resp = conn.read_response();
+    drop(conn);
+    let _ = sender.join();
+    resp
 }
 
 /// Like [`try_request`], from the local address `local_ip`.
