@@ -93,6 +93,14 @@ fn assert_config_failure(output: &Output) -> Vec<String> {
     lines
 }
 
+/// Like [`assert_config_failure`], with exactly one error line, naming
+/// `variable`.
+fn assert_one_config_error(output: &Output, variable: &str) {
+    let lines = assert_config_failure(output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(variable), "{lines:?}");
+}
+
 #[test]
 fn version_prints_the_name_and_version() {
     let output = run_binary(&["--version"], &[]);
@@ -251,10 +259,8 @@ fn short_encryption_secret_exits_2_naming_the_variable_not_the_value() {
         ]),
     );
 
-    let lines = assert_config_failure(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("ENCRYPTION_SECRET"), "{lines:?}");
-    assert!(!stderr(&output).contains("xyzzy"), "{lines:?}");
+    assert_one_config_error(&output, "ENCRYPTION_SECRET");
+    assert!(!stderr(&output).contains("xyzzy"), "{}", stderr(&output));
 }
 
 #[test]
@@ -268,18 +274,14 @@ fn missing_client_id_exits_2() {
         ],
     );
 
-    let lines = assert_config_failure(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("SPOTIFY_CLIENT_ID"), "{lines:?}");
+    assert_one_config_error(&output, "SPOTIFY_CLIENT_ID");
 }
 
 #[test]
 fn bad_listen_addr_exits_2() {
     let output = run_binary(&[], &with(&[("LISTEN_ADDR", "not-an-address")]));
 
-    let lines = assert_config_failure(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("LISTEN_ADDR"), "{lines:?}");
+    assert_one_config_error(&output, "LISTEN_ADDR");
 }
 
 #[test]
@@ -289,9 +291,7 @@ fn accounts_url_that_does_not_parse_exits_2() {
         &with(&[("SPOTIFY_ACCOUNTS_URL", "https://exa mple.com")]),
     );
 
-    let lines = assert_config_failure(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("SPOTIFY_ACCOUNTS_URL"), "{lines:?}");
+    assert_one_config_error(&output, "SPOTIFY_ACCOUNTS_URL");
 }
 
 #[test]
@@ -341,10 +341,12 @@ fn secret_and_secret_file_both_set_exits_2() {
         &with(&[("SPOTIFY_CLIENT_SECRET_FILE", file.path())]),
     );
 
-    let lines = assert_config_failure(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("SPOTIFY_CLIENT_SECRET_FILE"), "{lines:?}");
-    assert!(!stderr(&output).contains("from-the-file"), "{lines:?}");
+    assert_one_config_error(&output, "SPOTIFY_CLIENT_SECRET_FILE");
+    assert!(
+        !stderr(&output).contains("from-the-file"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]

@@ -75,18 +75,25 @@ fn bad_config() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-#[test]
-fn configuration_errors_go_to_the_journal_at_error_priority() {
-    let output = run(Stream::Stderr, &bad_config());
+/// Runs with [`bad_config`] and `JOURNAL_STREAM` naming `stream`: asserts
+/// exit 2 and stderr lines, each starting with `prefix`. Returns them.
+fn config_errors_starting_with(stream: Stream, prefix: &str) -> Vec<String> {
+    let output = run(stream, &bad_config());
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let lines = lines(&output.stderr);
     assert!(!lines.is_empty(), "no error printed");
     for line in &lines {
         assert!(
-            line.starts_with("<3>configuration error: "),
-            "not an error-priority configuration error: {line:?}"
+            line.starts_with(prefix),
+            "{line:?} does not start with {prefix:?}"
         );
     }
+    lines
+}
+
+#[test]
+fn configuration_errors_go_to_the_journal_at_error_priority() {
+    let lines = config_errors_starting_with(Stream::Stderr, "<3>configuration error: ");
     assert!(
         lines.iter().any(|l| l.contains("SPOTIFY_CLIENT_ID")),
         "{lines:?}"
@@ -95,16 +102,7 @@ fn configuration_errors_go_to_the_journal_at_error_priority() {
 
 #[test]
 fn configuration_errors_are_unchanged_when_stderr_is_not_the_journal() {
-    let output = run(Stream::Stdout, &bad_config());
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let lines = lines(&output.stderr);
-    assert!(!lines.is_empty(), "no error printed");
-    for line in &lines {
-        assert!(
-            line.starts_with("configuration error: "),
-            "changed without the journal: {line:?}"
-        );
-    }
+    config_errors_starting_with(Stream::Stdout, "configuration error: ");
 }
 
 #[test]
