@@ -406,6 +406,41 @@ fn assert_closed_at_deadline(what: &str, closed: Option<Duration>) {
     );
 }
 
+/// Drips each of `drips` (a connected socket and the bytes it sends) one
+/// byte per `pause`, each on a thread of its own, while an HTTPS bystander
+/// is served 10 times 600 ms apart; then asserts each was closed at the
+/// deadline, naming it `what` and its number. Returns the slowest
+/// bystander.
+fn drip_beside_an_https_bystander(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    drips: Vec<(TcpStream, Vec<u8>)>,
+    pause: Duration,
+    what: &str,
+) -> Duration {
+    let drippers: Vec<_> = drips
+        .into_iter()
+        .map(|(mut sock, bytes)| {
+            thread::spawn(move || {
+                drip_until_closed(&mut sock, &bytes, pause, Duration::from_secs(20))
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+    let slowest = bystander_tls(
+        addr,
+        config,
+        10,
+        Duration::from_millis(600),
+        &format!("beside each {what}"),
+    );
+    for (n, dripper) in drippers.into_iter().enumerate() {
+        let closed = dripper.join().expect("dripper thread");
+        assert_closed_at_deadline(&format!("{what} {n}"), closed);
+    }
+    slowest
+}
+
 /// Four connections each drip a ClientHello at one byte per 500 ms (it
 /// would take minutes): each is closed at the handshake deadline, 10 s
 /// after connecting, while an HTTPS bystander is served fast throughout,
@@ -422,34 +457,20 @@ fn tls_client_hello_dripped_byte_by_byte_is_closed_at_the_handshake_deadline() {
     let hello = client_hello(&config, addr);
     assert!(hello.len() > 100, "ClientHello of {} bytes", hello.len());
 
-    let drippers: Vec<_> = (0..DRIPPERS)
+    let drips = (0..DRIPPERS)
         .map(|n| {
-            let hello = hello.clone();
-            thread::spawn(move || {
-                let mut sock = connect_from(loopback(21 + n), addr).expect("connect");
-                sock.set_nodelay(true).expect("nodelay");
-                drip_until_closed(
-                    &mut sock,
-                    &hello,
-                    Duration::from_millis(500),
-                    Duration::from_secs(20),
-                )
-            })
+            let sock = connect_from(loopback(21 + n), addr).expect("connect");
+            sock.set_nodelay(true).expect("nodelay");
+            (sock, hello.clone())
         })
         .collect();
-    thread::sleep(Duration::from_secs(1));
-    let slowest = bystander_tls(
+    let slowest = drip_beside_an_https_bystander(
         addr,
         &config,
-        10,
-        Duration::from_millis(600),
-        "beside dripped handshakes",
+        drips,
+        Duration::from_millis(500),
+        "dripped ClientHello",
     );
-
-    for (n, dripper) in drippers.into_iter().enumerate() {
-        let closed = dripper.join().expect("dripper thread");
-        assert_closed_at_deadline(&format!("dripped ClientHello {n}"), closed);
-    }
     eprintln!(
         "measured: slowest HTTPS bystander beside {DRIPPERS} dripped handshakes: {slowest:?}"
     );
@@ -501,35 +522,15 @@ fn tls_record_dripped_byte_by_byte_is_closed_at_the_head_deadline() {
             5 + length,
             "the request did not fit one record"
         );
-        ready.push((tls, record));
+        ready.push((tls.sock, record));
     }
-    let drippers: Vec<_> = ready
-        .into_iter()
-        .map(|(tls, record)| {
-            thread::spawn(move || {
-                let mut sock = tls.sock;
-                drip_until_closed(
-                    &mut sock,
-                    &record,
-                    Duration::from_millis(10),
-                    Duration::from_secs(20),
-                )
-            })
-        })
-        .collect();
-    thread::sleep(Duration::from_secs(1));
-    let slowest = bystander_tls(
+    let slowest = drip_beside_an_https_bystander(
         addr,
         &config,
-        10,
-        Duration::from_millis(600),
-        "beside dripped records",
+        ready,
+        Duration::from_millis(10),
+        "dripped TLS record",
     );
-
-    for (n, dripper) in drippers.into_iter().enumerate() {
-        let closed = dripper.join().expect("dripper thread");
-        assert_closed_at_deadline(&format!("dripped TLS record {n}"), closed);
-    }
     eprintln!("measured: slowest HTTPS bystander beside {DRIPPERS} dripped records: {slowest:?}");
 }
 
