@@ -27,7 +27,8 @@ use support::conns::held_open;
 use support::mock::{MockSpotify, Reply};
 use support::{
     Conn, Resp, ServerProc, assert_error, assert_still_serving, connect_from_timeout, open_fds,
-    proc_status, raw_get, request_from, start_mock, start_server, try_request_from,
+    proc_status, raw_get, raw_get_close, request_from, start_mock, start_server, try_request_from,
+    wait_for_spotify_calls, wait_until, wait_until_serving,
 };
 
 /// The attacking client.
@@ -145,7 +146,7 @@ fn concurrent_in_background(
 
 /// Value of a sample line `name value` of the `/metrics` text.
 fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let resp = request_from(LEGIT, addr, &get_close("/metrics"));
+    let resp = request_from(LEGIT, addr, &raw_get_close("/metrics"));
     assert_eq!(resp.status, 200, "{resp:?}");
     let text = resp.text();
     text.lines()
@@ -166,11 +167,6 @@ fn established_to(addr: SocketAddr) -> usize {
             fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "01"
         })
         .count()
-}
-
-/// Raw bytes of a `GET` that asks for the connection to be closed.
-fn get_close(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
 /// Opens up to `n` connections from the addresses `from` yields, keeping
@@ -304,8 +300,13 @@ fn slowloris_from_many_addresses_is_cut_short_while_others_wait() {
     thread::sleep(Duration::from_millis(500));
 
     let started = Instant::now();
-    let resp = try_request_from(LEGIT, addr, &get_close("/health"), Duration::from_secs(30))
-        .expect("legitimate request answered");
+    let resp = try_request_from(
+        LEGIT,
+        addr,
+        &raw_get_close("/health"),
+        Duration::from_secs(30),
+    )
+    .expect("legitimate request answered");
     let took = started.elapsed();
     stop.store(true, Ordering::SeqCst);
     trickle.join().expect("trickle thread");
@@ -443,11 +444,7 @@ fn burst_past_the_queue_is_answered_200_or_503() {
     }
     mock.set_default_reply(Some(Reply::json(200, TOKEN_BODY)));
     let held = concurrent_in_background(PROXY, addr, WORKERS, &swap_request("held"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while mock.request_count() < WORKERS {
-        assert!(Instant::now() < deadline, "the workers were never all busy");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_spotify_calls(&mock, WORKERS, Duration::from_secs(5));
 
     // … then a burst: every thread opens its connections and sends on all
     // of them before reading any answer, so 4400 requests are outstanding
@@ -717,26 +714,19 @@ fn sigterm_under_load_finishes_every_request_in_flight_and_exits_0() {
 
     // Twice as many swaps as workers: half at Spotify, half queued.
     let in_flight = concurrent_in_background(PROXY, addr, IN_FLIGHT, &swap_request("c"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while mock.request_count() < WORKERS {
-        assert!(Instant::now() < deadline, "the swaps never reached Spotify");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_spotify_calls(&mock, WORKERS, Duration::from_secs(10));
     // Every swap is connected before the signal: one not yet connected
     // would rightly be refused.
-    while established_to(addr) < IN_FLIGHT + idle.len() {
-        assert!(Instant::now() < deadline, "the swaps never all connected");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(Duration::from_secs(10), "every swap connected", || {
+        established_to(addr) >= IN_FLIGHT + idle.len()
+    });
     server.signal("TERM");
     let signalled = Instant::now();
 
     // New connections are refused soon.
-    let refused_by = Instant::now() + Duration::from_secs(2);
-    while connect_from_timeout(LEGIT, addr, Duration::from_millis(200)).is_ok() {
-        assert!(Instant::now() < refused_by, "still accepting after SIGTERM");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(2), "refusing after SIGTERM", || {
+        connect_from_timeout(LEGIT, addr, Duration::from_millis(200)).is_err()
+    });
     // Every request in flight gets its whole answer.
     for (outcome, _) in in_flight.join().expect("clients") {
         let resp = outcome.unwrap_or_else(|e| panic!("a request in flight was cut off: {e}"));
@@ -899,19 +889,6 @@ fn accept_loop_survives_running_out_of_file_descriptors() {
 
     // Once the connections close, the same process serves again.
     drop(conns);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match try_request_from(LEGIT, addr, &get_close("/health"), Duration::from_secs(2)) {
-            Ok(resp) if resp.status == 200 => break,
-            outcome => {
-                assert!(
-                    Instant::now() < deadline,
-                    "not serving 15 s after the connections closed: {outcome:?}\n{}",
-                    server.stderr()
-                );
-                thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
+    wait_until_serving(&server, LEGIT, Duration::from_secs(15));
     legit_swap(&mock, addr, "after-emfile");
 }

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use support::mock::Reply;
 use support::{
     CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, Resp, assert_error, post_form, post_json, request,
-    run_binary, start_mock, start_server,
+    run_binary, start_mock, start_server, wait_for_spotify_calls, wait_until,
 };
 
 const ENCRYPTION_SECRET: &str = "encryption-secret-that-must-never-be-logged";
@@ -91,6 +91,14 @@ fn assert_config_failure(output: &Output) -> Vec<String> {
         assert!(!line.contains("listening"), "{line}");
     }
     lines
+}
+
+/// Like [`assert_config_failure`], with exactly one error line, naming
+/// `variable`.
+fn assert_one_config_error(output: &Output, variable: &str) {
+    let lines = assert_config_failure(output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(variable), "{lines:?}");
 }
 
 #[test]
@@ -251,10 +259,8 @@ fn short_encryption_secret_exits_2_naming_the_variable_not_the_value() {
         ]),
     );
 
-    let lines = assert_config_failure(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("ENCRYPTION_SECRET"), "{lines:?}");
-    assert!(!stderr(&output).contains("xyzzy"), "{lines:?}");
+    assert_one_config_error(&output, "ENCRYPTION_SECRET");
+    assert!(!stderr(&output).contains("xyzzy"), "{}", stderr(&output));
 }
 
 #[test]
@@ -268,18 +274,14 @@ fn missing_client_id_exits_2() {
         ],
     );
 
-    let lines = assert_config_failure(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("SPOTIFY_CLIENT_ID"), "{lines:?}");
+    assert_one_config_error(&output, "SPOTIFY_CLIENT_ID");
 }
 
 #[test]
 fn bad_listen_addr_exits_2() {
     let output = run_binary(&[], &with(&[("LISTEN_ADDR", "not-an-address")]));
 
-    let lines = assert_config_failure(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("LISTEN_ADDR"), "{lines:?}");
+    assert_one_config_error(&output, "LISTEN_ADDR");
 }
 
 #[test]
@@ -289,9 +291,7 @@ fn accounts_url_that_does_not_parse_exits_2() {
         &with(&[("SPOTIFY_ACCOUNTS_URL", "https://exa mple.com")]),
     );
 
-    let lines = assert_config_failure(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("SPOTIFY_ACCOUNTS_URL"), "{lines:?}");
+    assert_one_config_error(&output, "SPOTIFY_ACCOUNTS_URL");
 }
 
 #[test]
@@ -341,10 +341,12 @@ fn secret_and_secret_file_both_set_exits_2() {
         &with(&[("SPOTIFY_CLIENT_SECRET_FILE", file.path())]),
     );
 
-    let lines = assert_config_failure(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("SPOTIFY_CLIENT_SECRET_FILE"), "{lines:?}");
-    assert!(!stderr(&output).contains("from-the-file"), "{lines:?}");
+    assert_one_config_error(&output, "SPOTIFY_CLIENT_SECRET_FILE");
+    assert!(
+        !stderr(&output).contains("from-the-file"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -533,11 +535,7 @@ fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
     let in_flight: Vec<_> = (0..3)
         .map(|i| thread::spawn(move || post_form(addr, "/swap", &[("code", &format!("c{i}"))])))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while mock.request_count() < 3 {
-        assert!(Instant::now() < deadline, "requests did not reach the mock");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_spotify_calls(&mock, 3, Duration::from_secs(5));
 
     server.signal("TERM");
     let signalled = Instant::now();
@@ -552,11 +550,9 @@ fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
     );
     // New connections are refused soon after (a probe that still gets in
     // is closed at once, so it cannot hold up the drain).
-    let refused_by = Instant::now() + Duration::from_secs(1);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-        assert!(Instant::now() < refused_by, "still accepting after SIGTERM");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(1), "refusing after SIGTERM", || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+    });
 
     for handle in in_flight {
         let resp = handle.join().expect("client thread");

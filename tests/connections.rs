@@ -10,8 +10,8 @@
 //!   first byte), a plain head one byte a second (408 at 10 s).
 //! - Overload on the TLS port is never answered in plaintext; on plain HTTP,
 //!   past `MAX_CONNECTIONS` a new connection gets 503 with `Retry-After`.
-//! - Pipelining, `Expect: 100-continue`, `HEAD`, a client that never reads
-//!   its answers, `SIGTERM` with 2,000 connections open.
+//! - A client that never reads its answers, `SIGTERM` with 2,000
+//!   connections open.
 //! - HTTP/1.1 without `Host` is 400, HTTP/1.0 without it is served; the
 //!   HTTP layer's own errors on the token paths carry the CORS headers for
 //!   an allowed `Origin`.
@@ -35,7 +35,6 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use support::conns::{
     TlsClient, client_hello, encrypt, held_open, loopback, raise_open_file_limit, read_until_close,
     tls_client_config, tls_connect_from, tls_exchange, tls_health_from, tls_read_response,
@@ -43,9 +42,10 @@ use support::conns::{
 use support::mock::{MockSpotify, Reply};
 use support::pki::Pki;
 use support::{
-    Conn, Resp, ServerProc, assert_error, assert_still_serving, assert_swapped, connect_from,
-    form_body, proc_status, raw_get, raw_post, raw_swap, request_from, server_vars, start_mock,
-    try_request_from,
+    Conn, Resp, ServerProc, assert_error, assert_health, assert_no_cors_headers,
+    assert_still_serving, assert_swapped, connect_from, form_body, proc_status, raw_get,
+    raw_get_close, raw_post, raw_swap, request_from, request_while_sending, retry, server_vars,
+    start_mock, try_request_from, wait_for_spotify_calls, wait_until_serving,
 };
 
 /// SPEC: request head 10 s from its first byte; TLS handshake 10 s from
@@ -133,17 +133,6 @@ fn start_https(pki: &Pki, mock: &MockSpotify, extra: &[(&str, &str)]) -> ServerP
     server
 }
 
-/// Raw bytes of a one-shot `GET`.
-fn get_close(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
-}
-
-/// Asserts `resp` is `GET /health`'s answer.
-fn assert_health(resp: &Resp) {
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(resp.json(), json!({ "status": "ok" }), "{resp:?}");
-}
-
 /// `n` bystander requests (`GET /health` on a new connection from
 /// [`BYSTANDER`]), `pause` apart: each must be answered 200 within
 /// [`BYSTANDER_PLAIN`]. Returns the slowest.
@@ -154,7 +143,7 @@ fn bystander_plain(addr: SocketAddr, n: usize, pause: Duration, during: &str) ->
         let outcome = try_request_from(
             BYSTANDER,
             addr,
-            &get_close("/health"),
+            &raw_get_close("/health"),
             Duration::from_secs(5),
         );
         let took = started.elapsed();
@@ -417,6 +406,41 @@ fn assert_closed_at_deadline(what: &str, closed: Option<Duration>) {
     );
 }
 
+/// Drips each of `drips` (a connected socket and the bytes it sends) one
+/// byte per `pause`, each on a thread of its own, while an HTTPS bystander
+/// is served 10 times 600 ms apart; then asserts each was closed at the
+/// deadline, naming it `what` and its number. Returns the slowest
+/// bystander.
+fn drip_beside_an_https_bystander(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    drips: Vec<(TcpStream, Vec<u8>)>,
+    pause: Duration,
+    what: &str,
+) -> Duration {
+    let drippers: Vec<_> = drips
+        .into_iter()
+        .map(|(mut sock, bytes)| {
+            thread::spawn(move || {
+                drip_until_closed(&mut sock, &bytes, pause, Duration::from_secs(20))
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+    let slowest = bystander_tls(
+        addr,
+        config,
+        10,
+        Duration::from_millis(600),
+        &format!("beside each {what}"),
+    );
+    for (n, dripper) in drippers.into_iter().enumerate() {
+        let closed = dripper.join().expect("dripper thread");
+        assert_closed_at_deadline(&format!("{what} {n}"), closed);
+    }
+    slowest
+}
+
 /// Four connections each drip a ClientHello at one byte per 500 ms (it
 /// would take minutes): each is closed at the handshake deadline, 10 s
 /// after connecting, while an HTTPS bystander is served fast throughout,
@@ -433,34 +457,20 @@ fn tls_client_hello_dripped_byte_by_byte_is_closed_at_the_handshake_deadline() {
     let hello = client_hello(&config, addr);
     assert!(hello.len() > 100, "ClientHello of {} bytes", hello.len());
 
-    let drippers: Vec<_> = (0..DRIPPERS)
+    let drips = (0..DRIPPERS)
         .map(|n| {
-            let hello = hello.clone();
-            thread::spawn(move || {
-                let mut sock = connect_from(loopback(21 + n), addr).expect("connect");
-                sock.set_nodelay(true).expect("nodelay");
-                drip_until_closed(
-                    &mut sock,
-                    &hello,
-                    Duration::from_millis(500),
-                    Duration::from_secs(20),
-                )
-            })
+            let sock = connect_from(loopback(21 + n), addr).expect("connect");
+            sock.set_nodelay(true).expect("nodelay");
+            (sock, hello.clone())
         })
         .collect();
-    thread::sleep(Duration::from_secs(1));
-    let slowest = bystander_tls(
+    let slowest = drip_beside_an_https_bystander(
         addr,
         &config,
-        10,
-        Duration::from_millis(600),
-        "beside dripped handshakes",
+        drips,
+        Duration::from_millis(500),
+        "dripped ClientHello",
     );
-
-    for (n, dripper) in drippers.into_iter().enumerate() {
-        let closed = dripper.join().expect("dripper thread");
-        assert_closed_at_deadline(&format!("dripped ClientHello {n}"), closed);
-    }
     eprintln!(
         "measured: slowest HTTPS bystander beside {DRIPPERS} dripped handshakes: {slowest:?}"
     );
@@ -512,35 +522,15 @@ fn tls_record_dripped_byte_by_byte_is_closed_at_the_head_deadline() {
             5 + length,
             "the request did not fit one record"
         );
-        ready.push((tls, record));
+        ready.push((tls.sock, record));
     }
-    let drippers: Vec<_> = ready
-        .into_iter()
-        .map(|(tls, record)| {
-            thread::spawn(move || {
-                let mut sock = tls.sock;
-                drip_until_closed(
-                    &mut sock,
-                    &record,
-                    Duration::from_millis(10),
-                    Duration::from_secs(20),
-                )
-            })
-        })
-        .collect();
-    thread::sleep(Duration::from_secs(1));
-    let slowest = bystander_tls(
+    let slowest = drip_beside_an_https_bystander(
         addr,
         &config,
-        10,
-        Duration::from_millis(600),
-        "beside dripped records",
+        ready,
+        Duration::from_millis(10),
+        "dripped TLS record",
     );
-
-    for (n, dripper) in drippers.into_iter().enumerate() {
-        let closed = dripper.join().expect("dripper thread");
-        assert_closed_at_deadline(&format!("dripped TLS record {n}"), closed);
-    }
     eprintln!("measured: slowest HTTPS bystander beside {DRIPPERS} dripped records: {slowest:?}");
 }
 
@@ -661,38 +651,21 @@ fn assert_no_plaintext(what: &str, bytes: &[u8]) {
     );
 }
 
-/// Waits until `mock` has received a request.
-fn wait_for_upstream_call(mock: &MockSpotify) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while mock.request_count() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the held swap never reached Spotify"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Waits up to `limit` for a new HTTPS client to be served `GET /health`.
 fn assert_serves_https_again(
     addr: SocketAddr,
     config: &Arc<rustls::ClientConfig>,
     limit: Duration,
 ) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (outcome, _) = tls_health_from(BYSTANDER, addr, config);
-        match outcome {
-            Ok(resp) if resp.status == 200 => return,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "not serving HTTPS again within {limit:?}: {other:?}"
-                );
-                thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
+    retry(
+        limit,
+        Duration::from_millis(200),
+        "serving HTTPS again",
+        || match tls_health_from(BYSTANDER, addr, config).0 {
+            Ok(resp) if resp.status == 200 => Ok(()),
+            other => Err(other),
+        },
+    );
 }
 
 /// With one worker held by a slow Spotify (5 s) and `MAX_CONNECTIONS=8`
@@ -733,7 +706,7 @@ fn tls_connections_past_max_connections_are_never_answered_in_plaintext() {
     mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(5))));
     let mut held = tls_connect_from(loopback(58), addr, &config).expect("held HTTPS client");
     let held_answer = thread::spawn(move || tls_exchange(&mut held, &raw_swap("held")));
-    wait_for_upstream_call(&mock);
+    wait_for_spotify_calls(&mock, 1, Duration::from_secs(3));
     let held_since = Instant::now();
 
     let hello = client_hello(&config, addr);
@@ -795,7 +768,7 @@ fn tls_connections_past_a_full_queue_are_never_answered_in_plaintext() {
     mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(5))));
     let mut held = tls_connect_from(BYSTANDER, addr, &config).expect("held HTTPS client");
     let held_answer = thread::spawn(move || tls_exchange(&mut held, &raw_swap("held")));
-    wait_for_upstream_call(&mock);
+    wait_for_spotify_calls(&mock, 1, Duration::from_secs(3));
     let held_since = Instant::now();
 
     let hello = client_hello(&config, addr);
@@ -871,122 +844,12 @@ fn plain_connection_past_max_connections_gets_503_with_retry_after() {
         assert_health(&conn.read_response());
     }
     drop(open.pop());
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        match try_request_from(
-            BYSTANDER,
-            addr,
-            &get_close("/health"),
-            Duration::from_secs(2),
-        ) {
-            Ok(resp) if resp.status == 200 => break,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no slot freed 3 s after a connection closed: {other:?}"
-                );
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
+    wait_until_serving(&server, BYSTANDER, Duration::from_secs(3));
 }
 
 // ---------------------------------------------------------------------------
 // HTTP/1.1 on the new model
 // ---------------------------------------------------------------------------
-
-/// Ten requests in one write — GET, HEAD, a swap, a 404 among them — are
-/// answered in order; then a batch whose last request is split across two
-/// writes 200 ms apart (the partial request waits with the poller) is
-/// answered in order too.
-#[test]
-fn pipelined_requests_in_one_write_are_answered_in_order() {
-    let mock = start_mock();
-    mock.add_code("piped");
-    let server = start(&mock, false, &[("WORKER_THREADS", "2")]);
-    let mut conn = Conn::open(server.addr());
-
-    let mut batch = Vec::new();
-    for i in 0..10 {
-        batch.extend(match i {
-            3 => b"HEAD /health HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
-            5 => raw_swap("piped"),
-            7 => raw_get("/no-such-endpoint"),
-            _ => raw_get("/health"),
-        });
-    }
-    conn.send(&batch);
-    for i in 0..10 {
-        match i {
-            3 => {
-                let head = conn.read_head_response();
-                assert_eq!(head.status, 200, "{head:?}");
-                assert_eq!(head.header("content-length"), Some("15"), "{head:?}");
-            }
-            5 => assert_swapped(&conn.read_response(), "piped"),
-            7 => assert_error(&conn.read_response(), 404, "not_found"),
-            _ => assert_health(&conn.read_response()),
-        }
-    }
-
-    let mut second = raw_get("/health");
-    second.extend(raw_get("/no-such-endpoint"));
-    let split = raw_get("/health");
-    second.extend_from_slice(&split[..10]);
-    conn.send(&second);
-    thread::sleep(Duration::from_millis(200));
-    conn.send(&split[10..]);
-    assert_health(&conn.read_response());
-    assert_error(&conn.read_response(), 404, "not_found");
-    assert_health(&conn.read_response());
-}
-
-/// `Expect: 100-continue`: 100 first, then the body, then the answer; the
-/// connection stays usable for the next request.
-#[test]
-fn expect_continue_gets_100_then_the_answer_and_the_connection_stays_usable() {
-    let mock = start_mock();
-    mock.add_code("expect");
-    let server = start(&mock, false, &[("WORKER_THREADS", "2")]);
-    let body = form_body(&[("code", "expect")]);
-    let head = format!(
-        "POST /swap HTTP/1.1\r\nHost: localhost\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
-        body.len()
-    );
-    let mut conn = Conn::open(server.addr());
-    conn.send(head.as_bytes());
-    let interim = conn.read_response();
-    assert_eq!(interim.status, 100, "{interim:?}");
-    assert_eq!(
-        mock.request_count(),
-        0,
-        "Spotify called before the body came"
-    );
-    conn.send(body.as_bytes());
-    assert_swapped(&conn.read_response(), "expect");
-    conn.send(&raw_get("/health"));
-    assert_health(&conn.read_response());
-}
-
-/// `HEAD /health`: the headers of the GET answer, no body — the GET that
-/// follows on the same connection is read cleanly.
-#[test]
-fn head_on_health_has_the_headers_and_no_body() {
-    let mock = start_mock();
-    let server = start(&mock, false, &[("WORKER_THREADS", "2")]);
-    let mut conn = Conn::open(server.addr());
-    conn.send(b"HEAD /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    let head = conn.read_head_response();
-    // Only after the HEAD answer was read, so its end is not confused with
-    // the GET's.
-    conn.send(&raw_get("/health"));
-    assert_eq!(head.status, 200, "{head:?}");
-    assert_eq!(head.header("content-type"), Some("application/json"));
-    assert_eq!(head.header("content-length"), Some("15"), "{head:?}");
-    assert_health(&conn.read_response());
-}
 
 /// Two clients pipeline requests and never read an answer, until the
 /// server stops reading from them (their answers fill the socket buffers):
@@ -1082,11 +945,7 @@ fn sigterm_with_two_thousand_connections_open_answers_the_request_in_flight_and_
     in_flight.set_timeout(Duration::from_secs(15));
     in_flight.send(&raw_swap("in-flight"));
     let answer = thread::spawn(move || in_flight.try_read_response());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while mock.request_count() == 0 {
-        assert!(Instant::now() < deadline, "the swap never reached Spotify");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_spotify_calls(&mock, 1, Duration::from_secs(5));
 
     server.signal("TERM");
     let signalled = Instant::now();
@@ -1154,23 +1013,6 @@ fn http11_request_without_host_is_400_and_http10_without_host_is_served() {
 // CORS on the HTTP layer's own errors
 // ---------------------------------------------------------------------------
 
-/// Sends `raw` while reading the answer (the server may answer 413 or 431
-/// before reading everything).
-fn request_while_sending(addr: SocketAddr, raw: Vec<u8>) -> Resp {
-    let mut conn = Conn::open_from(BYSTANDER, addr);
-    let mut writer = conn.stream().try_clone().expect("clone the socket");
-    writer
-        .set_write_timeout(Some(Duration::from_secs(10)))
-        .expect("write timeout");
-    let sender = thread::spawn(move || {
-        let _ = writer.write_all(&raw);
-    });
-    let resp = conn.read_response();
-    drop(conn);
-    let _ = sender.join();
-    resp
-}
-
 /// The HTTP layer's errors on `POST /swap` from `origin`: (what, status,
 /// error code, request).
 fn layer_errors(origin: &str) -> Vec<(&'static str, u16, &'static str, Vec<u8>)> {
@@ -1237,15 +1079,6 @@ fn layer_errors(origin: &str) -> Vec<(&'static str, u16, &'static str, Vec<u8>)>
     ]
 }
 
-/// The `access-control-*` headers and `Vary` of `resp`.
-fn cors_headers(resp: &Resp) -> Vec<(String, String)> {
-    resp.headers
-        .iter()
-        .filter(|(name, _)| name.starts_with("access-control-") || name == "vary")
-        .cloned()
-        .collect()
-}
-
 fn assert_cors_for(resp: &Resp, origin: &str, what: &str) {
     assert_eq!(
         resp.header("access-control-allow-origin"),
@@ -1272,7 +1105,8 @@ fn http_layer_errors_on_swap_carry_cors_headers_only_for_an_allowed_origin() {
     for (what, status, code, raw) in layer_errors("https://evil.example") {
         let resp = request_while_sending(addr, raw);
         assert_error(&resp, status, code);
-        assert_eq!(cors_headers(&resp), Vec::new(), "{what}:\n{resp:?}");
+        assert_no_cors_headers(&resp, what);
+        assert_eq!(resp.header("vary"), None, "{what}:\n{resp:?}");
     }
     assert_eq!(mock.request_count(), 0);
     assert_still_serving(addr);
@@ -1326,7 +1160,8 @@ fn request_timeout_on_swap_carries_cors_headers_for_an_allowed_origin() {
         if origin == APP_ORIGIN {
             assert_cors_for(&resp, APP_ORIGIN, what);
         } else {
-            assert_eq!(cors_headers(&resp), Vec::new(), "{what}:\n{resp:?}");
+            assert_no_cors_headers(&resp, what);
+            assert_eq!(resp.header("vary"), None, "{what}:\n{resp:?}");
         }
     }
 }

@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use support::mock::{MockSpotify, Reply};
 use support::{
-    Conn, Resp, ServerProc, assert_error, assert_still_serving, assert_swapped, form_body, raw_get,
-    raw_post, raw_swap, request, start_mock, start_server,
+    Conn, Resp, ServerProc, assert_error, assert_health, assert_still_serving, assert_swapped,
+    form_body, raw_get, raw_post, raw_swap, request, request_while_sending, retry, start_mock,
+    start_server, wait_for_spotify_calls,
 };
 
 /// The server's limits, as SPEC states them.
@@ -53,27 +53,6 @@ fn assert_closing_error(resp: &Resp, status: u16, code: &str) {
         Some("close"),
         "a connection closed after an error must be announced:\n{resp:?}"
     );
-}
-
-/// Sends `raw` from a second thread while reading the response, for
-/// requests the server answers before reading them whole (413, 431): the
-/// response is read as it arrives, so neither a blocked write nor the
-/// reset that follows the server's close can hide it.
-fn request_while_sending(addr: SocketAddr, raw: Vec<u8>) -> Resp {
-    let mut conn = Conn::open(addr);
-    let mut writer = conn.stream().try_clone().expect("clone the socket");
-    writer
-        .set_write_timeout(Some(Duration::from_secs(10)))
-        .expect("write timeout");
-    let sender = thread::spawn(move || {
-        // The server may close before it has read everything: a failed
-        // write is expected here.
-        let _ = writer.write_all(&raw);
-    });
-    let resp = conn.read_response();
-    drop(conn);
-    let _ = sender.join();
-    resp
 }
 
 /// A POST to `/swap` whose head announces `Content-Length: length`.
@@ -507,20 +486,49 @@ fn keep_alive_serves_two_requests_on_one_connection() {
     assert_swapped(&second, "abc");
 }
 
+/// Ten requests in one write — GET, HEAD, a swap, a 404 among them — are
+/// answered in order; then a batch whose last request is split across two
+/// writes 200 ms apart (the partial request waits with the poller) is
+/// answered in order too.
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let (mock, server) = start(&[]);
-    mock.add_code("abc");
+    mock.add_code("piped");
     let mut conn = Conn::open(server.addr());
-    let mut batch = raw_get("/health");
-    batch.extend(raw_swap("abc"));
-    batch.extend(raw_get("/no-such-endpoint"));
+
+    let mut batch = Vec::new();
+    for i in 0..10 {
+        batch.extend(match i {
+            3 => b"HEAD /health HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+            5 => raw_swap("piped"),
+            7 => raw_get("/no-such-endpoint"),
+            _ => raw_get("/health"),
+        });
+    }
     conn.send(&batch);
-    let health = conn.read_response();
-    assert_eq!(health.status, 200, "{health:?}");
-    assert_eq!(health.json(), json!({ "status": "ok" }));
-    assert_swapped(&conn.read_response(), "abc");
+    for i in 0..10 {
+        match i {
+            3 => {
+                let head = conn.read_head_response();
+                assert_eq!(head.status, 200, "{head:?}");
+                assert_eq!(head.header("content-length"), Some("15"), "{head:?}");
+            }
+            5 => assert_swapped(&conn.read_response(), "piped"),
+            7 => assert_error(&conn.read_response(), 404, "not_found"),
+            _ => assert_health(&conn.read_response()),
+        }
+    }
+
+    let mut second = raw_get("/health");
+    second.extend(raw_get("/no-such-endpoint"));
+    let split = raw_get("/health");
+    second.extend_from_slice(&split[..10]);
+    conn.send(&second);
+    thread::sleep(Duration::from_millis(200));
+    conn.send(&split[10..]);
+    assert_health(&conn.read_response());
     assert_error(&conn.read_response(), 404, "not_found");
+    assert_health(&conn.read_response());
 }
 
 #[test]
@@ -529,8 +537,7 @@ fn http10_request_is_answered_and_closed() {
     let mut conn = Conn::open(server.addr());
     conn.send(b"GET /health HTTP/1.0\r\n\r\n");
     let resp = conn.read_response();
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(resp.json(), json!({ "status": "ok" }));
+    assert_health(&resp);
     assert_eq!(resp.header("connection"), Some("close"), "{resp:?}");
     assert!(conn.is_closed_by_peer(PROMPT_CLOSE));
 }
@@ -549,8 +556,11 @@ fn http10_keep_alive_is_honoured() {
     assert_eq!(second.status, 200, "{second:?}");
 }
 
+/// `Expect: 100-continue`: 100 first, Spotify not called until the body
+/// comes, then the answer; the connection stays usable for the next
+/// request.
 #[test]
-fn expect_continue_gets_100_before_the_body_is_sent() {
+fn expect_continue_gets_100_then_the_answer_and_the_connection_stays_usable() {
     let (mock, server) = start(&[]);
     mock.add_code("abc");
     let body = form_body(&[("code", "abc")]);
@@ -564,12 +574,19 @@ fn expect_continue_gets_100_before_the_body_is_sent() {
     conn.send(head.as_bytes());
     let interim = conn.read_response();
     assert_eq!(interim.status, 100, "{interim:?}");
+    assert_eq!(
+        mock.request_count(),
+        0,
+        "Spotify called before the body came"
+    );
     conn.send(body.as_bytes());
     assert_swapped(&conn.read_response(), "abc");
     assert_eq!(
         mock.last_request().expect("upstream call").field("code"),
         Some("abc")
     );
+    conn.send(&raw_get("/health"));
+    assert_health(&conn.read_response());
 }
 
 #[test]
@@ -606,8 +623,7 @@ fn absolute_form_target_is_routed_by_its_path() {
         server.addr(),
         b"GET http://x/health HTTP/1.1\r\nHost: x\r\n\r\n",
     );
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(resp.json(), json!({ "status": "ok" }));
+    assert_health(&resp);
 }
 
 #[test]
@@ -700,9 +716,7 @@ fn head_on_health_has_headers_but_no_body() {
     assert_eq!(head.status, 200, "{head:?}");
     assert_eq!(head.header("content-type"), Some("application/json"));
     assert_eq!(head.header("content-length"), Some("15"), "{head:?}");
-    let get = conn.read_response();
-    assert_eq!(get.status, 200, "{get:?}");
-    assert_eq!(get.json(), json!({ "status": "ok" }));
+    assert_health(&conn.read_response());
 }
 
 #[test]
@@ -844,24 +858,25 @@ fn closing_a_connection_frees_a_per_client_slot() {
 
     // The server notices the close asynchronously; try a bounded number of
     // times for the freed slot.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let resp = loop {
+    let health_past_the_cap = || {
         let mut conn = Conn::open(addr);
         conn.set_timeout(Duration::from_secs(2));
-        if conn.try_send(&raw_get("/health")).is_ok() {
+        match conn
+            .try_send(&raw_get("/health"))
+            .and_then(|()| conn.try_read_response())
+        {
             // Until the server has seen the close, the cap answers 503.
-            if let Ok(resp) = conn.try_read_response() {
-                if resp.status != 503 {
-                    break resp;
-                }
-            }
+            Ok(resp) if resp.status == 503 => Err(format!("{resp:?}")),
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(e.to_string()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no slot was freed after closing a connection"
-        );
-        thread::sleep(Duration::from_millis(50));
     };
+    let resp = retry(
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+        "a slot freed after closing a connection",
+        health_past_the_cap,
+    );
     assert_eq!(resp.status, 200, "{resp:?}");
 }
 
@@ -895,14 +910,7 @@ fn full_queue_is_answered_503_with_retry_after() {
     let mut busy = Conn::open(addr);
     busy.set_timeout(hold + Duration::from_secs(10));
     busy.send(&raw_swap("abc"));
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while mock.request_count() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the held request never reached Spotify"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_spotify_calls(&mock, 1, Duration::from_secs(3));
     let held_since = Instant::now();
 
     // Fill the queue with ready requests; the worker cannot take any.
@@ -931,18 +939,19 @@ fn full_queue_is_answered_503_with_retry_after() {
     drop(busy);
     // … and once the worker has worked through the abandoned queue, the
     // server serves again.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let resp = request(addr, &raw_get("/health"));
-        if resp.status != 503 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still overloaded 5 s after the queue was abandoned"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    retry(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        "no longer overloaded after the queue was abandoned",
+        || {
+            let resp = request(addr, &raw_get("/health"));
+            if resp.status == 503 {
+                Err(resp)
+            } else {
+                Ok(())
+            }
+        },
+    );
     assert_still_serving(addr);
 }
 

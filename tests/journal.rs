@@ -75,18 +75,42 @@ fn bad_config() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-#[test]
-fn configuration_errors_go_to_the_journal_at_error_priority() {
-    let output = run(Stream::Stderr, &bad_config());
+/// Runs with [`bad_config`] and `JOURNAL_STREAM` naming `stream`: asserts
+/// exit 2 and stderr lines, each starting with `prefix`. Returns them.
+fn config_errors_starting_with(stream: Stream, prefix: &str) -> Vec<String> {
+    let output = run(stream, &bad_config());
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let lines = lines(&output.stderr);
     assert!(!lines.is_empty(), "no error printed");
     for line in &lines {
         assert!(
-            line.starts_with("<3>configuration error: "),
-            "not an error-priority configuration error: {line:?}"
+            line.starts_with(prefix),
+            "{line:?} does not start with {prefix:?}"
         );
     }
+    lines
+}
+
+/// Runs with a valid configuration listening on `taken`, an address in
+/// use, and `JOURNAL_STREAM` naming `stream`: asserts exit 1 and returns
+/// the stderr lines.
+fn bind_failure_lines(stream: Stream, taken: &str) -> Vec<String> {
+    let output = run(
+        stream,
+        &[
+            ("SPOTIFY_CLIENT_ID", CLIENT_ID),
+            ("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET),
+            ("SPOTIFY_REDIRECT_URI", REDIRECT_URI),
+            ("LISTEN_ADDR", taken),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    lines(&output.stderr)
+}
+
+#[test]
+fn configuration_errors_go_to_the_journal_at_error_priority() {
+    let lines = config_errors_starting_with(Stream::Stderr, "<3>configuration error: ");
     assert!(
         lines.iter().any(|l| l.contains("SPOTIFY_CLIENT_ID")),
         "{lines:?}"
@@ -95,16 +119,7 @@ fn configuration_errors_go_to_the_journal_at_error_priority() {
 
 #[test]
 fn configuration_errors_are_unchanged_when_stderr_is_not_the_journal() {
-    let output = run(Stream::Stdout, &bad_config());
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let lines = lines(&output.stderr);
-    assert!(!lines.is_empty(), "no error printed");
-    for line in &lines {
-        assert!(
-            line.starts_with("configuration error: "),
-            "changed without the journal: {line:?}"
-        );
-    }
+    config_errors_starting_with(Stream::Stdout, "configuration error: ");
 }
 
 #[test]
@@ -174,17 +189,7 @@ fn every_log_line_starts_with_its_priority_when_stderr_is_the_journal() {
 
     // The address is taken: the error after logging started is `<3>`.
     let taken = server.addr().to_string();
-    let output = run(
-        Stream::Stderr,
-        &[
-            ("SPOTIFY_CLIENT_ID", CLIENT_ID),
-            ("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET),
-            ("SPOTIFY_REDIRECT_URI", REDIRECT_URI),
-            ("LISTEN_ADDR", &taken),
-        ],
-    );
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let lines = lines(&output.stderr);
+    let lines = bind_failure_lines(Stream::Stderr, &taken);
     assert!(
         lines.iter().any(|l| l.starts_with("<3>[ERROR] ")),
         "{lines:?}"
@@ -197,17 +202,7 @@ fn log_lines_are_unchanged_when_journal_stream_names_another_file() {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let taken: SocketAddr = listener.local_addr().expect("local address");
     let taken = taken.to_string();
-    let output = run(
-        Stream::Stdout,
-        &[
-            ("SPOTIFY_CLIENT_ID", CLIENT_ID),
-            ("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET),
-            ("SPOTIFY_REDIRECT_URI", REDIRECT_URI),
-            ("LISTEN_ADDR", &taken),
-        ],
-    );
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let lines = lines(&output.stderr);
+    let lines = bind_failure_lines(Stream::Stdout, &taken);
     assert!(lines.iter().any(|l| l.starts_with("[ERROR] ")), "{lines:?}");
     assert!(lines.iter().all(|l| !l.starts_with('<')), "{lines:?}");
 }

@@ -10,12 +10,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle, ThreadId};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use spotify_token_swap::http::{
     Handler, Record, Request, Response, Server, ServerSettings, ShutdownHandle, Stats,
 };
-use support::{Conn, assert_error, raw_get, request};
+use support::{Conn, assert_error, raw_get, raw_get_close, request, wait_until};
 
 /// Answers `/ok`; panics on `/panic` (a string message), `/panic-any` (a
 /// non-string payload) and, after answering, in `record` for
@@ -124,19 +124,14 @@ fn assert_ok(resp: &support::Resp) {
     assert_eq!(resp.json(), serde_json::json!({ "ok": true }), "{resp:?}");
 }
 
-/// Raw bytes of a `GET` that closes the connection after the answer.
-fn get_close(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
-}
-
 #[test]
 fn handler_panic_is_answered_500_and_the_next_connection_is_served() {
     let server = Running::start();
 
-    let resp = request(server.addr, &get_close("/panic"));
+    let resp = request(server.addr, &raw_get_close("/panic"));
 
     assert_error(&resp, 500, "server_error");
-    assert_ok(&request(server.addr, &get_close("/ok")));
+    assert_ok(&request(server.addr, &raw_get_close("/ok")));
     server.stop();
 }
 
@@ -177,21 +172,19 @@ fn one_worker_survives_many_panics_in_a_row() {
 
     for i in 0..PANICS {
         let path = if i % 2 == 0 { "/panic" } else { "/panic-any" };
-        let resp = request(server.addr, &get_close(path));
+        let resp = request(server.addr, &raw_get_close(path));
         assert_error(&resp, 500, "server_error");
     }
-    assert_ok(&request(server.addr, &get_close("/ok")));
+    assert_ok(&request(server.addr, &raw_get_close("/ok")));
 
     // Every request, panicking or not, was handled by the one worker there
     // is: the same thread, never a replacement.
     let threads = server.handler.distinct_threads();
     assert_eq!(threads.len(), 1, "handled on {threads:?}");
     // … which goes back to idle once the last connection is done.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.stats.busy_workers.load(Ordering::SeqCst) != 0 {
-        assert!(Instant::now() < deadline, "the worker stayed busy");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(Duration::from_secs(5), "the worker back to idle", || {
+        server.stats.busy_workers.load(Ordering::SeqCst) == 0
+    });
     server.stop();
 }
 
@@ -208,7 +201,7 @@ fn panic_after_answering_drops_only_that_connection() {
         conn.is_closed_by_peer(Duration::from_secs(5)),
         "connection kept after a panic in the HTTP layer"
     );
-    assert_ok(&request(server.addr, &get_close("/ok")));
+    assert_ok(&request(server.addr, &raw_get_close("/ok")));
 
     assert_eq!(server.handler.distinct_threads().len(), 1);
     server.stop();

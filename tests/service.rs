@@ -21,6 +21,7 @@ use support::mock::{MockSpotify, Reply};
 use support::{
     CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, Resp, ServerProc, TempDir, assert_error,
     assert_still_serving, binary_argv, get, inherited_env, post_form, start_mock, start_server,
+    wait_for_spotify_calls,
 };
 
 /// How long to wait for a notification that must come.
@@ -198,11 +199,7 @@ fn watchdog_is_not_pinged_while_every_worker_is_stuck() {
     mock.set_default_reply(Some(Reply::Hang(hold)));
     let addr = server.addr();
     let held = std::thread::spawn(move || post_form(addr, "/swap", &[("code", "held")]));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while mock.request_count() == 0 {
-        assert!(Instant::now() < deadline, "the swap never reached Spotify");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_spotify_calls(&mock, 1, Duration::from_secs(5));
     // A probe sent just before the worker got stuck may still count once.
     let _ = notify.collect(Duration::from_millis(250));
 

@@ -20,6 +20,27 @@ pub fn assert_still_serving(addr: SocketAddr) {
     );
 }
 
+/// Asserts `resp` is the answer to `GET /health`: 200 `{"status":"ok"}`.
+pub fn assert_health(resp: &Resp) {
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        resp.json(),
+        serde_json::json!({ "status": "ok" }),
+        "{resp:?}"
+    );
+}
+
+/// Asserts `resp` carries no `Access-Control-*` header; `what` names it in
+/// the failure.
+pub fn assert_no_cors_headers(resp: &Resp, what: &str) {
+    let cors: Vec<&(String, String)> = resp
+        .headers
+        .iter()
+        .filter(|(name, _)| name.starts_with("access-control-"))
+        .collect();
+    assert_eq!(cors, Vec::<&(String, String)>::new(), "{what}:\n{resp:?}");
+}
+
 /// Asserts `resp` is one of our JSON errors: `status`, media type exactly
 /// `application/json`, `error` equal to `code` and a string
 /// `error_description`.

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use super::connect::{CONNECT_TIMEOUT, connect_from};
@@ -479,6 +480,27 @@ fn exchange(mut conn: Conn, raw: &[u8], timeout: Duration) -> io::Result<Resp> {
     }
 }
 
+/// Sends `raw` from a second thread while reading the response, for
+/// requests the server answers before reading them whole (413, 431): the
+/// response is read as it arrives, so neither a blocked write nor the
+/// reset that follows the server's close can hide it.
+pub fn request_while_sending(addr: SocketAddr, raw: Vec<u8>) -> Resp {
+    let mut conn = Conn::open(addr);
+    let mut writer = conn.stream().try_clone().expect("clone the socket");
+    writer
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("write timeout");
+    let sender = thread::spawn(move || {
+        // The server may close before it has read everything: a failed
+        // write is expected here.
+        let _ = writer.write_all(&raw);
+    });
+    let resp = conn.read_response();
+    drop(conn);
+    let _ = sender.join();
+    resp
+}
+
 /// Like [`try_request`], from the local address `local_ip`.
 pub fn try_request_from(
     local_ip: IpAddr,
@@ -530,6 +552,12 @@ pub fn raw_swap(code: &str) -> Vec<u8> {
 /// Raw bytes of a keep-alive `GET`.
 pub fn raw_get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
+}
+
+/// Raw bytes of a `GET` that asks for the connection to be closed after
+/// the answer.
+pub fn raw_get_close(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
 /// POSTs `fields` form-encoded, on a fresh connection (`Connection: close`).

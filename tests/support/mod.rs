@@ -10,7 +10,8 @@
 //! - [`fs`]: throwaway directories ([`TempDir`]);
 //! - [`mock`]: the Spotify mock, over plain HTTP or TLS (recording its
 //!   handshakes); [`pki`]: throwaway certificates; [`conns`]: many
-//!   connections at once.
+//!   connections at once;
+//! - [`wait`]: bounded waits ([`wait_until`], [`wait_until_serving`]…).
 //!
 //! Environment knobs, for testing a cross-built binary:
 //! - `STS_BIN`: path of the binary to run instead of the one Cargo built.
@@ -34,6 +35,7 @@ pub mod mock;
 pub mod pki;
 pub mod process;
 pub mod setup;
+pub mod wait;
 
 // Flat re-exports, so test files say `support::request`, not
 // `support::client::request`; a test crate that uses none of a module's
@@ -50,6 +52,8 @@ pub use fs::*;
 pub use process::*;
 #[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use setup::*;
+#[allow(unused_imports, reason = "each test crate uses a different subset")]
+pub use wait::*;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
