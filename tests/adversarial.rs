@@ -148,10 +148,7 @@ fn concurrent_in_background(
 fn metric(addr: SocketAddr, name: &str) -> u64 {
     let resp = request_from(LEGIT, addr, &raw_get_close("/metrics"));
     assert_eq!(resp.status, 200, "{resp:?}");
-    let text = resp.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    support::metrics::value(&resp.text(), name) as u64
 }
 
 /// Established TCP connections to `addr`, accepted or not yet (the

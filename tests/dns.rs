@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::metrics::{scrape, value};
 use support::mock::MockSpotify;
 use support::{
     ServerProc, TempDir, assert_error, assert_still_serving, binary_argv, get, inherited_env,
@@ -256,6 +257,19 @@ fn a_failed_lookup_is_remembered_for_a_second_then_tried_again() {
     assert!(
         ns.queries() > after_burst,
         "no new lookup a second after the failure"
+    );
+    // Counted as what they are: the name did not resolve.
+    let text = scrape(addr);
+    let failures = "spotify_token_swap_upstream_failures_total";
+    assert_eq!(
+        value(&text, &format!("{failures}{{kind=\"dns\"}}")),
+        16.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, &format!("{failures}{{kind=\"connect\"}}")),
+        0.0,
+        "{text}"
     );
     assert_eq!(mock.request_count(), 0);
     assert_still_serving(addr);

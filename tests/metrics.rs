@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use support::metrics::{sample, scrape, value};
 use support::mock::Reply;
 use support::{Resp, assert_error, get, post_form, request, start_mock, start_server};
 
@@ -18,26 +19,6 @@ const ENCRYPTION_SECRET: &str = "metrics-test-encryption-secret-0123456789";
 /// How long to wait for counters to catch up with answered requests (a
 /// request is counted just after its response is written).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// GETs `/metrics`, which must answer 200.
-fn scrape(addr: SocketAddr) -> String {
-    let resp = get(addr, "/metrics");
-    assert_eq!(resp.status, 200, "{resp:?}");
-    resp.text()
-}
-
-/// The value of the sample `series` (name with labels, exactly as
-/// exposed), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}
-
-/// Like [`sample`], for a series that must be present.
-fn value(text: &str, series: &str) -> f64 {
-    sample(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
 
 /// `requests_total` as (endpoint, status) → count, leaving out the
 /// `/metrics` endpoint itself.

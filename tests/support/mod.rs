@@ -7,7 +7,8 @@
 //! - [`setup`]: the test app's credentials and the usual arrangement of a
 //!   mock plus a server ([`start_mock`], [`start_server`]);
 //! - [`asserts`]: the checks many tests share ([`assert_error`]…);
-//! - [`fs`]: throwaway directories ([`TempDir`]);
+//! - [`fs`]: throwaway directories ([`TempDir`]); [`metrics`]: reading
+//!   `GET /metrics`;
 //! - [`mock`]: the Spotify mock, over plain HTTP or TLS (recording its
 //!   handshakes); [`pki`]: throwaway certificates; [`conns`]: many
 //!   connections at once;
@@ -31,6 +32,7 @@ pub mod client;
 pub mod connect;
 pub mod conns;
 pub mod fs;
+pub mod metrics;
 pub mod mock;
 pub mod pki;
 pub mod process;
