@@ -6,6 +6,7 @@
 mod support;
 
 use serde_json::Value;
+use support::metrics::{scrape, value};
 use support::mock::MockSpotify;
 use support::{
     Resp, ServerProc, assert_error, assert_still_serving, post_form, start_both, start_mock,
@@ -216,9 +217,7 @@ fn refresh_token_from_the_previous_secret_is_accepted_after_rotation() {
 fn new_refresh_token_after_rotation_opens_only_under_the_new_secret() {
     let mock = start_mock();
     mock.set_rotate_refresh_tokens(true);
-    let old = start_server(&mock, SEALING_A);
-    let rotated = start_server(&mock, ROTATED);
-    let only_b = start_server(&mock, SEALING_B);
+    let (old, rotated, only_b) = mid_rotation(&mock);
     let token = swapped_refresh_token(&mock, &old, "c1");
     let resp = refresh(&rotated, &token);
     assert_eq!(resp.status, 200, "{resp:?}");
@@ -237,26 +236,29 @@ fn new_refresh_token_after_rotation_opens_only_under_the_new_secret() {
 /// The `spotify_token_swap_refresh_tokens_opened_total` samples of
 /// `server`'s `/metrics`: (current, previous).
 fn tokens_opened(server: &ServerProc) -> (u64, u64) {
-    let resp = support::get(server.addr(), "/metrics");
-    assert_eq!(resp.status, 200, "{resp:?}");
-    let text = resp.text();
-    let sample = |key: &str| -> u64 {
-        let name = format!("spotify_token_swap_refresh_tokens_opened_total{{key=\"{key}\"}} ");
-        text.lines()
-            .find_map(|line| line.strip_prefix(&name))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {name}sample:\n{text}"))
+    let text = scrape(server.addr());
+    let opened = |key: &str| {
+        let series = format!("spotify_token_swap_refresh_tokens_opened_total{{key=\"{key}\"}}");
+        value(&text, &series) as u64
     };
-    (sample("current"), sample("previous"))
+    (opened("current"), opened("previous"))
+}
+
+/// Three instances mid-rotation: sealing under A; under B with A as the
+/// previous secret; under B alone.
+fn mid_rotation(mock: &MockSpotify) -> (ServerProc, ServerProc, ServerProc) {
+    (
+        start_server(mock, SEALING_A),
+        start_server(mock, ROTATED),
+        start_server(mock, SEALING_B),
+    )
 }
 
 #[test]
 fn token_from_the_previous_secret_comes_back_sealed_under_the_current_one() {
     let mock = start_mock();
     // Spotify sends no new refresh token (its usual answer to a refresh).
-    let old = start_server(&mock, SEALING_A);
-    let rotated = start_server(&mock, ROTATED);
-    let only_b = start_server(&mock, SEALING_B);
+    let (old, rotated, only_b) = mid_rotation(&mock);
     let token = swapped_refresh_token(&mock, &old, "c1");
 
     let resp = refresh(&rotated, &token);
