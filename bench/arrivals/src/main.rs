@@ -458,6 +458,19 @@ impl Gen {
         c.st = St::Connecting;
     }
 
+    /// Counts every client still waiting for an answer as timed out and
+    /// closes it; with `idle_too`, closes the idle ones as well.
+    fn time_out_unanswered(&mut self, idle_too: bool) {
+        for id in 0..self.clients.len() {
+            if matches!(self.clients[id].st, St::Connecting | St::Reading) {
+                self.errors.timeout += 1;
+                self.close(id);
+            } else if idle_too && self.clients[id].st == St::Idle {
+                self.close(id);
+            }
+        }
+    }
+
     fn close(&mut self, id: usize) {
         let c = &mut self.clients[id];
         if matches!(c.st, St::Connecting | St::Reading) {
@@ -752,14 +765,7 @@ fn arrivals(o: &Opts, nofile: usize) {
     }
     let elapsed = (now_ns() - t0) as f64 / 1e9;
     // Anything still unanswered at the hard end is a timeout.
-    for id in 0..g.clients.len() {
-        if matches!(g.clients[id].st, St::Connecting | St::Reading) {
-            g.errors.timeout += 1;
-            g.close(id);
-        } else if g.clients[id].st == St::Idle {
-            g.close(id);
-        }
-    }
+    g.time_out_unanswered(true);
     g.ok_lat.sort_unstable();
     g.lag.sort_unstable();
     println!(
@@ -926,12 +932,7 @@ fn idle(o: &Opts, nofile: usize) {
     }
     let opened_in = (now_ns() - t0) as f64 / 1e9;
     // Not answered by the end of the opening phase: timeouts.
-    for id in 0..g.clients.len() {
-        if matches!(g.clients[id].st, St::Connecting | St::Reading) {
-            g.errors.timeout += 1;
-            g.close(id);
-        }
-    }
+    g.time_out_unanswered(false);
     let not_started = o.conns - started;
     // Notice closures that happened meanwhile: one pass without waiting.
     g.poll_now();
