@@ -46,7 +46,10 @@ thread_local! {
 }
 
 fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid timespec to write.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -104,7 +107,9 @@ fn parse_args() -> Opts {
     };
     let mut it = args[1..].iter();
     while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_else(|| die(&format!("{k} needs a value")));
+        let v = it
+            .next()
+            .unwrap_or_else(|| die(&format!("{k} needs a value")));
         let num = |v: &str| -> f64 {
             v.parse::<f64>()
                 .ok()
@@ -121,8 +126,9 @@ fn parse_args() -> Opts {
             "--body" => o.body = Some(v.clone()),
             "--sources" => o.sources = num(v) as u32,
             "--src-base" => {
-                let ip: std::net::Ipv4Addr =
-                    v.parse().unwrap_or_else(|_| die("--src-base: not an IPv4 address"));
+                let ip: std::net::Ipv4Addr = v
+                    .parse()
+                    .unwrap_or_else(|_| die("--src-base: not an IPv4 address"));
                 o.src_base = ip.octets();
             }
             "--conns" => o.conns = num(v) as usize,
@@ -142,7 +148,11 @@ fn parse_args() -> Opts {
         die("--sources, --concurrency, --rate and --timeout must be positive");
     }
     if o.path.is_empty() {
-        o.path = if o.mode == "idle" { "/health".into() } else { "/swap".into() };
+        o.path = if o.mode == "idle" {
+            "/health".into()
+        } else {
+            "/swap".into()
+        };
     }
     o
 }
@@ -168,14 +178,23 @@ fn sources(base: [u8; 4], n: u32) -> Vec<u32> {
 /// Raises RLIMIT_NOFILE: the hard limit to at least 65,536 where allowed
 /// (root), the soft limit to the hard one. Returns the soft limit in force.
 fn raise_nofile() -> usize {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: r is a valid rlimit to fill and read.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
         let want = r.rlim_max.max(65_536);
-        let up = libc::rlimit { rlim_cur: want, rlim_max: want };
+        let up = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &up) != 0 {
-            let soft = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+            let soft = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
             libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
         }
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
@@ -213,7 +232,12 @@ struct Errors {
 
 impl Errors {
     fn total(&self) -> u64 {
-        self.connect + self.reset + self.eof + self.non200 + self.timeout + self.local
+        self.connect
+            + self.reset
+            + self.eof
+            + self.non200
+            + self.timeout
+            + self.local
             + self.bad_response
     }
     fn json(&self) -> String {
@@ -242,7 +266,11 @@ enum Parse {
 /// either the answer ends at EOF, handled by the caller.)
 fn parse(buf: &[u8], eof: bool) -> Parse {
     let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_RESPONSE_BYTES { Parse::Bad } else { Parse::More };
+        return if buf.len() > MAX_RESPONSE_BYTES {
+            Parse::Bad
+        } else {
+            Parse::More
+        };
     };
     let head = match std::str::from_utf8(&buf[..head_end]) {
         Ok(h) => h,
@@ -250,13 +278,19 @@ fn parse(buf: &[u8], eof: bool) -> Parse {
     };
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
-    let status = match status_line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) {
+    let status = match status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+    {
         Some(s) if status_line.starts_with("HTTP/1.") => s,
         _ => return Parse::Bad,
     };
     let (mut length, mut chunked, mut close) = (None, false, false);
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
             length = value.parse::<usize>().ok();
@@ -319,13 +353,19 @@ impl Gen {
         let (ep, tfd) = unsafe {
             (
                 libc::epoll_create1(libc::EPOLL_CLOEXEC),
-                libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC),
+                libc::timerfd_create(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+                ),
             )
         };
         if ep < 0 || tfd < 0 {
             die("epoll_create1/timerfd_create failed");
         }
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: TIMER };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: TIMER,
+        };
         // SAFETY: valid descriptors and event.
         unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, tfd, &mut ev) };
         Gen {
@@ -358,7 +398,10 @@ impl Gen {
 
     fn arm_timer(&self, at: u64) {
         let spec = libc::itimerspec {
-            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
             it_value: libc::timespec {
                 tv_sec: (at / 1_000_000_000) as libc::time_t,
                 tv_nsec: (at % 1_000_000_000).max(1) as libc::c_long,
@@ -366,7 +409,12 @@ impl Gen {
         };
         // SAFETY: valid timerfd and itimerspec.
         unsafe {
-            libc::timerfd_settime(self.tfd, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut())
+            libc::timerfd_settime(
+                self.tfd,
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
         };
     }
 
@@ -548,7 +596,12 @@ impl Gen {
                 let mut b = [0u8; 512];
                 // SAFETY: valid descriptor and buffer.
                 let n = unsafe {
-                    libc::recv(fd, b.as_mut_ptr() as *mut libc::c_void, b.len(), libc::MSG_DONTWAIT)
+                    libc::recv(
+                        fd,
+                        b.as_mut_ptr() as *mut libc::c_void,
+                        b.len(),
+                        libc::MSG_DONTWAIT,
+                    )
                 };
                 if n > 0 || (n < 0 && errno() == libc::EAGAIN) {
                     return;
@@ -567,7 +620,12 @@ impl Gen {
             let mut b = [0u8; 16 * 1024];
             // SAFETY: valid descriptor and buffer.
             let n = unsafe {
-                libc::recv(fd, b.as_mut_ptr() as *mut libc::c_void, b.len(), libc::MSG_DONTWAIT)
+                libc::recv(
+                    fd,
+                    b.as_mut_ptr() as *mut libc::c_void,
+                    b.len(),
+                    libc::MSG_DONTWAIT,
+                )
             };
             if n > 0 {
                 self.clients[id].buf.extend_from_slice(&b[..n as usize]);
@@ -687,7 +745,12 @@ impl Gen {
     }
 
     fn new_client(&mut self) -> usize {
-        self.clients.push(Client { fd: -1, st: St::New, sched: 0, buf: Vec::new() });
+        self.clients.push(Client {
+            fd: -1,
+            st: St::New,
+            sched: 0,
+            buf: Vec::new(),
+        });
         self.clients.len() - 1
     }
 }
@@ -735,7 +798,9 @@ fn statuses_json(m: &std::collections::BTreeMap<u16, u64>) -> String {
 fn arrivals(o: &Opts, nofile: usize) {
     let total = (o.rate * o.secs).round() as u64;
     if total > MAX_CLIENTS {
-        die(&format!("rate × secs = {total} clients, more than {MAX_CLIENTS}"));
+        die(&format!(
+            "rate × secs = {total} clients, more than {MAX_CLIENTS}"
+        ));
     }
     let mut g = Gen::new(o, build_request(o), Some((o.idle * 1e9) as u64), nofile);
     g.clients.reserve(total as usize);
@@ -812,7 +877,11 @@ fn bystander_once(port: u16, timeout_ns: u64) -> Result<u64, &'static str> {
     );
     // SAFETY: a descriptor we own, closed on every path below.
     let fd = unsafe {
-        libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
     };
     if fd < 0 {
         return Err("local");
@@ -823,7 +892,11 @@ fn bystander_once(port: u16, timeout_ns: u64) -> Result<u64, &'static str> {
             if now >= deadline {
                 return Err("timeout");
             }
-            let mut p = libc::pollfd { fd, events, revents: 0 };
+            let mut p = libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            };
             let ms = ((deadline - now) / 1_000_000).max(1) as i32;
             // SAFETY: one valid pollfd.
             let n = unsafe { libc::poll(&mut p, 1, ms) };
@@ -859,14 +932,25 @@ fn bystander_once(port: u16, timeout_ns: u64) -> Result<u64, &'static str> {
         let mut len = 4 as libc::socklen_t;
         // SAFETY: valid descriptor and out-parameters.
         unsafe {
-            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut _ as *mut _, &mut len)
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                &mut err as *mut _ as *mut _,
+                &mut len,
+            )
         };
         if err != 0 {
             return Err("connect");
         }
         // SAFETY: valid descriptor and buffer.
         let n = unsafe {
-            libc::send(fd, req.as_ptr() as *const libc::c_void, req.len(), libc::MSG_NOSIGNAL)
+            libc::send(
+                fd,
+                req.as_ptr() as *const libc::c_void,
+                req.len(),
+                libc::MSG_NOSIGNAL,
+            )
         };
         if n != req.len() as isize {
             return Err("reset");
@@ -877,7 +961,12 @@ fn bystander_once(port: u16, timeout_ns: u64) -> Result<u64, &'static str> {
             let mut b = [0u8; 4096];
             // SAFETY: valid descriptor and buffer.
             let n = unsafe {
-                libc::recv(fd, b.as_mut_ptr() as *mut libc::c_void, b.len(), libc::MSG_DONTWAIT)
+                libc::recv(
+                    fd,
+                    b.as_mut_ptr() as *mut libc::c_void,
+                    b.len(),
+                    libc::MSG_DONTWAIT,
+                )
             };
             if n < 0 {
                 let e = errno();
@@ -937,12 +1026,14 @@ fn idle(o: &Opts, nofile: usize) {
     // Notice closures that happened meanwhile: one pass without waiting.
     g.poll_now();
     let open_at_hold = g.open;
-    println!(
-        "{{\"event\":\"holding\",\"open\":{open_at_hold},\"opened_in_s\":{opened_in:.2}}}"
-    );
+    println!("{{\"event\":\"holding\",\"open\":{open_at_hold},\"opened_in_s\":{opened_in:.2}}}");
     std::io::stdout().flush().ok();
     // Wait for the caller (it samples the server meanwhile), 60 s at most.
-    let mut p = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     if unsafe { libc::poll(&mut p, 1, 60_000) } > 0 {
         let mut line = String::new();
@@ -1052,7 +1143,11 @@ fn main() {
     // SAFETY: prctl with an integer argument.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let nofile = raise_nofile();
-    let policy = if std::env::var_os("ARRIVALS_NO_RT").is_some() { "other" } else { realtime() };
+    let policy = if std::env::var_os("ARRIVALS_NO_RT").is_some() {
+        "other"
+    } else {
+        realtime()
+    };
     SCHED.with(|s| s.set(policy));
     if o.mode == "arrivals" {
         arrivals(&o, nofile);
