@@ -16,7 +16,8 @@
 //!   HTTP layer's own errors on the token paths carry the CORS headers for
 //!   an allowed `Origin`.
 //! - Threads stay `WORKER_THREADS` + a small constant with 2,000
-//!   connections open.
+//!   connections open; the descriptor table has room for `MAX_CONNECTIONS`
+//!   from the start, so it never grows while clients arrive.
 //!
 //! Many connections come from several loopback addresses
 //! (`127.0.0.11`–`127.0.0.18`) that the server is told are trusted proxies,
@@ -1207,4 +1208,31 @@ fn threads_stay_worker_threads_plus_a_constant_with_two_thousand_connections() {
     );
     bystander_plain(addr, 5, Duration::ZERO, "beside 2,000 open connections");
     drop((idle, silent, mid_head));
+}
+
+#[test]
+fn the_descriptor_table_is_sized_for_max_connections_at_start_and_does_not_grow() {
+    let _heavy = heavy();
+    // Connections, workers' upstream connections, and the server's 64 others.
+    const BUDGET: u64 = 3000 + 8 + 64;
+    let limit = raise_open_file_limit();
+    assert!(
+        limit > BUDGET,
+        "the open-files limit {limit} is below {BUDGET}"
+    );
+    let mock = start_mock();
+    let server = start(
+        &mock,
+        false,
+        &[("WORKER_THREADS", "8"), ("MAX_CONNECTIONS", "3000")],
+    );
+    let at_start = proc_status(server.pid(), "FDSize");
+    assert!(
+        at_start >= BUDGET,
+        "room for {at_start} descriptors at start, not the {BUDGET} MAX_CONNECTIONS needs"
+    );
+
+    let idle = idle_keep_alive_connections(server.addr(), 500);
+    assert_eq!(proc_status(server.pid(), "FDSize"), at_start);
+    drop(idle);
 }

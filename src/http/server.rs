@@ -38,6 +38,9 @@ const WORKER_STACK_BYTES: usize = 256 * 1024;
 /// caps it at `net.core.somaxconn`); std listens with 128, too few for a
 /// burst of new clients.
 const LISTEN_BACKLOG: libc::c_int = 4096;
+/// Descriptors the table is grown to hold at start, at most (the kernel
+/// keeps 8 bytes for each: 512 KiB here).
+const DESCRIPTORS_RESERVED_MAX: usize = 65_536;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -299,6 +302,10 @@ impl<H: Handler> Server<H> {
             libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG);
         }
         listener.set_nonblocking(true)?;
+        reserve_descriptors(
+            &listener,
+            settings.max_connections + settings.worker_threads + crate::RESERVED_FDS,
+        );
         Ok(Server {
             listener,
             handler,
@@ -437,6 +444,27 @@ fn serve_turn<H: Handler>(
     // A panic in the HTTP layer itself ends this connection, not the
     // worker (handler panics are caught closer, and answered 500).
     catch_unwind(AssertUnwindSafe(|| conn.turn(buffers, &env)))
+}
+
+/// Grows this process's table of descriptors to hold `count` of them now.
+/// The kernel grows it when a new descriptor does not fit, doubling it;
+/// in a process with threads each growth waits for an RCU grace period,
+/// and the poller, stalled in `accept`, with it (about 10 ms each time, at
+/// 256, 512, … descriptors). Done here, before any thread starts, it
+/// costs no wait.
+fn reserve_descriptors(any: &impl AsRawFd, count: usize) {
+    let Ok(highest) = libc::c_int::try_from(count.min(DESCRIPTORS_RESERVED_MAX) - 1) else {
+        return;
+    };
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor, the lowest free one
+    // from `highest` up, so it touches none in use; it is closed at once.
+    // Past the open-files limit it fails, and nothing changes.
+    unsafe {
+        let copy = libc::fcntl(any.as_raw_fd(), libc::F_DUPFD_CLOEXEC, highest);
+        if copy >= 0 {
+            libc::close(copy);
+        }
+    }
 }
 
 #[cfg(test)]
