@@ -57,6 +57,9 @@ pub(crate) struct Table {
 #[derive(Default)]
 struct Slot {
     generation: u32,
+    /// The connection's deadline, kept beside it: a sweep reads the slots
+    /// in order and follows no pointer.
+    deadline: Option<Instant>,
     conn: Option<Box<Conn>>,
 }
 
@@ -71,6 +74,7 @@ impl Table {
         };
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
+        slot.deadline = Some(conn.deadline);
         slot.conn = Some(conn);
         self.len += 1;
         (u64::from(slot.generation) << 32) | index as u64
@@ -94,7 +98,9 @@ impl Table {
     }
 
     fn take_at(&mut self, index: usize) -> Option<Box<Conn>> {
-        let conn = self.slots.get_mut(index)?.conn.take()?;
+        let slot = self.slots.get_mut(index)?;
+        let conn = slot.conn.take()?;
+        slot.deadline = None;
         self.free.push(index as u32);
         self.len -= 1;
         Some(conn)
@@ -416,12 +422,12 @@ impl<H: Handler> Poller<'_, H> {
         // Workers that park a connection while this runs lower the plan
         // themselves; it is set here, under the lock, before they can.
         for index in 0..table.slots.len() {
-            let Some(conn) = &table.slots[index].conn else {
+            let Some(deadline) = table.slots[index].deadline else {
                 continue;
             };
-            if conn.deadline > now {
-                if next.is_none_or(|next| conn.deadline < next) {
-                    next = Some(conn.deadline);
+            if deadline > now {
+                if next.is_none_or(|next| deadline < next) {
+                    next = Some(deadline);
                 }
             } else if let Some(conn) = table.take_at(index) {
                 expired.push(conn);
