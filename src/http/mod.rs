@@ -26,6 +26,10 @@ use crate::error::Error;
 
 pub use server::{Server, ServerSettings, ShutdownHandle, Stats};
 
+/// Connections the kernel holds until the poller accepts them (the kernel
+/// caps it at `net.core.somaxconn`); std listens with 128, too few for a
+/// burst of new clients.
+pub(crate) const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Most bytes of request head (request line + headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most header lines accepted.

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::Handler;
+use super::{Handler, LISTEN_BACKLOG};
 use super::conn::{Buffers, Conn, Env, Next, Phase};
 use super::poll::Waiting;
 
@@ -34,10 +34,6 @@ const WORKER_JOIN_MIN: Duration = Duration::from_secs(1);
 /// Stack of a worker thread: requests are shallow, but ureq/rustls and
 /// serde_json need some room; 256 KiB keeps many workers cheap.
 const WORKER_STACK_BYTES: usize = 256 * 1024;
-/// Connections the kernel holds until the poller accepts them (the kernel
-/// caps it at `net.core.somaxconn`); std listens with 128, too few for a
-/// burst of new clients.
-const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Descriptors the table is grown to hold at start, at most (the kernel
 /// keeps 8 bytes for each: 512 KiB here).
 const DESCRIPTORS_RESERVED_MAX: usize = 65_536;
