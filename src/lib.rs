@@ -151,13 +151,18 @@ pub fn bind(config: &Config) -> Result<TcpListener, RunError> {
         Listen::Addr(addr) => TcpListener::bind(addr).map_err(RunError::Bind),
         // A socket-activated start without a usable socket is a broken unit
         // (or `LISTEN_FDS` set by hand), not a runtime failure.
-        Listen::SocketActivation => service::activated_listener()
-            .map_err(|e| {
-                RunError::Config(format!(
-                    "LISTEN_FDS: descriptor 3 is not a listening socket ({e})"
-                ))
-            })?
-            .ok_or_else(|| RunError::Config("LISTEN_FDS: set, but no socket was passed".into())),
+        Listen::SocketActivation => match service::activated_listener() {
+            Ok(Some(listener)) => Ok(listener),
+            Ok(None) => Err(RunError::Config(
+                "LISTEN_FDS: set, but no socket was passed".into(),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(RunError::Startup(
+                "the socket passed by systemd was already taken by an earlier bind".into(),
+            )),
+            Err(e) => Err(RunError::Config(format!(
+                "LISTEN_FDS: descriptor 3 is not a listening socket ({e})"
+            ))),
+        },
     }
 }
 

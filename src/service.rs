@@ -5,12 +5,16 @@
 //! before any other thread exists (threads inherit the mask), and one thread
 //! waits for them with `sigwait`. Notification: `sd_notify`'s datagram
 //! protocol over std's `UnixDatagram`. Socket activation: fd 3 when
-//! `LISTEN_PID` is ours.
+//! `LISTEN_PID` is ours, taken over at most once. The environment is only
+//! read, never changed: with threads running, changing it is undefined
+//! behaviour, and this program starts no child that could inherit
+//! `LISTEN_FDS`.
 
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// First descriptor passed by socket activation.
 const SD_LISTEN_FDS_START: i32 = 3;
@@ -139,8 +143,11 @@ pub(crate) fn raise_open_files_limit() -> Option<u64> {
 }
 
 /// The listener passed by systemd socket activation, if `LISTEN_PID` names
-/// this process and `LISTEN_FDS` is at least 1.
+/// this process and `LISTEN_FDS` is at least 1. Descriptor 3 is taken over
+/// once per process: a later call finds it taken and says so, so no two
+/// owners ever close it.
 pub(crate) fn activated_listener() -> io::Result<Option<TcpListener>> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
     let ours = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string());
     let count: u32 = std::env::var("LISTEN_FDS")
         .ok()
@@ -148,6 +155,12 @@ pub(crate) fn activated_listener() -> io::Result<Option<TcpListener>> {
         .unwrap_or(0);
     if !ours || count == 0 {
         return Ok(None);
+    }
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the socket was already taken over",
+        ));
     }
     if count > 1 {
         log::warn!("LISTEN_FDS={count}: using the first socket only");
@@ -161,21 +174,12 @@ pub(crate) fn activated_listener() -> io::Result<Option<TcpListener>> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: systemd passes the listening socket as fd 3 when LISTEN_PID
-    // is our pid, and it is open (checked above); we take ownership of it
-    // exactly once (the variables are removed below so no one else does).
-    // Until local_addr says it is a socket, it is not ours to close (under
-    // an emulator, fd 3 can be the emulator's own file).
+    // is our pid, and it is open (checked above); `TAKEN` makes this the
+    // one place in the process that ever owns it. Until local_addr says it
+    // is a socket, it is not ours to close (under an emulator, fd 3 can be
+    // the emulator's own file).
     let listener =
         std::mem::ManuallyDrop::new(unsafe { TcpListener::from_raw_fd(SD_LISTEN_FDS_START) });
     listener.local_addr()?;
-    let listener = std::mem::ManuallyDrop::into_inner(listener);
-    // SAFETY (of the environment mutation): called from `run` before any
-    // worker or signal thread is spawned, so no other thread reads the
-    // environment concurrently.
-    unsafe {
-        std::env::remove_var("LISTEN_PID");
-        std::env::remove_var("LISTEN_FDS");
-        std::env::remove_var("LISTEN_FDNAMES");
-    }
-    Ok(Some(listener))
+    Ok(Some(std::mem::ManuallyDrop::into_inner(listener)))
 }
