@@ -32,15 +32,19 @@
 #![warn(unreachable_pub, missing_docs)]
 
 pub mod config;
+mod cors;
 mod dns;
+mod endpoints;
 mod error;
+mod exchange;
+pub mod fields;
 pub mod http;
 pub mod journal;
 mod metrics;
 mod ratelimit;
-pub mod routes;
 mod service;
 mod spotify;
+mod state;
 mod tls;
 pub mod token;
 mod upstream_tcp;
@@ -53,8 +57,8 @@ pub use error::Error;
 pub use tls::CertStore;
 
 use config::{Listen, TlsFiles};
+use endpoints::App;
 use http::{Server, ServerSettings, Stats};
-use routes::App;
 
 /// The version line printed by `--version` and at start.
 pub const VERSION: &str = concat!("spotify-token-swap ", env!("CARGO_PKG_VERSION"));

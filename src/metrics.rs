@@ -18,32 +18,13 @@ const LATENCY_BUCKETS_SECS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Endpoints as metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Endpoint {
-    Swap,
-    Refresh,
-    Health,
-    Metrics,
-    Other,
-}
-
-impl Endpoint {
-    fn label(self) -> &'static str {
-        match self {
-            Endpoint::Swap => "swap",
-            Endpoint::Refresh => "refresh",
-            Endpoint::Health => "health",
-            Endpoint::Metrics => "metrics",
-            Endpoint::Other => "other",
-        }
-    }
-}
-
 /// All counters.
 #[derive(Debug)]
 pub(crate) struct Metrics {
-    requests: Mutex<BTreeMap<(Endpoint, u16), u64>>,
+    /// Each endpoint's label, by its index in the table of endpoints.
+    endpoint_labels: Vec<&'static str>,
+    /// Answered requests by (endpoint index, status).
+    requests: Mutex<BTreeMap<(usize, u16), u64>>,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_SECS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -54,16 +35,12 @@ pub(crate) struct Metrics {
     started_unix_secs: f64,
 }
 
-impl Default for Metrics {
-    fn default() -> Metrics {
-        Metrics::new()
-    }
-}
-
 impl Metrics {
-    /// Fresh counters; the process start time is now.
-    pub(crate) fn new() -> Metrics {
+    /// Fresh counters; the process start time is now. `endpoint_labels`:
+    /// the label of each endpoint, in the order `/metrics` lists them.
+    pub(crate) fn new(endpoint_labels: Vec<&'static str>) -> Metrics {
         Metrics {
+            endpoint_labels,
             requests: Mutex::new(BTreeMap::new()),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
@@ -77,8 +54,9 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request.
-    pub(crate) fn request(&self, endpoint: Endpoint, status: u16) {
+    /// Counts one answered request; `endpoint` indexes the labels given
+    /// to [`Metrics::new`].
+    pub(crate) fn request(&self, endpoint: usize, status: u16) {
         let mut table = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         *table.entry((endpoint, status)).or_insert(0) += 1;
     }
@@ -141,7 +119,12 @@ impl Metrics {
             .map(|t| t.clone())
             .unwrap_or_else(|e| e.into_inner().clone());
         for ((endpoint, status), n) in &table {
-            let labels = format!("endpoint=\"{}\",status=\"{status}\"", endpoint.label());
+            let label = self
+                .endpoint_labels
+                .get(*endpoint)
+                .copied()
+                .unwrap_or("other");
+            let labels = format!("endpoint=\"{label}\",status=\"{status}\"");
             out.sample(REQUESTS.name, &labels, n);
         }
     }
@@ -303,10 +286,10 @@ mod tests {
 
     #[test]
     fn counts_requests_by_endpoint_and_status() {
-        let m = Metrics::new();
-        m.request(Endpoint::Swap, 200);
-        m.request(Endpoint::Swap, 200);
-        m.request(Endpoint::Refresh, 400);
+        let m = Metrics::new(vec!["swap", "refresh"]);
+        m.request(0, 200);
+        m.request(0, 200);
+        m.request(1, 400);
         let text = m.render(&Stats::default());
         assert!(
             text.contains(
@@ -320,7 +303,7 @@ mod tests {
 
     #[test]
     fn refresh_tokens_opened_are_counted_by_key() {
-        let m = Metrics::new();
+        let m = Metrics::new(Vec::new());
         m.token_opened(false);
         m.token_opened(true);
         m.token_opened(true);
@@ -337,7 +320,7 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative() {
-        let m = Metrics::new();
+        let m = Metrics::new(Vec::new());
         m.upstream_call(Duration::from_millis(7));
         m.upstream_call(Duration::from_millis(300));
         let text = m.render(&Stats::default());

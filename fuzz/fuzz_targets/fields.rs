@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use spotify_token_swap::Error;
-use spotify_token_swap::routes::parse_fields;
+use spotify_token_swap::fields::parse_fields;
 
 const CONTENT_TYPES: [Option<&str>; 8] = [
     Some("application/x-www-form-urlencoded"),

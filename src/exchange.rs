@@ -1,0 +1,117 @@
+//! The two token endpoints: `/swap` trades an authorization code for
+//! tokens, `/refresh` a refresh token for a new access token. Each reads
+//! its fields, (refresh) opens the sealed token, asks Spotify through the
+//! one shared client, and answers with Spotify's JSON, its refresh token
+//! sealed.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::fields::Fields;
+use crate::http::{Request, Response};
+use crate::spotify::{Answer, Grant};
+use crate::state::State;
+
+/// `POST {SWAP_PATH}`: `code`, optional `redirect_uri` and `code_verifier`.
+pub(crate) fn swap(state: &State, request: &Request) -> Result<Response, Error> {
+    let fields = Fields::parse(request, &["code", "redirect_uri", "code_verifier"])?;
+    let code = fields.required("code")?;
+    let redirect_uri = match fields.optional("redirect_uri") {
+        None => state.config.redirect_uri.as_str(),
+        Some(uri) if state.config.redirect_uri_allowed(uri) => uri,
+        Some(_) => return Err(Error::RedirectUriNotAllowed),
+    };
+    let grant = Grant::AuthorizationCode {
+        code,
+        redirect_uri,
+        code_verifier: fields.optional("code_verifier"),
+    };
+    call_spotify(state, &grant, None)
+}
+
+/// `POST {REFRESH_PATH}`: `refresh_token`, sealed when encryption is on.
+pub(crate) fn refresh(state: &State, request: &Request) -> Result<Response, Error> {
+    let fields = Fields::parse(request, &["refresh_token"])?;
+    let token = fields.required("refresh_token")?;
+    let opened;
+    let cipher = state.cipher();
+    let (refresh_token, reseal) = match &cipher {
+        // SECURITY: a token that fails authentication never reaches
+        // Spotify, so this server cannot be used as an oracle or a relay
+        // for guessed tokens.
+        Some(cipher) => {
+            opened = cipher.open(token).map_err(|_| Error::InvalidRefreshToken)?;
+            state.metrics.token_opened(opened.used_previous_key);
+            // A token under a previous key is handed back under the
+            // current one, so that key can be retired (see the README,
+            // "Rotating the encryption secret").
+            let reseal = opened
+                .used_previous_key
+                .then_some(opened.refresh_token.as_str());
+            (opened.refresh_token.as_str(), reseal)
+        }
+        None => (token, None),
+    };
+    call_spotify(state, &Grant::RefreshToken { refresh_token }, reseal)
+}
+
+/// Calls Spotify and builds the answer. `reseal`: a refresh token (in
+/// clear) to return sealed under the current key when Spotify's 200
+/// carries no new one.
+fn call_spotify(state: &State, grant: &Grant<'_>, reseal: Option<&str>) -> Result<Response, Error> {
+    let started = Instant::now();
+    let result = state.spotify.call(grant);
+    let upstream_answered = !matches!(&result, Err((Error::UpstreamBackoff { .. }, _)));
+    if upstream_answered {
+        state.metrics.upstream_call(started.elapsed());
+    }
+    let Answer {
+        status,
+        mut body,
+        retry_after_secs,
+    } = match result {
+        Ok(answer) => answer,
+        Err((error, kind)) => {
+            if let Some(kind) = kind {
+                state.metrics.upstream_failure(kind);
+            }
+            return Err(error);
+        }
+    };
+    if status == 429 {
+        state
+            .metrics
+            .upstream_failure(crate::spotify::FailureKind::RateLimited);
+    }
+    if status == 200 {
+        seal_refresh_token(state, &mut body, reseal);
+    }
+    // `to_vec` writes straight into bytes; `to_string` would go through
+    // `fmt::Display`, several times slower. Serialising a map of JSON
+    // values cannot fail.
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::json(status, bytes);
+    if let Some(secs) = retry_after_secs {
+        response.headers.push(("Retry-After", secs.to_string()));
+    }
+    Ok(response)
+}
+
+/// Replaces Spotify's refresh token by its encrypted form, when encryption
+/// is on; without one from Spotify, adds `reseal` (the client's token,
+/// opened under a previous key) sealed under the current key. RFC 6749 §6:
+/// a client replaces its refresh token when a refresh answer carries one.
+fn seal_refresh_token(state: &State, body: &mut Map<String, Value>, reseal: Option<&str>) {
+    let Some(cipher) = state.cipher() else { return };
+    match body.get_mut("refresh_token") {
+        Some(Value::String(token)) => *token = cipher.seal(token),
+        Some(_) => {}
+        None => {
+            if let Some(clear) = reseal {
+                body.insert("refresh_token".into(), Value::String(cipher.seal(clear)));
+            }
+        }
+    }
+}
