@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Handler, LISTEN_BACKLOG};
 use super::conn::{Buffers, Conn, Env, Next, Phase};
 use super::poll::Waiting;
+use super::{Handler, LISTEN_BACKLOG};
 
 /// Ready connections that may wait for a worker; past this a connection
 /// that becomes ready is turned away (503 on plain HTTP). Room for a burst
