@@ -32,7 +32,6 @@
 #![warn(unreachable_pub, missing_docs)]
 
 pub mod config;
-mod dns;
 mod error;
 pub mod http;
 pub mod journal;
@@ -40,10 +39,9 @@ mod metrics;
 mod ratelimit;
 pub mod routes;
 mod service;
-mod spotify;
 mod tls;
 pub mod token;
-mod upstream_tcp;
+mod upstream;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -320,7 +318,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let shutdown = server.shutdown_handle();
         spawn("keep-warm", move || {
             while !shutdown.is_shutting_down() {
-                std::thread::sleep(spotify::KEEP_WARM_INTERVAL / 4);
+                std::thread::sleep(upstream::KEEP_WARM_INTERVAL / 4);
                 app.keep_warm();
             }
         })?;

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::http::{Handler, Record, Request, Response, Stats};
 use crate::metrics::{Endpoint, Metrics};
 use crate::ratelimit::RateLimiter;
-use crate::spotify::{Answer, Grant, Spotify};
+use crate::upstream::{Answer, Grant, Spotify};
 use crate::token::TokenCipher;
 
 /// `Access-Control-Max-Age` for preflight answers, in seconds.
@@ -237,7 +237,7 @@ impl App {
         };
         if status == 429 {
             self.metrics
-                .upstream_failure(crate::spotify::FailureKind::RateLimited);
+                .upstream_failure(crate::upstream::FailureKind::RateLimited);
         }
         if status == 200 {
             self.seal_refresh_token(&mut body, reseal);

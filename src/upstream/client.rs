@@ -23,9 +23,9 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, RustlsConnector};
 
 use crate::config::{Config, Secret};
-use crate::dns::SingleFlightResolver;
+use super::dns::SingleFlightResolver;
 use crate::error::Error;
-use crate::upstream_tcp::UpstreamTcpConnector;
+use super::tcp::UpstreamTcpConnector;
 
 /// Largest answer from Spotify we read; a larger one is a 502.
 pub(crate) const MAX_UPSTREAM_BODY_BYTES: u64 = 64 * 1024;
@@ -167,7 +167,7 @@ impl Spotify {
             .tls_config(tls.build())
             .build();
         // ureq's default chain, with our TCP layer in place of its own
-        // (see `upstream_tcp`): a CONNECT proxy if configured, TCP, TLS.
+        // (see `tcp`): a CONNECT proxy if configured, TCP, TLS.
         let connector =
             ().chain(ConnectProxyConnector::default())
                 .chain(UpstreamTcpConnector)
