@@ -13,7 +13,7 @@
 //!    poller enforces the deadlines), and hands a [`http::Request`] to the
 //!    handler;
 //! 3. [`routes`] parses the form or JSON fields and calls
-//! 4. `spotify`, which posts to the accounts service through the one
+//! 4. `upstream`, which posts to the accounts service through the one
 //!    shared `ureq` agent;
 //! 5. [`token`] encrypts the refresh token in the answer (when enabled);
 //! 6. [`http::conn`] writes the JSON response and keeps or closes the

@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
 
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
@@ -17,8 +16,8 @@ use crate::error::Error;
 use crate::http::{Handler, Record, Request, Response, Stats};
 use crate::metrics::{Endpoint, Metrics};
 use crate::ratelimit::RateLimiter;
-use crate::upstream::{Answer, Grant, Spotify};
 use crate::token::TokenCipher;
+use crate::upstream::{self, Answer, Grant};
 
 /// `Access-Control-Max-Age` for preflight answers, in seconds.
 const CORS_MAX_AGE_SECS: u32 = 600;
@@ -26,7 +25,7 @@ const CORS_MAX_AGE_SECS: u32 = 600;
 /// Everything a request needs, built once at start.
 pub struct App {
     config: Config,
-    spotify: Spotify,
+    spotify: upstream::Client,
     /// Refresh-token cipher; `None` with encryption off. Swapped on SIGHUP.
     cipher: RwLock<Option<Arc<TokenCipher>>>,
     /// The secrets in use, to tell what a reload changed.
@@ -47,7 +46,14 @@ impl App {
         let limiter = (config.rate_limit_per_minute > 0)
             .then(|| RateLimiter::new(config.rate_limit_per_minute));
         App {
-            spotify: Spotify::new(&config),
+            spotify: upstream::Client::new(&upstream::Settings {
+                token_url: &config.token_url,
+                extra_roots: &config.extra_roots,
+                timeout: config.upstream_timeout,
+                concurrent_calls: config.worker_threads,
+                client_id: &config.client_id,
+                client_secret: &config.client_secret,
+            }),
             cipher,
             secrets: Mutex::new(secrets),
             limiter,
@@ -216,29 +222,19 @@ impl App {
     /// clear) to return sealed under the current key when Spotify's 200
     /// carries no new one.
     fn call_spotify(&self, grant: &Grant<'_>, reseal: Option<&str>) -> Result<Response, Error> {
-        let started = Instant::now();
-        let result = self.spotify.call(grant);
-        let upstream_answered = !matches!(&result, Err((Error::UpstreamBackoff { .. }, _)));
-        if upstream_answered {
-            self.metrics.upstream_call(started.elapsed());
+        let call = self.spotify.call(grant);
+        if let Some(duration) = call.duration {
+            self.metrics.upstream_call(duration);
+        }
+        if let Some(kind) = call.failure() {
+            self.metrics.upstream_failure(kind);
         }
         let Answer {
             status,
             mut body,
             retry_after_secs,
-        } = match result {
-            Ok(answer) => answer,
-            Err((error, kind)) => {
-                if let Some(kind) = kind {
-                    self.metrics.upstream_failure(kind);
-                }
-                return Err(error);
-            }
-        };
-        if status == 429 {
-            self.metrics
-                .upstream_failure(crate::upstream::FailureKind::RateLimited);
-        }
+            ..
+        } = call.result?;
         if status == 200 {
             self.seal_refresh_token(&mut body, reseal);
         }
@@ -271,7 +267,7 @@ impl App {
         }
     }
 
-    /// Keeps the upstream connection warm (see [`Spotify::keep_warm`]).
+    /// Keeps the upstream connection warm (see [`upstream::Client::keep_warm`]).
     pub(crate) fn keep_warm(&self) -> bool {
         self.spotify.keep_warm()
     }
