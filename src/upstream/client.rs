@@ -39,7 +39,8 @@ pub(crate) const KEEP_WARM_INTERVAL: Duration = Duration::from_secs(20);
 /// Keep-warm requests stop this long after the last token call, so an idle
 /// server does not talk to Spotify forever.
 const KEEP_WARM_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Most of a keep-warm answer read, so its connection returns to the pool.
+/// The most of a keep-warm answer's body read (a `HEAD` answer has none):
+/// reading it lets the connection go back to the pool.
 const KEEP_WARM_BODY_BYTES: u64 = 1024;
 /// The largest response head taken from Spotify; its heads are about
 /// 1 KiB, and a larger one is a 502.
