@@ -197,7 +197,7 @@ impl App {
         self.routes.get(path).map(|&index| &ENDPOINTS[index])
     }
 
-    /// Keeps the upstream connection warm (see `Spotify::keep_warm`).
+    /// Keeps the upstream connection warm (see `upstream::Client::keep_warm`).
     pub(crate) fn keep_warm(&self) -> bool {
         self.state.spotify.keep_warm()
     }

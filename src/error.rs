@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::upstream;
+
 /// A failed request: what went wrong, as the client will be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -55,21 +57,12 @@ pub enum Error {
         /// Seconds until the client may try again (`Retry-After`).
         retry_after_secs: u64,
     },
-    /// Spotify told us to back off and the window has not passed yet.
-    UpstreamBackoff {
-        /// Seconds left in Spotify's back-off window (`Retry-After`).
-        retry_after_secs: u64,
-    },
     /// All workers busy and the queue full.
     Overloaded,
-    /// Spotify could not be reached (DNS, connect, TLS, reset).
-    UpstreamUnreachable,
-    /// Spotify did not answer within `UPSTREAM_TIMEOUT_SECS`.
-    UpstreamTimeout,
-    /// Spotify answered with a 5xx status.
-    UpstreamServerError(u16),
-    /// Spotify's answer was too large, not JSON, or otherwise unusable.
-    UpstreamBadResponse(&'static str),
+    /// The call to Spotify brought no answer to pass on: back-off window
+    /// open, unreachable, timeout, 5xx, unusable answer. It knows its own
+    /// status, code, description and `Retry-After`.
+    Upstream(upstream::Error),
     /// A bug: a handler panicked.
     Internal,
 }
@@ -101,15 +94,12 @@ impl Error {
             Error::LengthRequired => (411, "length_required"),
             Error::BodyTooLarge { .. } => (413, "payload_too_large"),
             Error::UnsupportedMediaType => (415, "unsupported_media_type"),
-            Error::RateLimited { .. } | Error::UpstreamBackoff { .. } => (429, "too_many_requests"),
+            Error::RateLimited { .. } => (429, "too_many_requests"),
             Error::HeadTooLarge => (431, "request_header_fields_too_large"),
             Error::Internal => (500, "server_error"),
             Error::UnsupportedTransferEncoding => (501, "not_implemented"),
-            Error::UpstreamUnreachable
-            | Error::UpstreamServerError(_)
-            | Error::UpstreamBadResponse(_) => (502, "server_error"),
             Error::Overloaded => (503, "temporarily_unavailable"),
-            Error::UpstreamTimeout => (504, "gateway_timeout"),
+            Error::Upstream(error) => (error.status(), error.code()),
             Error::VersionNotSupported => (505, "http_version_not_supported"),
         }
     }
@@ -117,8 +107,8 @@ impl Error {
     /// Seconds for a `Retry-After` header, for the errors that carry one.
     pub(crate) fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Error::RateLimited { retry_after_secs }
-            | Error::UpstreamBackoff { retry_after_secs } => Some(*retry_after_secs),
+            Error::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Error::Upstream(error) => error.retry_after_secs(),
             Error::Overloaded => Some(1),
             _ => None,
         }
@@ -158,30 +148,20 @@ impl fmt::Display for Error {
             Error::RateLimited { retry_after_secs } => {
                 write!(f, "too many requests; retry after {retry_after_secs} s")
             }
-            Error::UpstreamBackoff { retry_after_secs } => write!(
-                f,
-                "Spotify is rate limiting this app; retry after {retry_after_secs} s"
-            ),
             Error::Overloaded => f.write_str("the server is overloaded; retry shortly"),
-            Error::UpstreamUnreachable => f.write_str("Spotify's accounts service is unreachable"),
-            Error::UpstreamTimeout => {
-                f.write_str("Spotify's accounts service did not answer in time")
-            }
-            Error::UpstreamServerError(status) => {
-                write!(f, "Spotify's accounts service failed with status {status}")
-            }
-            Error::UpstreamBadResponse(why) => {
-                write!(
-                    f,
-                    "Spotify's accounts service sent an unusable answer: {why}"
-                )
-            }
+            Error::Upstream(error) => fmt::Display::fmt(error, f),
             Error::Internal => f.write_str("internal error"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl From<upstream::Error> for Error {
+    fn from(error: upstream::Error) -> Error {
+        Error::Upstream(error)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -203,7 +183,7 @@ mod tests {
                 retry_after_secs: 3,
             },
             Error::Overloaded,
-            Error::UpstreamTimeout,
+            Error::Upstream(upstream::Error::Timeout),
             Error::VersionNotSupported,
         ];
         let statuses: Vec<u16> = all.iter().map(Error::status).collect();

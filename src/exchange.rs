@@ -4,15 +4,13 @@
 //! one shared client, and answers with Spotify's JSON, its refresh token
 //! sealed.
 
-use std::time::Instant;
-
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::fields::Fields;
 use crate::http::{Request, Response};
-use crate::spotify::{Answer, Grant};
 use crate::state::State;
+use crate::upstream::{Answer, Grant};
 
 /// `POST {SWAP_PATH}`: `code`, optional `redirect_uri` and `code_verifier`.
 pub(crate) fn swap(state: &State, request: &Request) -> Result<Response, Error> {
@@ -61,30 +59,19 @@ pub(crate) fn refresh(state: &State, request: &Request) -> Result<Response, Erro
 /// clear) to return sealed under the current key when Spotify's 200
 /// carries no new one.
 fn call_spotify(state: &State, grant: &Grant<'_>, reseal: Option<&str>) -> Result<Response, Error> {
-    let started = Instant::now();
-    let result = state.spotify.call(grant);
-    let upstream_answered = !matches!(&result, Err((Error::UpstreamBackoff { .. }, _)));
-    if upstream_answered {
-        state.metrics.upstream_call(started.elapsed());
+    let call = state.spotify.call(grant);
+    if let Some(duration) = call.duration {
+        state.metrics.upstream_call(duration);
+    }
+    if let Some(kind) = call.failure() {
+        state.metrics.upstream_failure(kind);
     }
     let Answer {
         status,
         mut body,
         retry_after_secs,
-    } = match result {
-        Ok(answer) => answer,
-        Err((error, kind)) => {
-            if let Some(kind) = kind {
-                state.metrics.upstream_failure(kind);
-            }
-            return Err(error);
-        }
-    };
-    if status == 429 {
-        state
-            .metrics
-            .upstream_failure(crate::spotify::FailureKind::RateLimited);
-    }
+        ..
+    } = call.result?;
     if status == 200 {
         seal_refresh_token(state, &mut body, reseal);
     }

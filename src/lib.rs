@@ -13,7 +13,7 @@
 //!    poller enforces the deadlines), and hands a [`http::Request`] to the
 //!    handler;
 //! 3. [`routes`] parses the form or JSON fields and calls
-//! 4. `spotify`, which posts to the accounts service through the one
+//! 4. `upstream`, which posts to the accounts service through the one
 //!    shared `ureq` agent;
 //! 5. [`token`] encrypts the refresh token in the answer (when enabled);
 //! 6. [`http::conn`] writes the JSON response and keeps or closes the
@@ -33,7 +33,6 @@
 
 pub mod config;
 mod cors;
-mod dns;
 mod endpoints;
 mod error;
 mod exchange;
@@ -44,11 +43,10 @@ mod logging;
 mod metrics;
 mod ratelimit;
 mod service;
-mod spotify;
 mod state;
 mod tls;
 pub mod token;
-mod upstream_tcp;
+mod upstream;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -280,7 +278,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let shutdown = server.shutdown_handle();
         spawn("keep-warm", move || {
             while !shutdown.is_shutting_down() {
-                std::thread::sleep(spotify::KEEP_WARM_INTERVAL / 4);
+                std::thread::sleep(upstream::KEEP_WARM_INTERVAL / 4);
                 app.keep_warm();
             }
         })?;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::Stats;
-use crate::spotify::FailureKind;
+use crate::upstream::FailureKind;
 
 /// Upper bounds (seconds) of the upstream latency histogram buckets.
 const LATENCY_BUCKETS_SECS: [f64; 11] = [
@@ -28,7 +28,7 @@ pub(crate) struct Metrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_SECS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
-    upstream_failures: [AtomicU64; ALL_FAILURES.len()],
+    upstream_failures: [AtomicU64; FailureKind::ALL.len()],
     rate_limited: AtomicU64,
     /// Refresh tokens opened under the current key, and under a previous one.
     tokens_opened: [AtomicU64; 2],
@@ -77,7 +77,7 @@ impl Metrics {
 
     /// Counts an upstream failure.
     pub(crate) fn upstream_failure(&self, kind: FailureKind) {
-        self.upstream_failures[failure_index(kind)].fetch_add(1, Ordering::Relaxed);
+        self.upstream_failures[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request refused by `RATE_LIMIT_PER_MINUTE`.
@@ -143,8 +143,8 @@ impl Metrics {
         out.sample(&format!("{name}_count"), "", count);
 
         out.family(&UPSTREAM_FAILURES);
-        for kind in ALL_FAILURES {
-            let failures = load(&self.upstream_failures[failure_index(kind)]);
+        for kind in FailureKind::ALL {
+            let failures = load(&self.upstream_failures[kind.index()]);
             let labels = format!("kind=\"{}\"", kind.label());
             out.sample(UPSTREAM_FAILURES.name, &labels, failures);
         }
@@ -257,26 +257,6 @@ impl Exposition {
         } else {
             let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
         }
-    }
-}
-
-const ALL_FAILURES: [FailureKind; 6] = [
-    FailureKind::Timeout,
-    FailureKind::Dns,
-    FailureKind::Connect,
-    FailureKind::ServerError,
-    FailureKind::RateLimited,
-    FailureKind::BadResponse,
-];
-
-fn failure_index(kind: FailureKind) -> usize {
-    match kind {
-        FailureKind::Timeout => 0,
-        FailureKind::Dns => 1,
-        FailureKind::Connect => 2,
-        FailureKind::ServerError => 3,
-        FailureKind::RateLimited => 4,
-        FailureKind::BadResponse => 5,
     }
 }
 

@@ -11,13 +11,13 @@ use crate::error::Error;
 use crate::http::{Request, Stats};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::spotify::Spotify;
 use crate::token::TokenCipher;
+use crate::upstream;
 
 /// The state requests share.
 pub(crate) struct State {
     pub(crate) config: Config,
-    pub(crate) spotify: Spotify,
+    pub(crate) spotify: upstream::Client,
     /// Refresh-token cipher; `None` with encryption off. Swapped on SIGHUP.
     cipher: RwLock<Option<Arc<TokenCipher>>>,
     /// The secrets in use, to tell what a reload changed.
@@ -39,7 +39,14 @@ impl State {
         let limiter = (config.rate_limit_per_minute > 0)
             .then(|| RateLimiter::new(config.rate_limit_per_minute));
         State {
-            spotify: Spotify::new(&config),
+            spotify: upstream::Client::new(&upstream::Settings {
+                token_url: &config.token_url,
+                extra_roots: &config.extra_roots,
+                timeout: config.upstream_timeout,
+                concurrent_calls: config.worker_threads,
+                client_id: &config.client_id,
+                client_secret: &config.client_secret,
+            }),
             cipher,
             secrets: Mutex::new(secrets),
             limiter,
