@@ -66,6 +66,18 @@ impl Setting {
         names
     }
 
+    /// The value that applies when it is unset, if it has one.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "only the documents' checks ask")
+    )]
+    pub(super) fn default(&self) -> Option<&'static str> {
+        match self.when_unset {
+            WhenUnset::Default(value) => Some(value),
+            WhenUnset::Required | WhenUnset::Off(_) => None,
+        }
+    }
+
     /// Its row of the README's configuration table, in Markdown.
     pub(super) fn readme_row(&self) -> String {
         let name = self.name;
