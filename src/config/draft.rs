@@ -1,0 +1,169 @@
+//! The configuration while it is being read: [`Draft`] holds each setting's
+//! typed value as "not given yet" (`None`) until its row of the table fills
+//! it. The rules that involve more than one setting are checked on the
+//! draft ([`Draft::settle`]); the [`Config`] is built once, at the end, from
+//! values that are all present ([`Draft::into_config`]).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use super::env::Env;
+use super::error::ConfigError;
+use super::secret::Secret;
+use super::{Config, Cors, Listen, TlsFiles};
+
+/// One field per setting's value; `None` until its row of the table fills
+/// it. A setting that is off when unset stays `None`.
+#[derive(Default)]
+pub(crate) struct Draft {
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<Secret>,
+    pub(super) redirect_uri: Option<String>,
+    pub(super) allowed_redirect_uris: Option<Vec<String>>,
+    pub(super) token_url: Option<String>,
+    /// `SPOTIFY_CA_FILE` and the certificates (DER) read from it.
+    pub(super) ca_file: Option<(PathBuf, Vec<Vec<u8>>)>,
+    pub(super) encryption_secret: Option<Secret>,
+    pub(super) encryption_secrets_previous: Option<Vec<Secret>>,
+    pub(super) listen: Option<Listen>,
+    pub(super) worker_threads: Option<usize>,
+    pub(super) swap_path: Option<String>,
+    pub(super) refresh_path: Option<String>,
+    pub(super) cors: Option<Cors>,
+    pub(super) upstream_timeout: Option<Duration>,
+    pub(super) log_level: Option<LevelFilter>,
+    pub(super) rate_limit_per_minute: Option<u32>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_client: Option<usize>,
+    pub(super) trusted_proxies: Option<Vec<IpAddr>>,
+    pub(super) tls_cert: Option<PathBuf>,
+    pub(super) tls_key: Option<PathBuf>,
+    pub(super) metrics: Option<bool>,
+}
+
+impl Draft {
+    /// The rules that involve more than one setting. A value whose own row
+    /// reported a problem is `None` here and is not reported again.
+    pub(super) fn settle(&mut self, env: &Env) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        // systemd socket activation, for this process, wins over LISTEN_ADDR.
+        let pid = std::process::id().to_string();
+        if env.get("LISTEN_FDS").is_some() && env.get("LISTEN_PID") == Some(pid.as_str()) {
+            self.listen = Some(Listen::SocketActivation);
+        }
+        if self.swap_path.is_some() && self.swap_path == self.refresh_path {
+            errors.push(ConfigError::SamePaths);
+        }
+        let previous = self.encryption_secrets_previous.as_ref();
+        if previous.is_some_and(|p| !p.is_empty()) && self.encryption_secret.is_none() {
+            errors.push(ConfigError::PreviousWithoutCurrent);
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            errors.push(ConfigError::HalfTls);
+        }
+        errors
+    }
+
+    /// The configuration, once every setting that is required or has a
+    /// default holds its value; `None` while one does not.
+    pub(super) fn into_config(self) -> Option<Config> {
+        let (ca_file, extra_roots) = match self.ca_file {
+            Some((path, roots)) => (Some(path), roots),
+            None => (None, Vec::new()),
+        };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            _ => None,
+        };
+        Some(Config {
+            client_id: self.client_id?,
+            client_secret: self.client_secret?,
+            redirect_uri: self.redirect_uri?,
+            allowed_redirect_uris: self.allowed_redirect_uris.unwrap_or_default(),
+            token_url: self.token_url?,
+            extra_roots,
+            ca_file,
+            encryption_secret: self.encryption_secret,
+            encryption_secrets_previous: self.encryption_secrets_previous.unwrap_or_default(),
+            listen: self.listen?,
+            worker_threads: self.worker_threads?,
+            swap_path: self.swap_path?,
+            refresh_path: self.refresh_path?,
+            cors: self.cors.unwrap_or(Cors::Off),
+            upstream_timeout: self.upstream_timeout?,
+            log_level: self.log_level?,
+            rate_limit_per_minute: self.rate_limit_per_minute?,
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client?,
+            trusted_proxies: self.trusted_proxies?,
+            tls,
+            metrics: self.metrics?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::{base, with};
+
+    #[test]
+    fn tls_files_are_recorded_and_must_come_in_pairs() {
+        // Loaded where the server starts, not here.
+        let c = with(&[
+            ("TLS_CERT_FILE", "/no/cert.pem"),
+            ("TLS_KEY_FILE", "/no/key.pem"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/no/cert.pem".into(),
+                key: "/no/key.pem".into()
+            })
+        );
+        let errs = with(&[("TLS_KEY_FILE", "/no/key.pem")]).unwrap_err();
+        assert_eq!(errs.0, vec![ConfigError::HalfTls]);
+    }
+
+    #[test]
+    fn previous_secrets_need_a_current_one() {
+        let errs = with(&[(
+            "ENCRYPTION_SECRET_PREVIOUS",
+            "0123456789abcdef0123456789abcdef",
+        )])
+        .unwrap_err();
+        assert_eq!(errs.0, vec![ConfigError::PreviousWithoutCurrent]);
+    }
+
+    #[test]
+    fn swap_and_refresh_paths_must_differ() {
+        let errs = with(&[("SWAP_PATH", "/token"), ("REFRESH_PATH", "/token")]).unwrap_err();
+        assert_eq!(errs.0, vec![ConfigError::SamePaths]);
+    }
+
+    #[test]
+    fn socket_activation_for_this_process_wins_over_the_listen_address() {
+        let pid = std::process::id().to_string();
+        let mut vars: Vec<(&str, &str)> = base();
+        vars.extend([("LISTEN_FDS", "1"), ("LISTEN_ADDR", "127.0.0.1:9")]);
+        let c = Config::from_vars(vars.iter().copied().chain([("LISTEN_PID", pid.as_str())]));
+        assert_eq!(c.unwrap().listen, Listen::SocketActivation);
+        let c = Config::from_vars(vars.iter().copied().chain([("LISTEN_PID", "1")]));
+        assert_eq!(
+            c.unwrap().listen,
+            Listen::Addr("127.0.0.1:9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_draft_missing_a_required_value_makes_no_config() {
+        let mut draft = Draft::default();
+        let settled = draft.settle(&Env::new(base()));
+        assert!(settled.is_empty(), "{settled:?}");
+        assert!(draft.into_config().is_none());
+    }
+}

@@ -1,0 +1,207 @@
+//! What can be wrong with a configuration, and how it is told: one
+//! [`ConfigError`] per problem, each shown as one line that names the
+//! variable (and, for a setting that is not secret, the offending value),
+//! all of them together as [`ConfigErrors`].
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::secret::MIN_ENCRYPTION_SECRET_CHARS;
+
+/// One configuration problem. `Display` names the variable and, for a
+/// setting that is not secret, the offending value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ConfigError {
+    /// A required setting is unset, under every name it may be given.
+    Missing {
+        name: &'static str,
+        alternatives: Vec<String>,
+    },
+    /// A secret is set both directly and through `{name}_FILE`.
+    BothSet { name: &'static str },
+    /// A setting and its alias hold different values.
+    Differ {
+        name: &'static str,
+        alias: &'static str,
+    },
+    /// The value of `var` (the variable it came from) is unusable.
+    Invalid { var: String, problem: Problem },
+    /// `SWAP_PATH` and `REFRESH_PATH` are the same path.
+    SamePaths,
+    /// Older secrets without a current one to encrypt with.
+    PreviousWithoutCurrent,
+    /// Only one of `TLS_CERT_FILE` and `TLS_KEY_FILE` is set.
+    HalfTls,
+}
+
+/// What is wrong with one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Problem {
+    NotWholeNumber(String),
+    OutOfRange { min: String, max: String },
+    Zero,
+    ContainsColon,
+    NotHttpUrl(String),
+    Unreadable { path: PathBuf, error: String },
+    EmptyFile(PathBuf),
+    NotPem(PathBuf),
+    NoCertificate(PathBuf),
+    SecretTooShort,
+    PreviousTooShort,
+    NotHostPort(String),
+    NotPath(String),
+    ReservedPath(String),
+    NotOrigins(Vec<String>),
+    NotIpAddresses(Vec<String>),
+    NotLogLevel(String),
+    NotOnOff(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Missing { name, alternatives } if alternatives.is_empty() => {
+                write!(f, "{name} is required")
+            }
+            ConfigError::Missing { name, alternatives } => {
+                write!(f, "{name} (or {}) is required", alternatives.join(" or "))
+            }
+            // The second is its `_FILE` form (`env::file_var`).
+            ConfigError::BothSet { name } => {
+                write!(f, "{name} and {name}_FILE are both set; set only one")
+            }
+            ConfigError::Differ { name, alias } => {
+                write!(f, "{name} and {alias} differ; set only one")
+            }
+            ConfigError::Invalid { var, problem } => write_problem(f, var, problem),
+            ConfigError::SamePaths => f.write_str("SWAP_PATH and REFRESH_PATH must differ"),
+            ConfigError::PreviousWithoutCurrent => {
+                f.write_str("ENCRYPTION_SECRET_PREVIOUS is set but ENCRYPTION_SECRET is not")
+            }
+            ConfigError::HalfTls => {
+                f.write_str("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
+            }
+        }
+    }
+}
+
+/// One line naming `var` and what is wrong with its value.
+fn write_problem(f: &mut fmt::Formatter<'_>, var: &str, problem: &Problem) -> fmt::Result {
+    const ORIGIN: &str = "like https://app.example.com";
+    match problem {
+        Problem::NotWholeNumber(t) => write!(f, "{var}: '{t}' is not a whole number"),
+        Problem::OutOfRange { min, max } => write!(f, "{var} must be between {min} and {max}"),
+        Problem::Zero => write!(f, "{var} must be at least 1"),
+        Problem::ContainsColon => write!(f, "{var} must not contain ':'"),
+        Problem::NotHttpUrl(t) => write!(f, "{var}: '{t}' is not an http:// or https:// URL"),
+        Problem::Unreadable { path, error } => {
+            write!(f, "{var}: cannot read '{}': {error}", path.display())
+        }
+        Problem::EmptyFile(path) => write!(f, "{var}: '{}' is empty", path.display()),
+        Problem::NotPem(path) => write!(f, "{var}: '{}' is not valid PEM", path.display()),
+        Problem::NoCertificate(path) => {
+            write!(f, "{var}: '{}' holds no certificate", path.display())
+        }
+        Problem::SecretTooShort => write!(
+            f,
+            "{var} must be at least {MIN_ENCRYPTION_SECRET_CHARS} characters \
+             (try: spotify-token-swap generate-secret)"
+        ),
+        Problem::PreviousTooShort => write!(
+            f,
+            "{var}: every secret must be at least {MIN_ENCRYPTION_SECRET_CHARS} characters"
+        ),
+        Problem::NotHostPort(t) => write!(f, "{var}: '{t}' is not a host:port address"),
+        Problem::NotPath(t) => write!(f, "{var}: '{t}' must be a path starting with '/'"),
+        Problem::ReservedPath(t) => write!(f, "{var}: '{t}' is reserved for the server itself"),
+        Problem::NotOrigins(items) => match items.as_slice() {
+            [one] => write!(f, "{var}: '{one}' is not an origin {ORIGIN}"),
+            many => write!(f, "{var}: {} are not origins {ORIGIN}", quoted(many)),
+        },
+        Problem::NotIpAddresses(items) => match items.as_slice() {
+            [one] => write!(f, "{var}: '{one}' is not an IP address"),
+            many => write!(f, "{var}: {} are not IP addresses", quoted(many)),
+        },
+        Problem::NotLogLevel(t) => write!(
+            f,
+            "{var}: '{t}' is not one of error, warn, info, debug, trace"
+        ),
+        Problem::NotOnOff(t) => write!(f, "{var}: '{t}' is not 'on' or 'off'"),
+    }
+}
+
+fn quoted(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("'{i}'")).collect();
+    quoted.join(", ")
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every configuration problem found, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub(crate) Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "configuration error: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::config::testing::with;
+
+    #[test]
+    fn missing_required_variables_are_all_reported() {
+        let errs = Config::from_vars(Vec::<(String, String)>::new()).unwrap_err();
+        assert_eq!(errs.0.len(), 3, "{errs}");
+        assert_eq!(
+            errs.to_string(),
+            "configuration error: SPOTIFY_CLIENT_ID is required\n\
+             configuration error: SPOTIFY_CLIENT_SECRET (or SPOTIFY_CLIENT_SECRET_FILE) is required\n\
+             configuration error: SPOTIFY_REDIRECT_URI (or SPOTIFY_CLIENT_CALLBACK_URL) is required"
+        );
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        let errs = with(&[("WORKER_THREADS", "many"), ("UPSTREAM_TIMEOUT_SECS", "0")]).unwrap_err();
+        assert_eq!(errs.0.len(), 2, "{errs}");
+        assert_eq!(
+            errs.0[0].to_string(),
+            "WORKER_THREADS: 'many' is not a whole number"
+        );
+        assert_eq!(
+            errs.0[1].to_string(),
+            "UPSTREAM_TIMEOUT_SECS must be between 1 and 300"
+        );
+    }
+
+    #[test]
+    fn every_bad_item_of_a_list_is_named_on_one_line() {
+        let errs = with(&[("TRUSTED_PROXIES", "10.0.0.1, proxy, ::1, 300.1.1.1")]).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "configuration error: TRUSTED_PROXIES: 'proxy', '300.1.1.1' are not IP addresses"
+        );
+    }
+
+    #[test]
+    fn one_bad_origin_is_named_in_the_singular() {
+        let errs = with(&[("CORS_ALLOW_ORIGINS", "https://a.example/")]).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "configuration error: CORS_ALLOW_ORIGINS: 'https://a.example/' is not an origin \
+             like https://app.example.com"
+        );
+    }
+}

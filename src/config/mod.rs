@@ -1,0 +1,277 @@
+//! Environment → validated [`Config`], through one table of settings.
+//!
+//! `settings.rs` lists every variable once (`SETTINGS`): its name, aliases,
+//! `_FILE` form, default, whether it is secret, one line of description, a
+//! parser into its typed value and how `check-config` shows it. Parsing
+//! ([`Config::from_vars`]), `check-config` ([`Config::describe`]) and the
+//! README's configuration table all come from it.
+//!
+//! Everything is parsed once, at start, in one pass: each row parses its
+//! variable into its field of a draft (`draft.rs`), where a value not given
+//! yet is `None`; the rules that involve more than one setting are checked
+//! there; the `Config` is built at the end, from values that are all
+//! present. A required setting that is missing is a problem, and then no
+//! `Config` is made. Every problem is collected ([`ConfigErrors`]), so an
+//! operator sees all of them at once, one line each, naming the variable —
+//! never a secret's value. Secrets live in [`Secret`], whose `Debug` and
+//! `Display` print `[redacted]`.
+//!
+//! The files, top down: `settings.rs` (the table) over `setting.rs` (what a
+//! row is and how it is read) and `parse.rs` (text → typed value);
+//! `draft.rs` (values not given yet → the `Config`); `env.rs` (which
+//! variable gives a value, and its text); `error.rs` (what can be wrong,
+//! one line each); `secret.rs`. The tests in `consistency/` hold the README
+//! and `systemd/` to the table.
+
+mod draft;
+mod env;
+mod error;
+mod parse;
+mod secret;
+mod setting;
+mod settings;
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+pub(crate) use error::ConfigError;
+pub use error::ConfigErrors;
+pub use secret::Secret;
+
+use draft::Draft;
+use env::Env;
+use settings::SETTINGS;
+
+/// Which browser origins may call the token endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cors {
+    /// No CORS headers at all (the default).
+    Off,
+    /// Any origin (`CORS_ALLOW_ORIGINS=*`).
+    Any,
+    /// Exactly these origins.
+    List(Vec<String>),
+}
+
+impl Cors {
+    /// Whether a request's `Origin` is allowed.
+    pub(crate) fn allows(&self, origin: &str) -> bool {
+        match self {
+            Cors::Off => false,
+            Cors::Any => true,
+            Cors::List(list) => list.iter().any(|o| o == origin),
+        }
+    }
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Listen {
+    /// Bind this address.
+    Addr(SocketAddr),
+    /// Take the listener passed by systemd socket activation (fd 3).
+    SocketActivation,
+}
+
+/// Certificate and key files for serving HTTPS directly. Only the paths:
+/// the server loads them when it starts (and again on `SIGHUP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
+    pub(crate) redirect_uri: String,
+    /// Extra redirect URIs a client may name in `/swap`.
+    pub(crate) allowed_redirect_uris: Vec<String>,
+    /// Full URL of the token endpoint, `{base}/api/token`.
+    pub(crate) token_url: String,
+    /// Extra trusted root certificates (DER) from `SPOTIFY_CA_FILE`.
+    pub(crate) extra_roots: Vec<Vec<u8>>,
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Current encryption secret; `None` leaves refresh tokens in clear.
+    pub(crate) encryption_secret: Option<Secret>,
+    /// Older secrets, accepted for decryption only.
+    pub(crate) encryption_secrets_previous: Vec<Secret>,
+    pub(crate) listen: Listen,
+    pub(crate) worker_threads: usize,
+    pub(crate) swap_path: String,
+    pub(crate) refresh_path: String,
+    pub(crate) cors: Cors,
+    pub(crate) upstream_timeout: Duration,
+    /// `LOG_LEVEL`: the most verbose records logged.
+    pub log_level: LevelFilter,
+    pub(crate) rate_limit_per_minute: u32,
+    /// `MAX_CONNECTIONS`; `None`: sized from `RLIMIT_NOFILE` at start.
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_client: usize,
+    pub(crate) trusted_proxies: Vec<IpAddr>,
+    pub(crate) tls: Option<TlsFiles>,
+    pub(crate) metrics: bool,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigErrors> {
+        Config::from_vars(env::process_vars())
+    }
+
+    /// Builds the configuration from `(name, value)` pairs, so tests never
+    /// touch the process environment: each of the settings in turn into a
+    /// draft, then the rules that involve more than one, then the `Config`.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Config, ConfigErrors>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let env = Env::new(vars);
+        let mut draft = Draft::default();
+        let mut errors: Vec<ConfigError> = SETTINGS
+            .iter()
+            .filter_map(|setting| setting.apply(&env, &mut draft).err())
+            .collect();
+        errors.extend(draft.settle(&env));
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        // A row that is required or has a default either filled its field
+        // or reported a problem, so with no problem every field is there
+        // (`defaults_match_the_spec` builds one from the fewest variables).
+        Ok(draft
+            .into_config()
+            .expect("every required or defaulted setting is filled or reported"))
+    }
+
+    /// Whether `uri` may be sent as `redirect_uri` in a swap.
+    pub(crate) fn redirect_uri_allowed(&self, uri: &str) -> bool {
+        uri == self.redirect_uri || self.allowed_redirect_uris.iter().any(|u| u == uri)
+    }
+
+    /// The effective configuration for `check-config`, one `NAME=value`
+    /// line per setting, secrets redacted.
+    pub fn describe(&self) -> String {
+        let mut text = String::new();
+        for setting in SETTINGS {
+            let _ = writeln!(text, "{}={}", setting.name, (setting.show)(self));
+        }
+        let _ = writeln!(text, "token endpoint={}", self.token_url);
+        text
+    }
+}
+
+#[cfg(test)]
+mod consistency;
+
+/// The fewest variables that make a configuration, for tests.
+#[cfg(test)]
+mod testing {
+    use super::{Config, ConfigErrors};
+
+    /// The three required settings.
+    pub(super) fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("SPOTIFY_CLIENT_ID", "cid"),
+            ("SPOTIFY_CLIENT_SECRET", "csecret-value"),
+            ("SPOTIFY_REDIRECT_URI", "myapp://callback"),
+        ]
+    }
+
+    /// The required settings and `extra`.
+    pub(super) fn with(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigErrors> {
+        let mut vars = base();
+        vars.extend_from_slice(extra);
+        Config::from_vars(vars)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::with;
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.listen, Listen::Addr("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.worker_threads, 32);
+        assert_eq!(c.swap_path, "/swap");
+        assert_eq!(c.refresh_path, "/refresh");
+        assert_eq!(c.token_url, "https://accounts.spotify.com/api/token");
+        assert_eq!(c.upstream_timeout, Duration::from_secs(10));
+        assert_eq!(c.log_level, LevelFilter::Info);
+        assert_eq!(c.rate_limit_per_minute, 60);
+        assert_eq!(c.max_connections_per_client, 256);
+        assert_eq!(c.max_connections, None);
+        assert_eq!(c.cors, Cors::Off);
+        assert!(c.encryption_secret.is_none());
+        assert_eq!(
+            c.trusted_proxies,
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn check_config_shows_the_rate_limit_and_its_burst() {
+        let on = with(&[]).unwrap().describe();
+        assert!(
+            on.contains("RATE_LIMIT_PER_MINUTE=60 (per client address, burst 10)\n"),
+            "{on}"
+        );
+        let off = with(&[("RATE_LIMIT_PER_MINUTE", "0")]).unwrap().describe();
+        assert!(off.contains("RATE_LIMIT_PER_MINUTE=0 (off)\n"), "{off}");
+    }
+
+    #[test]
+    fn check_config_shows_every_setting_once() {
+        let text = with(&[]).unwrap().describe();
+        for setting in SETTINGS {
+            let prefix = format!("{}=", setting.name);
+            assert_eq!(
+                text.lines().filter(|l| l.starts_with(&prefix)).count(),
+                1,
+                "{}:\n{text}",
+                setting.name
+            );
+        }
+    }
+
+    #[test]
+    fn secret_debug_output_is_redacted() {
+        let c = with(&[("ENCRYPTION_SECRET", "0123456789abcdef0123456789abcdef")]).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("csecret-value"), "{debug}");
+        assert!(!debug.contains("0123456789abcdef"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+        assert!(!c.describe().contains("csecret-value"));
+    }
+
+    #[test]
+    fn cors_star_allows_any_origin() {
+        let c = with(&[("CORS_ALLOW_ORIGINS", "*")]).unwrap();
+        assert!(c.cors.allows("https://anything.example"));
+        let c = with(&[("CORS_ALLOW_ORIGINS", "https://a.example, https://b.example")]).unwrap();
+        assert!(c.cors.allows("https://b.example"));
+        assert!(!c.cors.allows("https://c.example"));
+    }
+
+    #[test]
+    fn redirect_uri_allow_list() {
+        let c = with(&[("ALLOWED_REDIRECT_URIS", "other://cb,third://cb")]).unwrap();
+        assert!(c.redirect_uri_allowed("myapp://callback"));
+        assert!(c.redirect_uri_allowed("third://cb"));
+        assert!(!c.redirect_uri_allowed("evil://cb"));
+    }
+}

@@ -1,0 +1,372 @@
+//! The settings table: every environment variable the server reads, one
+//! row each — its name, aliases, `_FILE` form, default, whether it is
+//! secret, its line in the README, the parser that fills its field and how
+//! `check-config` shows it. Parsing, `check-config` and the README's
+//! configuration table all come from here, so this is the one list of
+//! variables (tests hold `systemd/` and the README to it).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::env::{Fallback, Form};
+use super::error::Problem;
+use super::parse::{
+    TOKEN_PATH, at_least_one, cors, endpoint_path, ip_addresses, list, listen_addr, log_level,
+    on_off, pem_certs, token_url, too_short, whole_number, whole_number_between,
+};
+use super::secret::Secret;
+use super::setting::{Setting, WhenUnset, set};
+use super::{Cors, Listen};
+
+/// Listen address when neither `LISTEN_ADDR` nor `PORT` is set.
+pub(crate) const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+/// Upper bound on `WORKER_THREADS`: each worker is a thread with its own stack.
+pub(crate) const MAX_WORKER_THREADS: usize = 1024;
+/// Largest accepted `UPSTREAM_TIMEOUT_SECS`.
+pub(crate) const MAX_UPSTREAM_TIMEOUT_SECS: u64 = 300;
+
+/// Every setting, in the order `check-config` and the README list them.
+pub(crate) static SETTINGS: &[Setting] = &[
+    Setting {
+        name: "SPOTIFY_CLIENT_ID",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Required,
+        about: "the Spotify app's client id",
+        parse: |d, v| {
+            // It becomes the user part of HTTP Basic authentication.
+            if v.contains(':') {
+                return Err(Problem::ContainsColon);
+            }
+            set(&mut d.client_id, v.to_string())
+        },
+        show: |c| c.client_id.clone(),
+    },
+    Setting {
+        name: "SPOTIFY_CLIENT_SECRET",
+        form: Form::SECRET,
+        when_unset: WhenUnset::Required,
+        about: "the app's client secret",
+        parse: |d, v| set(&mut d.client_secret, Secret::new(v)),
+        show: |c| c.client_secret.to_string(),
+    },
+    Setting {
+        name: "SPOTIFY_REDIRECT_URI",
+        // The name the Ruby service used.
+        form: Form {
+            aliases: &["SPOTIFY_CLIENT_CALLBACK_URL"],
+            ..Form::PLAIN
+        },
+        when_unset: WhenUnset::Required,
+        about: "the redirect URI registered for the app",
+        parse: |d, v| set(&mut d.redirect_uri, v.to_string()),
+        show: |c| c.redirect_uri.clone(),
+    },
+    Setting {
+        name: "SPOTIFY_ACCOUNTS_URL",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default("https://accounts.spotify.com"),
+        about: "base URL; the token endpoint is `{base}/api/token`",
+        parse: |d, v| set(&mut d.token_url, token_url(v)?),
+        show: |c| c.token_url.trim_end_matches(TOKEN_PATH).to_string(),
+    },
+    Setting {
+        name: "SPOTIFY_CA_FILE",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off(""),
+        about: "PEM file of root certificates to trust for the accounts connection instead \
+                of the built-in (Mozilla) roots — for TLS-inspecting proxies and tests",
+        parse: |d, v| set(&mut d.ca_file, (PathBuf::from(v), pem_certs(Path::new(v))?)),
+        show: |c| match &c.ca_file {
+            Some(path) => format!("{} ({} certificates)", path.display(), c.extra_roots.len()),
+            None => "(built-in roots)".into(),
+        },
+    },
+    Setting {
+        name: "ENCRYPTION_SECRET",
+        form: Form::SECRET,
+        when_unset: WhenUnset::Off("(off)"),
+        about: "enables refresh-token encryption; at least 32 characters \
+                (`generate-secret` makes one)",
+        parse: |d, v| {
+            let secret = Secret::new(v);
+            let short = too_short(&secret);
+            // Kept even when too short: the problem is reported once, here.
+            d.encryption_secret = Some(secret);
+            if short {
+                return Err(Problem::SecretTooShort);
+            }
+            Ok(())
+        },
+        show: |c| match &c.encryption_secret {
+            Some(secret) => format!("{secret} (encryption on)"),
+            None => "(unset: refresh tokens are returned in clear)".into(),
+        },
+    },
+    Setting {
+        name: "ENCRYPTION_SECRET_PREVIOUS",
+        form: Form::SECRET,
+        when_unset: WhenUnset::Off(""),
+        about: "comma-separated older secrets, accepted for decryption only",
+        parse: |d, v| {
+            let secrets: Vec<Secret> = list(v).into_iter().map(Secret::new).collect();
+            let short = secrets.iter().any(too_short);
+            // Kept even when one is too short, so that previous secrets
+            // without a current one are still reported.
+            d.encryption_secrets_previous = Some(secrets);
+            if short {
+                return Err(Problem::PreviousTooShort);
+            }
+            Ok(())
+        },
+        show: |c| format!("{} secret(s)", c.encryption_secrets_previous.len()),
+    },
+    Setting {
+        name: "LISTEN_ADDR",
+        // Platforms that assign the port set `PORT` and expect every interface.
+        form: Form {
+            fallback: Some(Fallback {
+                name: "PORT",
+                to_value: |port| format!("0.0.0.0:{port}"),
+            }),
+            ..Form::PLAIN
+        },
+        when_unset: WhenUnset::Default(DEFAULT_LISTEN_ADDR),
+        about: "`host:port` to bind; if unset and `PORT` is set, `0.0.0.0:$PORT`",
+        parse: |d, v| set(&mut d.listen, Listen::Addr(listen_addr(v)?)),
+        show: |c| match &c.listen {
+            Listen::Addr(addr) => addr.to_string(),
+            Listen::SocketActivation => "systemd socket (LISTEN_FDS)".into(),
+        },
+    },
+    Setting {
+        name: "WORKER_THREADS",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default("32"),
+        about: "size of the fixed pool of request workers (1–1024); a connection waiting for \
+                bytes holds none",
+        parse: |d, v| {
+            set(
+                &mut d.worker_threads,
+                whole_number_between(v, 1, MAX_WORKER_THREADS)?,
+            )
+        },
+        show: |c| c.worker_threads.to_string(),
+    },
+    Setting {
+        name: "MAX_CONNECTIONS",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off("from `RLIMIT_NOFILE`"),
+        about: "open connections at most. At start the server raises its soft open-files \
+                limit to the hard one, and by default keeps one descriptor per worker and 64 \
+                more for itself (4,000 under the shipped unit's `LimitNOFILE=4096`); past it, \
+                a new connection gets `503` with `Retry-After` (closed without a word on an \
+                HTTPS port)",
+        parse: |d, v| set(&mut d.max_connections, at_least_one(v)?),
+        show: |c| match c.max_connections {
+            Some(n) => n.to_string(),
+            None => "(from RLIMIT_NOFILE at start)".into(),
+        },
+    },
+    Setting {
+        name: "SWAP_PATH",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default("/swap"),
+        about: "path of the endpoint that swaps a code for tokens",
+        parse: |d, v| set(&mut d.swap_path, endpoint_path(v)?),
+        show: |c| c.swap_path.clone(),
+    },
+    Setting {
+        name: "REFRESH_PATH",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default("/refresh"),
+        about: "path of the endpoint that refreshes an access token",
+        parse: |d, v| set(&mut d.refresh_path, endpoint_path(v)?),
+        show: |c| c.refresh_path.clone(),
+    },
+    Setting {
+        name: "ALLOWED_REDIRECT_URIS",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off(""),
+        about: "extra redirect URIs a client may name in `/swap` (comma-separated)",
+        parse: |d, v| set(&mut d.allowed_redirect_uris, list(v)),
+        show: |c| c.allowed_redirect_uris.join(","),
+    },
+    Setting {
+        name: "CORS_ALLOW_ORIGINS",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off("(CORS off)"),
+        about: "comma-separated origins, or `*`",
+        parse: |d, v| set(&mut d.cors, cors(v)?),
+        show: |c| match &c.cors {
+            Cors::Off => "off".into(),
+            Cors::Any => "*".into(),
+            Cors::List(origins) => origins.join(","),
+        },
+    },
+    Setting {
+        name: "UPSTREAM_TIMEOUT_SECS",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default("10"),
+        about: "whole-call limit for one request to Spotify (1–300)",
+        parse: |d, v| {
+            let secs = whole_number_between(v, 1, MAX_UPSTREAM_TIMEOUT_SECS)?;
+            set(&mut d.upstream_timeout, Duration::from_secs(secs))
+        },
+        show: |c| c.upstream_timeout.as_secs().to_string(),
+    },
+    Setting {
+        name: "LOG_LEVEL",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default("info"),
+        about: "`error`, `warn`, `info`, `debug`, `trace`",
+        parse: |d, v| set(&mut d.log_level, log_level(v)?),
+        show: |c| c.log_level.as_str().to_ascii_lowercase(),
+    },
+    Setting {
+        name: "RATE_LIMIT_PER_MINUTE",
+        form: Form::PLAIN,
+        // A user needs about two an hour, so even an address shared by a
+        // thousand (carrier-grade NAT) fits.
+        when_unset: WhenUnset::Default("60"),
+        about: "token requests per client address per minute, with a burst of 10 s worth (at \
+                least 10, or the rate if lower: 60 a minute allows 10 at once, then one a \
+                second); excess gets 429, and one warning per client per minute is logged (its \
+                address only); raise it for addresses shared by many users, `0` turns it off \
+                (see [Rate limit](#rate-limit))",
+        parse: |d, v| set(&mut d.rate_limit_per_minute, whole_number(v)?),
+        show: |c| match c.rate_limit_per_minute {
+            0 => "0 (off)".into(),
+            n => format!(
+                "{n} (per client address, burst {})",
+                crate::ratelimit::burst(n)
+            ),
+        },
+    },
+    Setting {
+        name: "MAX_CONNECTIONS_PER_CLIENT",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default("256"),
+        about: "concurrent connections one client address may hold; further ones get `503` \
+                with `Retry-After` (closed without a word on an HTTPS port); trusted proxies \
+                are exempt (see [Limits](#limits))",
+        parse: |d, v| set(&mut d.max_connections_per_client, at_least_one(v)?),
+        show: |c| c.max_connections_per_client.to_string(),
+    },
+    Setting {
+        name: "TRUSTED_PROXIES",
+        // Set but empty: no proxy is trusted.
+        form: Form {
+            empty_is_a_value: true,
+            ..Form::PLAIN
+        },
+        when_unset: WhenUnset::Default("127.0.0.1,::1"),
+        about: "peers exempt from the connection cap, whose `X-Forwarded-For` names the client \
+                (its right-most entry that is not itself a trusted proxy)",
+        parse: |d, v| set(&mut d.trusted_proxies, ip_addresses(v)?),
+        show: |c| {
+            let proxies: Vec<String> = c.trusted_proxies.iter().map(IpAddr::to_string).collect();
+            proxies.join(",")
+        },
+    },
+    Setting {
+        name: "METRICS",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default("on"),
+        about: "`off` removes `/metrics` (see [Monitoring](#monitoring))",
+        parse: |d, v| set(&mut d.metrics, on_off(v)?),
+        show: |c| if c.metrics { "on" } else { "off" }.into(),
+    },
+    Setting {
+        name: "TLS_CERT_FILE",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off(""),
+        about: "serve HTTPS directly: PEM certificate chain, set together with \
+                `TLS_KEY_FILE`; both are re-read on `SIGHUP` \
+                (see [Serving HTTPS directly](#serving-https-directly))",
+        parse: |d, v| set(&mut d.tls_cert, PathBuf::from(v)),
+        show: |c| match &c.tls {
+            Some(files) => format!("{} (HTTPS on)", files.cert.display()),
+            None => "(unset: plain HTTP)".into(),
+        },
+    },
+    Setting {
+        name: "TLS_KEY_FILE",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off(""),
+        about: "the certificate's private key (PEM), set together with `TLS_CERT_FILE`",
+        parse: |d, v| set(&mut d.tls_key, PathBuf::from(v)),
+        show: |c| match &c.tls {
+            Some(files) => files.key.display().to_string(),
+            None => "(unset)".into(),
+        },
+    },
+];
+
+/// The README's configuration table, in Markdown: one row per setting
+/// (a test checks that README.md holds exactly this).
+#[cfg_attr(not(test), expect(dead_code, reason = "only the README test calls it"))]
+pub(crate) fn settings_table() -> String {
+    let mut table = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for setting in SETTINGS {
+        table.push_str(&setting.readme_row());
+        table.push('\n');
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::config::testing::base;
+
+    #[test]
+    fn secrets_never_show_in_check_config_nor_in_problems() {
+        let secrets: Vec<&str> = SETTINGS
+            .iter()
+            .filter(|s| s.form.secret)
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(secrets.len(), 3);
+        let mut vars: Vec<(String, String)> = base()
+            .into_iter()
+            .filter(|(name, _)| !secrets.contains(name))
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        for (i, name) in secrets.iter().enumerate() {
+            vars.push((
+                name.to_string(),
+                format!("s{i}-plugh-0123456789abcdefghijklmnop"),
+            ));
+        }
+        let text = Config::from_vars(vars.clone()).unwrap().describe();
+        let long = vars.clone();
+        // Cut to 20 characters, both encryption secrets are too short.
+        vars.iter_mut().for_each(|(_, v)| v.truncate(20));
+        let problems = Config::from_vars(vars.clone()).unwrap_err().to_string();
+        assert_eq!(problems.lines().count(), 2, "{problems}");
+        for (name, value) in long.iter().chain(&vars) {
+            if secrets.contains(&name.as_str()) {
+                assert!(!text.contains(value.as_str()), "{name}:\n{text}");
+                assert!(!problems.contains(value.as_str()), "{name}:\n{problems}");
+            }
+        }
+        assert!(
+            text.contains("SPOTIFY_CLIENT_SECRET=[redacted]\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_name_is_listed_once() {
+        let mut names: Vec<String> = SETTINGS
+            .iter()
+            .flat_map(|s| std::iter::once(s.name.to_string()).chain(s.alternatives()))
+            .collect();
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count, "{names:?}");
+    }
+}
