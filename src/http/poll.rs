@@ -14,13 +14,14 @@
 //! connections — no handshakes, no decryption.
 
 use std::net::{IpAddr, TcpListener};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::Handler;
 use super::conn::{self, Conn, Env, Phase};
-use super::epoll::{Epoll, Event, EventFd, GONE, READABLE};
+use super::epoll::{Epoll, EventFd, Events, GONE, READABLE};
 use super::server::{Cap, Shared};
 
 /// Token of the listener in the epoll set.
@@ -28,7 +29,10 @@ const LISTENER: u64 = u64::MAX;
 /// Token of the wake-up eventfd.
 const WAKE: u64 = u64::MAX - 1;
 /// Readiness reports taken per `epoll_wait`.
-const EVENTS_PER_WAIT: usize = 256;
+const EVENTS_PER_WAIT: NonZeroUsize = match NonZeroUsize::new(256) {
+    Some(n) => n,
+    None => unreachable!(),
+};
 /// Connections accepted per readiness report of the listener, so a burst
 /// of new clients does not keep ready ones waiting.
 const ACCEPTS_PER_TURN: usize = 128;
@@ -212,7 +216,7 @@ pub(crate) fn run<H: Handler>(
         accept_paused_until: None,
         last_accept_error_log: None,
         stopping: None,
-        ready: Vec::with_capacity(EVENTS_PER_WAIT),
+        ready: Vec::with_capacity(EVENTS_PER_WAIT.get()),
     };
     poller.run()
 }
@@ -223,7 +227,7 @@ impl<H: Handler> Poller<'_, H> {
     }
 
     fn run(&mut self) -> std::io::Result<Instant> {
-        let mut events: Vec<Event> = Vec::with_capacity(EVENTS_PER_WAIT);
+        let mut events = Events::new(EVENTS_PER_WAIT);
         loop {
             let timeout = self.timeout();
             self.waiting().epoll.wait(&mut events, timeout)?;
@@ -232,7 +236,7 @@ impl<H: Handler> Poller<'_, H> {
             let mut table = shared.waiting.table();
             let mut gone = Vec::new();
             let mut late = Vec::new();
-            for event in &events {
+            for event in events.iter() {
                 let Some(conn) = table.take(event.token()) else {
                     continue;
                 };
@@ -253,7 +257,7 @@ impl<H: Handler> Poller<'_, H> {
             drop(table);
             drop(gone);
             self.expire_all(late);
-            for event in &events {
+            for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKE => {
