@@ -337,9 +337,7 @@ impl App {
 
 impl Handler for App {
     fn handle(&self, request: &Request) -> Response {
-        let response = self
-            .route(request)
-            .unwrap_or_else(|error| Response::error(&error));
+        let response = self.route(request).unwrap_or_else(|error| error.response());
         match self.endpoint(&request.path) {
             Endpoint::Swap | Endpoint::Refresh => {
                 // RFC 6749 §5.1: token responses must not be cached.
