@@ -164,7 +164,7 @@ fn no_endpoint(request: &Request) -> Response {
     if request.method == "OPTIONS" && request.path == "*" {
         return Response::empty(204).with_header("Allow", "GET, HEAD, POST, OPTIONS");
     }
-    Response::error(&Error::NotFound)
+    Error::NotFound.response()
 }
 
 /// The application: the shared state and the table's paths.
@@ -215,7 +215,7 @@ impl Handler for App {
         };
         let response = endpoint
             .answer(&self.state, request)
-            .unwrap_or_else(|error| Response::error(&error));
+            .unwrap_or_else(|error| error.response());
         endpoint.decorate(&self.state, request, response)
     }
 

@@ -1,12 +1,15 @@
-//! The one error type of request handling.
+//! The app's error type: every way the app refuses or fails a request.
 //!
-//! Every way a request can fail is a variant here, and each variant knows its
-//! HTTP status and OAuth error code, so neither the HTTP layer nor the routes
-//! ever pick status numbers by hand. `Display` is the human-readable
-//! `error_description`; it never contains a secret, code or token.
+//! Each variant knows its HTTP status and OAuth error code, and
+//! [`Error::response`] turns it into its answer, so the routes never pick
+//! status numbers by hand. `Display` is the human-readable
+//! `error_description`; it never contains a secret, code or token. The
+//! answers the HTTP layer gives by itself (a request it cannot read, a
+//! timeout, no room, a handler panic) are its own `http::Error`.
 
 use std::fmt;
 
+use crate::http::Response;
 use crate::upstream;
 
 /// A failed request: what went wrong, as the client will be told.
@@ -31,40 +34,17 @@ pub enum Error {
         /// The `Allow` header's value: the methods this path takes.
         allow: &'static str,
     },
-    /// The request head did not arrive within the head deadline.
-    HeadTimeout,
-    /// The request body did not arrive within the body deadline.
-    BodyTimeout,
-    /// A POST without `Content-Length` or chunked encoding.
-    LengthRequired,
-    /// The body is larger than the limit.
-    BodyTooLarge {
-        /// The largest body accepted, in bytes.
-        limit: usize,
-    },
-    /// The request is not HTTP/1.0 or HTTP/1.1.
-    VersionNotSupported,
     /// The content type is neither form nor JSON.
     UnsupportedMediaType,
-    /// The request head is too large or has too many header lines.
-    HeadTooLarge,
-    /// The request violates HTTP framing or syntax.
-    BadRequest(&'static str),
-    /// A `Transfer-Encoding` other than `chunked`.
-    UnsupportedTransferEncoding,
     /// The client exceeded `RATE_LIMIT_PER_MINUTE`.
     RateLimited {
         /// Seconds until the client may try again (`Retry-After`).
         retry_after_secs: u64,
     },
-    /// All workers busy and the queue full.
-    Overloaded,
     /// The call to Spotify brought no answer to pass on: back-off window
     /// open, unreachable, timeout, 5xx, unusable answer. It knows its own
     /// status, code, description and `Retry-After`.
     Upstream(upstream::Error),
-    /// A bug: a handler panicked.
-    Internal,
 }
 
 impl Error {
@@ -85,22 +65,13 @@ impl Error {
             | Error::EmptyField(_)
             | Error::RepeatedField(_)
             | Error::MalformedBody(_)
-            | Error::RedirectUriNotAllowed
-            | Error::BadRequest(_) => (400, "invalid_request"),
+            | Error::RedirectUriNotAllowed => (400, "invalid_request"),
             Error::InvalidRefreshToken => (400, "invalid_grant"),
             Error::NotFound => (404, "not_found"),
             Error::MethodNotAllowed { .. } => (405, "method_not_allowed"),
-            Error::HeadTimeout | Error::BodyTimeout => (408, "request_timeout"),
-            Error::LengthRequired => (411, "length_required"),
-            Error::BodyTooLarge { .. } => (413, "payload_too_large"),
             Error::UnsupportedMediaType => (415, "unsupported_media_type"),
             Error::RateLimited { .. } => (429, "too_many_requests"),
-            Error::HeadTooLarge => (431, "request_header_fields_too_large"),
-            Error::Internal => (500, "server_error"),
-            Error::UnsupportedTransferEncoding => (501, "not_implemented"),
-            Error::Overloaded => (503, "temporarily_unavailable"),
             Error::Upstream(error) => (error.status(), error.code()),
-            Error::VersionNotSupported => (505, "http_version_not_supported"),
         }
     }
 
@@ -109,9 +80,23 @@ impl Error {
         match self {
             Error::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             Error::Upstream(error) => error.retry_after_secs(),
-            Error::Overloaded => Some(1),
             _ => None,
         }
+    }
+}
+
+impl Error {
+    /// The answer: `{"error": code, "error_description": text}` with the
+    /// error's status, and its `Retry-After` / `Allow` headers.
+    pub(crate) fn response(&self) -> Response {
+        let mut response = Response::error(self.status(), self.code(), &self.to_string());
+        if let Some(secs) = self.retry_after_secs() {
+            response = response.with_header("Retry-After", secs.to_string());
+        }
+        if let Error::MethodNotAllowed { allow } = self {
+            response = response.with_header("Allow", *allow);
+        }
+        response
     }
 }
 
@@ -128,29 +113,13 @@ impl fmt::Display for Error {
             Error::InvalidRefreshToken => f.write_str("the refresh token is invalid"),
             Error::NotFound => f.write_str("no such endpoint"),
             Error::MethodNotAllowed { allow } => write!(f, "method not allowed; use {allow}"),
-            Error::HeadTimeout => f.write_str("the request head was not received in time"),
-            Error::BodyTimeout => f.write_str("the request body was not received in time"),
-            Error::LengthRequired => {
-                f.write_str("a request body needs Content-Length or chunked encoding")
-            }
-            Error::BodyTooLarge { limit } => {
-                write!(f, "the request body is larger than {limit} bytes")
-            }
-            Error::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
             Error::UnsupportedMediaType => f.write_str(
                 "the content type must be application/x-www-form-urlencoded or application/json",
             ),
-            Error::HeadTooLarge => f.write_str("the request head is too large"),
-            Error::BadRequest(why) => write!(f, "malformed request: {why}"),
-            Error::UnsupportedTransferEncoding => {
-                f.write_str("only the chunked transfer encoding is supported")
-            }
             Error::RateLimited { retry_after_secs } => {
                 write!(f, "too many requests; retry after {retry_after_secs} s")
             }
-            Error::Overloaded => f.write_str("the server is overloaded; retry shortly"),
             Error::Upstream(error) => fmt::Display::fmt(error, f),
-            Error::Internal => f.write_str("internal error"),
         }
     }
 }
@@ -174,25 +143,15 @@ mod tests {
             Error::InvalidRefreshToken,
             Error::NotFound,
             Error::MethodNotAllowed { allow: "POST" },
-            Error::HeadTimeout,
-            Error::LengthRequired,
-            Error::BodyTooLarge { limit: 8192 },
             Error::UnsupportedMediaType,
-            Error::HeadTooLarge,
             Error::RateLimited {
                 retry_after_secs: 3,
             },
-            Error::Overloaded,
             Error::Upstream(upstream::Error::Timeout),
-            Error::VersionNotSupported,
         ];
         let statuses: Vec<u16> = all.iter().map(Error::status).collect();
-        assert_eq!(
-            statuses,
-            [
-                400, 400, 404, 405, 408, 411, 413, 415, 431, 429, 503, 504, 505
-            ]
-        );
+        // The HTTP layer's own (408, 411, 413, 431, 503, 505): http/error.rs.
+        assert_eq!(statuses, [400, 400, 404, 405, 415, 429, 504]);
     }
 
     #[test]
@@ -210,7 +169,6 @@ mod tests {
             .retry_after_secs(),
             Some(7)
         );
-        assert_eq!(Error::Overloaded.retry_after_secs(), Some(1));
         assert_eq!(Error::NotFound.retry_after_secs(), None);
     }
 
@@ -220,5 +178,31 @@ mod tests {
             Error::RepeatedField("code").to_string(),
             "the field 'code' appears more than once"
         );
+    }
+
+    #[test]
+    fn error_response_is_json_with_code_and_description() {
+        let r = Error::MissingField("code").response();
+        assert_eq!(r.status, 400);
+        assert_eq!(r.content_type, "application/json");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"], "invalid_request");
+        assert_eq!(v["error_description"], "the field 'code' is required");
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow() {
+        let r = Error::MethodNotAllowed { allow: "POST" }.response();
+        assert_eq!(r.header("allow"), Some("POST"));
+    }
+
+    #[test]
+    fn rate_limited_answer_carries_retry_after() {
+        let r = Error::RateLimited {
+            retry_after_secs: 7,
+        }
+        .response();
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("Retry-After"), Some("7"));
     }
 }

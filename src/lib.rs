@@ -6,22 +6,26 @@
 //!
 //! How one `/swap` request flows, file by file:
 //!
-//! 1. the poller (`http::poll`) accepts the connection and waits for its
-//!    bytes; once they arrive, `http::server` queues it for a worker of
-//!    the fixed pool;
-//! 2. [`http::conn`] takes in the head and body within their limits (the
+//! 1. the poller (`http/poll.rs`) accepts the connection, counts it against
+//!    the caps (`http/admission.rs`) and parks it among the waiting ones
+//!    (`http/waiting.rs`); once its bytes arrive, it queues it
+//!    (`http/queue.rs`) for a worker of the fixed pool (`http/server.rs`);
+//! 2. the worker gives the connection a turn (`http/conn.rs`): it reads
+//!    through `http/transport.rs` (plain or TLS), takes in the head
+//!    (`http/head.rs`) and body (`http/body.rs`) within their limits (the
 //!    poller enforces the deadlines), and hands a [`http::Request`] to the
-//!    handler;
+//!    handler (`http/answer.rs`);
 //! 3. [`routes`] parses the form or JSON fields and calls
 //! 4. `upstream`, which posts to the accounts service through the one
 //!    shared `ureq` agent;
 //! 5. [`token`] encrypts the refresh token in the answer (when enabled);
-//! 6. [`http::conn`] writes the JSON response and keeps or closes the
-//!    connection.
+//! 6. `http/answer.rs` writes the JSON response (`http/response.rs`) and
+//!    its log line (`http/access_log.rs`); `http/conn.rs` keeps or closes
+//!    the connection.
 //!
 //! [`config`] turns the environment into a validated [`Config`]; [`Error`]
-//! (`error.rs`) is the one error type, mapping each failure to its status
-//! and OAuth code.
+//! (`error.rs`) is the app's error type, mapping each failure to its status
+//! and OAuth code (the HTTP layer's own answers are [`http::Error`]).
 //!
 //! The public items are those the binary (`src/main.rs`), the integration
 //! tests, `examples/demo.rs` and the fuzz targets use; everything else is
@@ -58,7 +62,7 @@ pub use tls::CertStore;
 
 use config::{Listen, TlsFiles};
 use endpoints::App;
-use http::{Server, ServerSettings, Stats};
+use http::{Server, Settings, Stats};
 
 /// The version line printed by `--version` and at start.
 pub const VERSION: &str = concat!("spotify-token-swap ", env!("CARGO_PKG_VERSION"));
@@ -119,17 +123,6 @@ pub fn bind(config: &Config) -> Result<TcpListener, RunError> {
     }
 }
 
-/// Descriptors kept free for what is not a client connection: the
-/// listener, epoll, upstream connections (one per worker at most), files.
-const RESERVED_FDS: usize = 64;
-
-/// `MAX_CONNECTIONS` when it is not set: what the open-files limit leaves
-/// after the workers' upstream connections and [`RESERVED_FDS`].
-fn default_max_connections(open_files_limit: Option<u64>, worker_threads: usize) -> usize {
-    let limit = open_files_limit.map_or(1024, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    limit.saturating_sub(worker_threads + RESERVED_FDS).max(1)
-}
-
 /// Loads the certificate and key `TLS_CERT_FILE` and `TLS_KEY_FILE` name
 /// (`None`: plain HTTP). A file that cannot be used is a configuration
 /// problem, exit status 2, named by its variable and never key material.
@@ -152,18 +145,16 @@ pub fn server(
     certificate: Option<Arc<CertStore>>,
 ) -> Result<Server<App>, RunError> {
     let stats = Arc::new(Stats::default());
-    let settings = ServerSettings {
+    let settings = Settings {
         worker_threads: config.worker_threads,
-        max_connections: config
-            .max_connections
-            .unwrap_or_else(|| default_max_connections(open_files_limit, config.worker_threads)),
+        max_connections: config.max_connections,
         max_connections_per_client: config.max_connections_per_client,
         trusted_proxies: config.trusted_proxies.clone(),
         request_time_limit: config.upstream_timeout,
-        tls: certificate.map(tls::server_config),
     };
+    let tls = certificate.map(tls::server_config);
     let app = Arc::new(App::new(config, Arc::clone(&stats)));
-    Server::new(listener, app, settings, stats)
+    Server::new(listener, app, settings, tls, open_files_limit, stats)
         .map_err(|e| RunError::Startup(format!("cannot set up the poller: {e}")))
 }
 

@@ -1,24 +1,22 @@
-//! Built-in HTTPS: certificate loading, hot reload, and the TLS handshake.
+//! Built-in HTTPS: certificate loading, hot reload, and the rustls server
+//! configuration the HTTP layer runs its TLS connections with.
 //!
 //! Uses the rustls that ureq already links (ring provider), so there is no
 //! second TLS stack. The certificate and key live behind a [`CertStore`]
 //! that `SIGHUP` can swap: new handshakes use the new certificate, and
 //! established connections are untouched (certbot/acme.sh renewals). The
 //! handshake itself runs on workers in short non-blocking steps
-//! (`http::conn`), under a deadline the poller enforces.
+//! (`http/transport.rs`), under a deadline the poller enforces
+//! (`HANDSHAKE_TIMEOUT` in `http/limits.rs`).
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-
-/// Time allowed for a TLS handshake, counted from accept.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The current certificate and key; swapped on reload.
 pub struct CertStore {

@@ -13,7 +13,7 @@ use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
 use spotify_token_swap::http::{
-    Handler, Record, Request, Response, Server, ServerSettings, ShutdownHandle, Stats,
+    Handler, Record, Request, Response, Server, Settings, ShutdownHandle, Stats,
 };
 use support::{Conn, assert_error, raw_get, raw_get_close, request, wait_until};
 
@@ -77,16 +77,22 @@ impl Running {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let handler = Arc::new(Panicky::default());
         let stats = Arc::new(Stats::default());
-        let settings = ServerSettings {
+        let settings = Settings {
             worker_threads: 1,
-            max_connections: 1024,
+            max_connections: Some(1024),
             max_connections_per_client: 8,
             trusted_proxies: Vec::new(),
             request_time_limit: Duration::from_secs(5),
-            tls: None,
         };
-        let server = Server::new(listener, Arc::clone(&handler), settings, Arc::clone(&stats))
-            .expect("set up the poller");
+        let server = Server::new(
+            listener,
+            Arc::clone(&handler),
+            settings,
+            None,
+            None,
+            Arc::clone(&stats),
+        )
+        .expect("set up the poller");
         let addr = server.local_addr().expect("local address");
         let shutdown = server.shutdown_handle();
         let run = thread::spawn(move || server.run().expect("the poller must not fail"));

@@ -16,7 +16,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spotify_token_swap::http::chunked::ChunkedDecoder;
+use spotify_token_swap::http::ChunkedDecoder;
 
 /// Body, input bytes consumed, done — or an error.
 type Outcome = Result<(Vec<u8>, usize, bool), ()>;

@@ -14,8 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spotify_token_swap::http::MAX_HEAD_BYTES;
-use spotify_token_swap::http::conn::inspect_head;
+use spotify_token_swap::http::{MAX_HEAD_BYTES, inspect_head};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Some(head)) = inspect_head(data) else {

@@ -6,7 +6,7 @@
 //! whitespace), because leniency in chunk framing is where request smuggling
 //! lives, and it refuses a chunk by its announced size before reading it.
 
-use crate::error::Error;
+use super::error::Error;
 
 /// Longest chunk-size line (size + extensions) accepted.
 const MAX_CHUNK_LINE_BYTES: usize = 1024;

@@ -3,6 +3,7 @@
 //! these types own.
 
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -31,6 +32,32 @@ impl Event {
     /// What was reported ([`READABLE`], [`GONE`] …).
     pub(crate) fn flags(&self) -> u32 {
         self.0.events
+    }
+}
+
+/// Room for the reports of one [`Epoll::wait`]: a fixed number of slots,
+/// never zero, so the kernel is never handed a buffer it cannot write to.
+pub(crate) struct Events {
+    slots: Box<[Event]>,
+    /// How many slots the last wait filled.
+    len: usize,
+}
+
+impl Events {
+    /// Room for `capacity` reports per wait (at most `c_int::MAX`, what
+    /// `epoll_wait` can be told).
+    pub(crate) fn new(capacity: NonZeroUsize) -> Events {
+        let capacity = capacity.get().min(libc::c_int::MAX as usize);
+        let empty = Event(libc::epoll_event { events: 0, u64: 0 });
+        Events {
+            slots: vec![empty; capacity].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    /// The reports of the last wait.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Event> {
+        self.slots[..self.len].iter()
     }
 }
 
@@ -110,42 +137,40 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), 0, 0)
     }
 
-    /// Waits for readiness, at most `timeout` (`None`: no limit); fills
-    /// `events` and returns how many arrived. `EINTR` is zero events.
-    pub(crate) fn wait(
-        &self,
-        events: &mut Vec<Event>,
-        timeout: Option<Duration>,
-    ) -> io::Result<usize> {
+    /// Waits for readiness, at most `timeout` (`None`: no limit), and
+    /// puts the reports in `events`. `EINTR` is zero reports.
+    pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         let timeout_ms = match timeout {
             // Rounded up, so a wait for 0.4 ms does not become a busy loop.
             Some(t) => t.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int,
             None => -1,
         };
-        events.clear();
-        let capacity = events.capacity().clamp(1, libc::c_int::MAX as usize);
+        events.len = 0;
+        // `Events::new` made at least one slot and at most c_int::MAX.
+        let capacity = events.slots.len() as libc::c_int;
         // SAFETY: the kernel writes at most `capacity` epoll_event values
-        // into the vector's spare capacity (Event is a transparent wrapper of
-        // epoll_event), and `set_len` covers exactly the ones it wrote.
+        // into the slots, which are that many initialised epoll_events
+        // (Event is a transparent wrapper of epoll_event), owned by
+        // `events` and borrowed mutably for the call.
         let n = unsafe {
             libc::epoll_wait(
                 self.fd.as_raw_fd(),
-                events.as_mut_ptr().cast::<libc::epoll_event>(),
-                capacity as libc::c_int,
+                events.slots.as_mut_ptr().cast::<libc::epoll_event>(),
+                capacity,
                 timeout_ms,
             )
         };
         if n < 0 {
             let error = io::Error::last_os_error();
             return if error.kind() == io::ErrorKind::Interrupted {
-                Ok(0)
+                Ok(())
             } else {
                 Err(error)
             };
         }
-        // SAFETY: see above; `n` ≤ capacity events were initialised.
-        unsafe { events.set_len(n as usize) };
-        Ok(n as usize)
+        // 0 ≤ n ≤ capacity: the kernel never reports more than it was given room for.
+        events.len = (n as usize).min(events.slots.len());
+        Ok(())
     }
 }
 
@@ -202,5 +227,36 @@ impl EventFd {
 impl AsRawFd for EventFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_reports_no_more_than_the_buffer_holds() {
+        let epoll = Epoll::new().unwrap();
+        let wakes = [EventFd::new().unwrap(), EventFd::new().unwrap()];
+        for (token, wake) in (0..).zip(&wakes) {
+            epoll.add(wake, READABLE, token).unwrap();
+            wake.wake();
+        }
+        let mut one = Events::new(NonZeroUsize::MIN);
+        epoll.wait(&mut one, Some(Duration::ZERO)).unwrap();
+        assert_eq!(one.iter().count(), 1);
+        let mut room = Events::new(NonZeroUsize::new(8).unwrap());
+        epoll.wait(&mut room, Some(Duration::ZERO)).unwrap();
+        let mut tokens: Vec<u64> = room.iter().map(Event::token).collect();
+        tokens.sort_unstable();
+        assert_eq!(tokens, [0, 1]);
+    }
+
+    #[test]
+    fn a_wait_that_times_out_reports_nothing() {
+        let epoll = Epoll::new().unwrap();
+        let mut events = Events::new(NonZeroUsize::MIN);
+        epoll.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.iter().count(), 0);
     }
 }

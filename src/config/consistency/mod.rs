@@ -274,11 +274,12 @@ fn open_files_and_connections_agree_with_the_service_unit() {
     let service = Doc::read(SERVICE);
     let (_, limit) = service.directive_number("LimitNOFILE");
     let workers = default_number("WORKER_THREADS") as usize;
-    let connections = crate::default_max_connections(Some(limit), workers) as u64;
+    let connections = crate::http::default_max_connections(Some(limit), workers) as u64;
     // What the open-files limit leaves aside besides the workers.
     let probe = 100_000;
     let reserve =
-        (probe - workers - crate::default_max_connections(Some(probe as u64), workers)) as u64;
+        (probe - workers - crate::http::default_max_connections(Some(probe as u64), workers))
+            as u64;
     let mut problems = Vec::new();
     for doc in [Doc::read(README), service] {
         for (n, line) in doc.lines() {

@@ -1,0 +1,294 @@
+//! The bytes under HTTP: a plain TCP stream, or TLS through rustls'
+//! sans-I/O API — ciphertext in with `read_tls`, `process_new_packets`
+//! decrypts, plaintext comes out of `reader()`; answers go in through
+//! `writer()` and out with `write_tls`. The handshake advances in the same
+//! non-blocking steps, on a worker; nothing here ever waits for the peer.
+//!
+//! On a TLS port the first byte decides: a TLS record starts with 0x16, an
+//! upper-case letter is a plain-HTTP request line. SECURITY: a TLS port
+//! never writes plaintext, except the one answer telling such a client to
+//! use HTTPS.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+
+use rustls::{ServerConfig, ServerConnection};
+
+/// Bytes read per call while discarding what a client still sends.
+pub(crate) const DISCARD_CHUNK_BYTES: usize = 4096;
+
+/// How a non-blocking read ended.
+pub(crate) enum Received {
+    /// Bytes were added.
+    Data,
+    /// Nothing there now.
+    Nothing,
+    /// The peer is gone (end of stream, a reset, a TLS failure).
+    Closed,
+}
+
+/// What the first byte on a TLS port said.
+pub(crate) enum Opening {
+    /// A TLS record: the handshake has begun.
+    Tls,
+    /// A plain-HTTP request on the TLS port; the transport is now plain,
+    /// for the one answer that says to use HTTPS.
+    Plaintext,
+    /// Nothing has arrived yet.
+    NotYet,
+    /// The peer is gone, or TLS could not start.
+    Closed,
+}
+
+enum Kind {
+    Plain,
+    /// A TLS port, before the first byte said whether it is TLS.
+    TlsPort(Arc<ServerConfig>),
+    Tls(Box<ServerConnection>),
+}
+
+/// A connection's stream and what is layered on it.
+pub(crate) struct Transport {
+    stream: TcpStream,
+    kind: Kind,
+    /// Plain: answer bytes the socket has not taken yet.
+    output: Vec<u8>,
+    written: usize,
+    /// A write failed: the peer is gone.
+    broken: bool,
+}
+
+impl Transport {
+    /// A freshly accepted stream (already non-blocking); `tls`: on a TLS
+    /// port.
+    pub(crate) fn new(stream: TcpStream, tls: Option<&Arc<ServerConfig>>) -> Transport {
+        Transport {
+            stream,
+            kind: match tls {
+                None => Kind::Plain,
+                Some(config) => Kind::TlsPort(Arc::clone(config)),
+            },
+            output: Vec::new(),
+            written: 0,
+            broken: false,
+        }
+    }
+
+    /// The socket, for registering with the poller.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Plain HTTP (from the start, or after plaintext on a TLS port).
+    pub(crate) fn is_plain(&self) -> bool {
+        matches!(self.kind, Kind::Plain)
+    }
+
+    /// A TLS port whose first byte has not arrived yet.
+    pub(crate) fn is_undecided(&self) -> bool {
+        matches!(self.kind, Kind::TlsPort(_))
+    }
+
+    /// TLS whose handshake is over.
+    pub(crate) fn handshake_done(&self) -> bool {
+        matches!(&self.kind, Kind::Tls(tls) if !tls.is_handshaking())
+    }
+
+    /// Whether output waits for room in the socket.
+    pub(crate) fn wants_write(&self) -> bool {
+        match &self.kind {
+            Kind::Tls(tls) => tls.wants_write(),
+            _ => self.written < self.output.len(),
+        }
+    }
+
+    /// Whether [`Transport::flush`] has something to do (or to report).
+    pub(crate) fn needs_flush(&self) -> bool {
+        self.wants_write() || self.broken
+    }
+
+    /// Whether the peer has sent bytes not read yet.
+    pub(crate) fn has_unread_bytes(&self) -> bool {
+        let mut first = [0u8; 1];
+        matches!(self.stream.peek(&mut first), Ok(n) if n > 0)
+    }
+
+    /// On a TLS port whose first byte has not come yet, looks at it
+    /// (without taking it); `None` on any other transport.
+    pub(crate) fn open(&mut self) -> Option<Opening> {
+        let Kind::TlsPort(config) = &self.kind else {
+            return None;
+        };
+        let mut first = [0u8; 1];
+        let opened = loop {
+            match self.stream.peek(&mut first) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        Some(match opened {
+            Ok(0) => Opening::Closed,
+            Ok(_) if first[0].is_ascii_uppercase() => {
+                self.kind = Kind::Plain;
+                Opening::Plaintext
+            }
+            Ok(_) => match ServerConnection::new(Arc::clone(config)) {
+                Ok(tls) => {
+                    self.kind = Kind::Tls(Box::new(tls));
+                    Opening::Tls
+                }
+                Err(_) => Opening::Closed,
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Opening::NotYet,
+            Err(_) => Opening::Closed,
+        })
+    }
+
+    /// Hands `bytes` over for sending: plain bytes are written at once as
+    /// far as the socket takes them, the rest kept; TLS encrypts them into
+    /// rustls' queue, written by [`Transport::flush`].
+    pub(crate) fn queue(&mut self, bytes: &[u8]) {
+        match &mut self.kind {
+            Kind::Tls(tls) => {
+                if tls.writer().write_all(bytes).is_err() {
+                    self.broken = true;
+                }
+            }
+            _ if self.written == self.output.len() => {
+                self.output.clear();
+                self.written = 0;
+                let taken = match write_some(&mut self.stream, bytes) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.broken = true;
+                        return;
+                    }
+                };
+                self.output.extend_from_slice(&bytes[taken..]);
+            }
+            _ => self.output.extend_from_slice(bytes),
+        }
+    }
+
+    /// Writes pending output as far as the socket takes it: `Ok(true)` when
+    /// all of it is out.
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
+        if self.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        match &mut self.kind {
+            Kind::Tls(tls) => {
+                while tls.wants_write() {
+                    match tls.write_tls(&mut self.stream) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            _ => {
+                while self.written < self.output.len() {
+                    match write_some(&mut self.stream, &self.output[self.written..])? {
+                        0 => return Ok(false),
+                        n => self.written += n,
+                    }
+                }
+                self.output = Vec::new();
+                self.written = 0;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads what is there into `space`, without waiting. TLS: plaintext
+    /// rustls already holds comes first; then ciphertext from the socket
+    /// is decrypted (or advances the handshake).
+    pub(crate) fn receive(&mut self, space: &mut [u8]) -> (Received, usize) {
+        if space.is_empty() {
+            // Cannot happen: a head stops at MAX_HEAD_BYTES and a body is
+            // taken out of the buffer as it arrives.
+            return (Received::Closed, 0);
+        }
+        let Kind::Tls(tls) = &mut self.kind else {
+            return match read_some(&mut self.stream, space) {
+                Ok(Some(0)) | Err(_) => (Received::Closed, 0),
+                Ok(Some(n)) => (Received::Data, n),
+                Ok(None) => (Received::Nothing, 0),
+            };
+        };
+        loop {
+            match tls.reader().read(space) {
+                // close_notify.
+                Ok(0) => return (Received::Closed, 0),
+                Ok(n) => return (Received::Data, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return (Received::Closed, 0),
+            }
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => return (Received::Closed, 0),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return (Received::Nothing, 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return (Received::Closed, 0),
+            }
+            if tls.process_new_packets().is_err() {
+                // Send the alert rustls queued (e.g. no shared cipher).
+                let _ = tls.write_tls(&mut self.stream);
+                return (Received::Closed, 0);
+            }
+            if tls.wants_write() {
+                // A handshake flight to send: the turn writes it first.
+                return (Received::Data, 0);
+            }
+        }
+    }
+
+    /// Closes for writing, after a TLS close_notify; whether that worked
+    /// (the output is all out and the FIN sent).
+    pub(crate) fn close_for_writing(&mut self) -> bool {
+        if let Kind::Tls(tls) = &mut self.kind {
+            tls.send_close_notify();
+            if !matches!(self.flush(), Ok(true)) {
+                return false;
+            }
+        }
+        self.stream.shutdown(Shutdown::Write).is_ok()
+    }
+
+    /// Reads and discards what the socket holds, as bytes on the wire
+    /// (ciphertext on TLS): `Some(0)` at end of stream, `None` if nothing
+    /// is there.
+    pub(crate) fn discard(&mut self, sink: &mut [u8]) -> io::Result<Option<usize>> {
+        read_some(&mut self.stream, sink)
+    }
+}
+
+/// One non-blocking write: how much the socket took (0: full).
+pub(crate) fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        match stream.write(bytes) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One non-blocking read: `Some(0)` at end of stream, `None` if nothing
+/// is there.
+pub(crate) fn read_some(stream: &mut TcpStream, space: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match stream.read(space) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
