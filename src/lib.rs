@@ -46,6 +46,7 @@ pub mod journal;
 mod logging;
 mod metrics;
 mod ratelimit;
+mod secret;
 mod service;
 mod state;
 mod tls;
@@ -62,7 +63,7 @@ pub use tls::CertStore;
 
 use config::{Listen, TlsFiles};
 use endpoints::App;
-use http::{Server, Settings, Stats};
+use http::{Server, Stats};
 
 /// The version line printed by `--version` and at start.
 pub const VERSION: &str = concat!("spotify-token-swap ", env!("CARGO_PKG_VERSION"));
@@ -145,13 +146,7 @@ pub fn server(
     certificate: Option<Arc<CertStore>>,
 ) -> Result<Server<App>, RunError> {
     let stats = Arc::new(Stats::default());
-    let settings = Settings {
-        worker_threads: config.worker_threads,
-        max_connections: config.max_connections,
-        max_connections_per_client: config.max_connections_per_client,
-        trusted_proxies: config.trusted_proxies.clone(),
-        request_time_limit: config.upstream_timeout,
-    };
+    let settings = config.http.clone();
     let tls = certificate.map(tls::server_config);
     let app = Arc::new(App::new(config, Arc::clone(&stats)));
     Server::new(listener, app, settings, tls, open_files_limit, stats)
@@ -174,7 +169,7 @@ pub fn start_line(config: &Config, addr: std::net::SocketAddr) -> String {
         } else {
             "off"
         },
-        config.worker_threads
+        config.http.worker_threads
     )
 }
 

@@ -6,11 +6,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::config::{Config, Secret};
+use crate::config::Config;
 use crate::error::Error;
 use crate::http::{Request, Stats};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
+use crate::secret::Secret;
 use crate::token::TokenCipher;
 use crate::upstream;
 
@@ -43,7 +44,7 @@ impl State {
                 token_url: &config.token_url,
                 extra_roots: &config.extra_roots,
                 timeout: config.upstream_timeout,
-                concurrent_calls: config.worker_threads,
+                concurrent_calls: config.http.worker_threads,
                 client_id: &config.client_id,
                 client_secret: &config.client_secret,
             }),
@@ -51,6 +52,7 @@ impl State {
             secrets: Mutex::new(secrets),
             limiter,
             proxies_warned: config
+                .http
                 .trusted_proxies
                 .iter()
                 .map(|_| AtomicBool::new(false))
@@ -82,6 +84,7 @@ impl State {
         let unnamed = (!request.forwarded_for)
             .then(|| {
                 self.config
+                    .http
                     .trusted_proxies
                     .iter()
                     .position(|p| *p == client)

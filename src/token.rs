@@ -18,7 +18,7 @@ use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::cell::RefCell;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// First byte of every token: the format version.
 const TOKEN_VERSION: u8 = 1;

@@ -12,8 +12,9 @@ use log::LevelFilter;
 
 use super::env::Env;
 use super::error::ConfigError;
-use super::secret::Secret;
 use super::{Config, Cors, Listen, TlsFiles};
+use crate::http;
+use crate::secret::Secret;
 
 /// One field per setting's value; `None` until its row of the table fills
 /// it. A setting that is off when unset stays `None`.
@@ -89,16 +90,20 @@ impl Draft {
             encryption_secret: self.encryption_secret,
             encryption_secrets_previous: self.encryption_secrets_previous.unwrap_or_default(),
             listen: self.listen?,
-            worker_threads: self.worker_threads?,
+            http: http::Settings {
+                worker_threads: self.worker_threads?,
+                max_connections: self.max_connections,
+                max_connections_per_client: self.max_connections_per_client?,
+                trusted_proxies: self.trusted_proxies?,
+                // Shutdown waits for requests in hand: upstream calls.
+                request_time_limit: self.upstream_timeout?,
+            },
             swap_path: self.swap_path?,
             refresh_path: self.refresh_path?,
             cors: self.cors.unwrap_or(Cors::Off),
             upstream_timeout: self.upstream_timeout?,
             log_level: self.log_level?,
             rate_limit_per_minute: self.rate_limit_per_minute?,
-            max_connections: self.max_connections,
-            max_connections_per_client: self.max_connections_per_client?,
-            trusted_proxies: self.trusted_proxies?,
             tls,
             metrics: self.metrics?,
         })

@@ -247,6 +247,6 @@ mod tests {
     #[test]
     fn empty_trusted_proxies_trusts_no_one() {
         let c = with(&[("TRUSTED_PROXIES", "")]).unwrap();
-        assert!(c.trusted_proxies.is_empty());
+        assert!(c.http.trusted_proxies.is_empty());
     }
 }

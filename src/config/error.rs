@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::secret::MIN_ENCRYPTION_SECRET_CHARS;
+use crate::secret::MIN_ENCRYPTION_SECRET_CHARS;
 
 /// One configuration problem. `Display` names the variable and, for a
 /// setting that is not secret, the offending value.

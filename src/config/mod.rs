@@ -27,24 +27,25 @@ mod draft;
 mod env;
 mod error;
 mod parse;
-mod secret;
 mod setting;
 mod settings;
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use crate::secret::Secret;
 pub(crate) use error::ConfigError;
 pub use error::ConfigErrors;
-pub use secret::Secret;
 
 use draft::Draft;
 use env::Env;
 use settings::SETTINGS;
+
+use crate::http;
 
 /// Which browser origins may call the token endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +104,8 @@ pub struct Config {
     /// Older secrets, accepted for decryption only.
     pub(crate) encryption_secrets_previous: Vec<Secret>,
     pub(crate) listen: Listen,
-    pub(crate) worker_threads: usize,
+    /// The HTTP layer's settings, as it takes them.
+    pub(crate) http: http::Settings,
     pub(crate) swap_path: String,
     pub(crate) refresh_path: String,
     pub(crate) cors: Cors,
@@ -111,10 +113,6 @@ pub struct Config {
     /// `LOG_LEVEL`: the most verbose records logged.
     pub log_level: LevelFilter,
     pub(crate) rate_limit_per_minute: u32,
-    /// `MAX_CONNECTIONS`; `None`: sized from `RLIMIT_NOFILE` at start.
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) max_connections_per_client: usize,
-    pub(crate) trusted_proxies: Vec<IpAddr>,
     pub(crate) tls: Option<TlsFiles>,
     pub(crate) metrics: bool,
 }
@@ -196,6 +194,8 @@ mod testing {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::testing::with;
     use super::*;
 
@@ -203,19 +203,19 @@ mod tests {
     fn defaults_match_the_spec() {
         let c = with(&[]).unwrap();
         assert_eq!(c.listen, Listen::Addr("127.0.0.1:8080".parse().unwrap()));
-        assert_eq!(c.worker_threads, 32);
+        assert_eq!(c.http.worker_threads, 32);
         assert_eq!(c.swap_path, "/swap");
         assert_eq!(c.refresh_path, "/refresh");
         assert_eq!(c.token_url, "https://accounts.spotify.com/api/token");
         assert_eq!(c.upstream_timeout, Duration::from_secs(10));
         assert_eq!(c.log_level, LevelFilter::Info);
         assert_eq!(c.rate_limit_per_minute, 60);
-        assert_eq!(c.max_connections_per_client, 256);
-        assert_eq!(c.max_connections, None);
+        assert_eq!(c.http.max_connections_per_client, 256);
+        assert_eq!(c.http.max_connections, None);
         assert_eq!(c.cors, Cors::Off);
         assert!(c.encryption_secret.is_none());
         assert_eq!(
-            c.trusted_proxies,
+            c.http.trusted_proxies,
             vec![
                 "127.0.0.1".parse::<IpAddr>().unwrap(),
                 "::1".parse().unwrap()

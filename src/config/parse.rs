@@ -12,7 +12,7 @@ use log::LevelFilter;
 
 use super::Cors;
 use super::error::Problem;
-use super::secret::{MIN_ENCRYPTION_SECRET_CHARS, Secret};
+use crate::secret::{MIN_ENCRYPTION_SECRET_CHARS, Secret};
 
 /// The token endpoint, under `SPOTIFY_ACCOUNTS_URL`.
 pub(super) const TOKEN_PATH: &str = "/api/token";

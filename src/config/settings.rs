@@ -15,9 +15,9 @@ use super::parse::{
     TOKEN_PATH, at_least_one, cors, endpoint_path, ip_addresses, list, listen_addr, log_level,
     on_off, pem_certs, token_url, too_short, whole_number, whole_number_between,
 };
-use super::secret::Secret;
 use super::setting::{Setting, WhenUnset, set};
 use super::{Cors, Listen};
+use crate::secret::Secret;
 
 /// Listen address when neither `LISTEN_ADDR` nor `PORT` is set.
 pub(crate) const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
@@ -151,7 +151,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
                 whole_number_between(v, 1, MAX_WORKER_THREADS)?,
             )
         },
-        show: |c| c.worker_threads.to_string(),
+        show: |c| c.http.worker_threads.to_string(),
     },
     Setting {
         name: "MAX_CONNECTIONS",
@@ -163,7 +163,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
                 a new connection gets `503` with `Retry-After` (closed without a word on an \
                 HTTPS port)",
         parse: |d, v| set(&mut d.max_connections, at_least_one(v)?),
-        show: |c| match c.max_connections {
+        show: |c| match c.http.max_connections {
             Some(n) => n.to_string(),
             None => "(from RLIMIT_NOFILE at start)".into(),
         },
@@ -251,7 +251,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
                 with `Retry-After` (closed without a word on an HTTPS port); trusted proxies \
                 are exempt (see [Limits](#limits))",
         parse: |d, v| set(&mut d.max_connections_per_client, at_least_one(v)?),
-        show: |c| c.max_connections_per_client.to_string(),
+        show: |c| c.http.max_connections_per_client.to_string(),
     },
     Setting {
         name: "TRUSTED_PROXIES",
@@ -265,7 +265,12 @@ pub(crate) static SETTINGS: &[Setting] = &[
                 (its right-most entry that is not itself a trusted proxy)",
         parse: |d, v| set(&mut d.trusted_proxies, ip_addresses(v)?),
         show: |c| {
-            let proxies: Vec<String> = c.trusted_proxies.iter().map(IpAddr::to_string).collect();
+            let proxies: Vec<String> = c
+                .http
+                .trusted_proxies
+                .iter()
+                .map(IpAddr::to_string)
+                .collect();
             proxies.join(",")
         },
     },

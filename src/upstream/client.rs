@@ -25,7 +25,7 @@ use super::dns::SingleFlightResolver;
 use super::error::Error;
 use super::grant::{Grant, encode_form};
 use super::tcp::UpstreamTcpConnector;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// The idle pool keeps at least this many connections, whatever the
 /// worker count.

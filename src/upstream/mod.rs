@@ -6,7 +6,7 @@
 //! `Authorization` header, the local back-off window a Spotify 429 opens,
 //! keep-warm requests, the host-name resolver and the TCP layer under TLS.
 //! It names nothing of the rest of the crate but
-//! [`Secret`](crate::config::Secret): the routes build it from a small
+//! [`Secret`](crate::secret::Secret): the routes build it from a small
 //! [`Settings`], call it with a [`Grant`], and turn the
 //! [`Call`](answer::Call) it returns into a response.
 //!
