@@ -55,6 +55,7 @@ mod upstream;
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use config::Config;
 pub use error::Error;
@@ -63,7 +64,7 @@ pub use tls::CertStore;
 
 use config::{Listen, TlsFiles};
 use endpoints::App;
-use http::{Server, Stats};
+use http::{ProgressProbe, Server, ShutdownHandle, Stats};
 
 /// The version line printed by `--version` and at start.
 pub const VERSION: &str = concat!("spotify-token-swap ", env!("CARGO_PKG_VERSION"));
@@ -228,47 +229,19 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let open_files_limit = service::raise_open_files_limit();
     let https = config.tls.clone().zip(certificate.clone());
     let server = server(config, listener, open_files_limit, certificate)?;
-    let shutdown = server.shutdown_handle();
-    let app = Arc::clone(server.handler());
+    let (shutdown, app) = (server.shutdown_handle(), Arc::clone(server.handler()));
     spawn("signals", move || {
-        loop {
-            match service::wait() {
-                service::Signal::Terminate => {
-                    log::info!("shutting down: finishing requests in flight");
-                    service::notify("STOPPING=1");
-                    shutdown.shutdown();
-                    return;
-                }
-                service::Signal::Reload => reload(&app, https.as_ref()),
-            }
-        }
+        answer_signals(&shutdown, &app, https.as_ref())
     })?;
     service::notify("READY=1");
     if let Some(interval) = service::watchdog_interval() {
-        let shutdown = server.shutdown_handle();
-        let mut probe = server.progress_probe();
+        let (shutdown, probe) = (server.shutdown_handle(), server.progress_probe());
         spawn("watchdog", move || {
-            // Each ping vouches that a canary went through the poller and
-            // the queue to a worker since the last one: a wedged pool
-            // stops pinging and systemd restarts the service.
-            while !shutdown.is_shutting_down() {
-                if probe.check() {
-                    service::notify("WATCHDOG=1");
-                }
-                std::thread::sleep(interval);
-            }
+            ping_watchdog(&shutdown, probe, interval)
         })?;
     }
-    {
-        let app = Arc::clone(server.handler());
-        let shutdown = server.shutdown_handle();
-        spawn("keep-warm", move || {
-            while !shutdown.is_shutting_down() {
-                std::thread::sleep(upstream::KEEP_WARM_INTERVAL / 4);
-                app.keep_warm();
-            }
-        })?;
-    }
+    let (shutdown, app) = (server.shutdown_handle(), Arc::clone(server.handler()));
+    spawn("keep-warm", move || keep_warm(&shutdown, &app))?;
     let drained = server
         .run()
         .map_err(|e| RunError::Startup(format!("the poller failed: {e}")))?;
@@ -281,4 +254,44 @@ pub fn run(config: Config) -> Result<(), RunError> {
         }
     );
     Ok(())
+}
+
+/// The signal thread: `SIGTERM`/`SIGINT` begin shutdown, `SIGHUP` reloads.
+fn answer_signals(
+    shutdown: &ShutdownHandle,
+    app: &App,
+    https: Option<&(TlsFiles, Arc<CertStore>)>,
+) {
+    loop {
+        match service::wait() {
+            service::Signal::Terminate => {
+                log::info!("shutting down: finishing requests in flight");
+                service::notify("STOPPING=1");
+                shutdown.shutdown();
+                return;
+            }
+            service::Signal::Reload => reload(app, https),
+        }
+    }
+}
+
+/// The watchdog thread. Each ping vouches that a canary went through the
+/// poller and the queue to a worker since the last one: a wedged pool stops
+/// pinging and systemd restarts the service.
+fn ping_watchdog(shutdown: &ShutdownHandle, mut probe: ProgressProbe, interval: Duration) {
+    while !shutdown.is_shutting_down() {
+        if probe.check() {
+            service::notify("WATCHDOG=1");
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// The keep-warm thread: keeps a pooled connection to Spotify open while
+/// the server is in use (see `upstream::Client::keep_warm`).
+fn keep_warm(shutdown: &ShutdownHandle, app: &App) {
+    while !shutdown.is_shutting_down() {
+        std::thread::sleep(upstream::KEEP_WARM_INTERVAL / 4);
+        app.keep_warm();
+    }
 }

@@ -65,6 +65,7 @@ pub(crate) use limits::LISTEN_BACKLOG;
 pub use limits::MAX_HEAD_BYTES;
 pub use request::Request;
 pub use response::Response;
+pub(crate) use server::ProgressProbe;
 pub use server::{Server, ShutdownHandle};
 pub use settings::Settings;
 pub use stats::Stats;
