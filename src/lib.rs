@@ -15,13 +15,19 @@
 //!    (`http/head.rs`) and body (`http/body.rs`) within their limits (the
 //!    poller enforces the deadlines), and hands a [`http::Request`] to the
 //!    handler (`http/answer.rs`);
-//! 3. [`routes`] parses the form or JSON fields and calls
-//! 4. `upstream`, which posts to the accounts service through the one
-//!    shared `ureq` agent;
+//! 3. `endpoints.rs` finds the path's row in the table of endpoints,
+//!    checks the method and the client's rate limit (`state.rs`), and calls
+//!    the row's handler: `exchange.rs`'s `swap` reads the form or JSON
+//!    fields (`fields.rs`) and calls
+//! 4. `upstream/`, which posts to the accounts service through the one
+//!    shared `ureq` agent (`upstream/client.rs`) and judges its answer
+//!    (`upstream/answer.rs`);
 //! 5. [`token`] encrypts the refresh token in the answer (when enabled);
-//! 6. `http/answer.rs` writes the JSON response (`http/response.rs`) and
-//!    its log line (`http/access_log.rs`); `http/conn.rs` keeps or closes
-//!    the connection.
+//! 6. `endpoints.rs` adds what the row says every answer carries
+//!    (`no-store`, CORS from `cors.rs`); `http/answer.rs` writes the JSON
+//!    response (`http/response.rs`) and its log line
+//!    (`http/access_log.rs`); `http/conn.rs` keeps or closes the
+//!    connection.
 //!
 //! [`config`] turns the environment into a validated [`Config`]; [`Error`]
 //! (`error.rs`) is the app's error type, mapping each failure to its status
