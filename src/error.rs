@@ -48,18 +48,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status this error is answered with.
-    pub(crate) fn status(&self) -> u16 {
-        self.answer().0
-    }
-
-    /// The OAuth-style `error` code of the JSON body.
-    pub(crate) fn code(&self) -> &'static str {
-        self.answer().1
-    }
-
-    /// Status and `error` code, one row a kind of error.
-    fn answer(&self) -> (u16, &'static str) {
+    /// The HTTP status it is answered with and the OAuth-style `error`
+    /// code of the JSON body, one row a kind of error.
+    pub(crate) fn status_and_code(&self) -> (u16, &'static str) {
         match self {
             Error::MissingField(_)
             | Error::EmptyField(_)
@@ -71,7 +62,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => (405, "method_not_allowed"),
             Error::UnsupportedMediaType => (415, "unsupported_media_type"),
             Error::RateLimited { .. } => (429, "too_many_requests"),
-            Error::Upstream(error) => (error.status(), error.code()),
+            Error::Upstream(error) => error.status_and_code(),
         }
     }
 
@@ -89,7 +80,8 @@ impl Error {
     /// The answer: `{"error": code, "error_description": text}` with the
     /// error's status, and its `Retry-After` / `Allow` headers.
     pub(crate) fn response(&self) -> Response {
-        let mut response = Response::error(self.status(), self.code(), &self.to_string());
+        let (status, code) = self.status_and_code();
+        let mut response = Response::error(status, code, &self.to_string());
         if let Some(secs) = self.retry_after_secs() {
             response = response.with_header("Retry-After", secs.to_string());
         }
@@ -149,15 +141,17 @@ mod tests {
             },
             Error::Upstream(upstream::Error::Timeout),
         ];
-        let statuses: Vec<u16> = all.iter().map(Error::status).collect();
+        let statuses: Vec<u16> = all.iter().map(|e| e.status_and_code().0).collect();
         // The HTTP layer's own (408, 411, 413, 431, 503, 505): http/error.rs.
         assert_eq!(statuses, [400, 400, 404, 405, 415, 429, 504]);
     }
 
     #[test]
     fn refresh_token_failure_is_invalid_grant() {
-        assert_eq!(Error::InvalidRefreshToken.code(), "invalid_grant");
-        assert_eq!(Error::InvalidRefreshToken.status(), 400);
+        assert_eq!(
+            Error::InvalidRefreshToken.status_and_code(),
+            (400, "invalid_grant")
+        );
     }
 
     #[test]

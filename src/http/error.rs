@@ -41,18 +41,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status this error is answered with.
-    pub(crate) fn status(&self) -> u16 {
-        self.answer().0
-    }
-
-    /// The OAuth-style `error` code of the JSON body.
-    pub(crate) fn code(&self) -> &'static str {
-        self.answer().1
-    }
-
-    /// Status and `error` code, one row a kind of error.
-    fn answer(&self) -> (u16, &'static str) {
+    /// The HTTP status it is answered with and the OAuth-style `error`
+    /// code of the JSON body, one row a kind of error.
+    pub(crate) fn status_and_code(&self) -> (u16, &'static str) {
         match self {
             Error::BadRequest(_) => (400, "invalid_request"),
             Error::HeadTimeout | Error::BodyTimeout => (408, "request_timeout"),
@@ -76,7 +67,8 @@ impl Error {
 
     /// The answer: status, JSON body, and `Retry-After` when it has one.
     pub(crate) fn response(&self) -> Response {
-        let response = Response::error(self.status(), self.code(), &self.to_string());
+        let (status, code) = self.status_and_code();
+        let response = Response::error(status, code, &self.to_string());
         match self.retry_after_secs() {
             Some(secs) => response.with_header("Retry-After", secs.to_string()),
             None => response,
@@ -127,7 +119,7 @@ mod tests {
             Error::Overloaded,
             Error::VersionNotSupported,
         ];
-        let statuses: Vec<u16> = all.iter().map(Error::status).collect();
+        let statuses: Vec<u16> = all.iter().map(|e| e.status_and_code().0).collect();
         assert_eq!(statuses, [400, 408, 408, 411, 413, 431, 500, 501, 503, 505]);
     }
 

@@ -49,18 +49,9 @@ pub enum Unusable {
 }
 
 impl Error {
-    /// The HTTP status our client is answered with.
-    pub(crate) fn status(&self) -> u16 {
-        self.answer().0
-    }
-
-    /// The OAuth-style `error` code of the JSON body.
-    pub(crate) fn code(&self) -> &'static str {
-        self.answer().1
-    }
-
-    /// Status and `error` code, one row a kind of error.
-    fn answer(&self) -> (u16, &'static str) {
+    /// The HTTP status it is answered with and the OAuth-style `error`
+    /// code of the JSON body, one row a kind of error.
+    pub(crate) fn status_and_code(&self) -> (u16, &'static str) {
         match self {
             Error::Backoff { .. } => (429, "too_many_requests"),
             Error::HostNotFound
@@ -226,17 +217,17 @@ mod tests {
     fn each_error_has_its_status_code_and_retry_after() {
         let answers: Vec<_> = every_error()
             .iter()
-            .map(|e| (e.status(), e.code(), e.retry_after_secs()))
+            .map(|e| (e.status_and_code(), e.retry_after_secs()))
             .collect();
         assert_eq!(
             answers,
             [
-                (429, "too_many_requests", Some(7)),
-                (502, "server_error", None),
-                (502, "server_error", None),
-                (504, "gateway_timeout", None),
-                (502, "server_error", None),
-                (502, "server_error", None),
+                ((429, "too_many_requests"), Some(7)),
+                ((502, "server_error"), None),
+                ((502, "server_error"), None),
+                ((504, "gateway_timeout"), None),
+                ((502, "server_error"), None),
+                ((502, "server_error"), None),
             ]
         );
     }
