@@ -12,7 +12,7 @@
 //! certificate, established ones keep working, a broken file keeps the old
 //! one, no request fails during the swap).
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::TcpStream;

@@ -17,7 +17,7 @@
 //! Raw sockets: the preflight's and real responses' headers, a disallowed
 //! origin, and CORS off.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

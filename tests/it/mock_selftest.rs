@@ -2,7 +2,7 @@
 //! sockets by the raw client. If these fail, failures elsewhere in `tests/`
 //! say nothing about the server.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! into 502/504 in bounded time, connections reused. The real binary talks
 //! to the mock over loopback; the mock records what reached it.
 
-mod support;
+use crate::support;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! `--help`, `generate-secret`, `check-config`, bad configuration, secret
 //! files, logs that never leak a secret or token, and a graceful `SIGTERM`.
 
-mod support;
+use crate::support;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

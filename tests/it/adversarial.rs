@@ -14,7 +14,7 @@
 //! docs/performance.md ("Limits under attack") quotes those figures from a release build:
 //! `STS_BIN=target/release/spotify-token-swap cargo test --test adversarial -- --nocapture`.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};

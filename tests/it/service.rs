@@ -5,7 +5,7 @@
 //! name, never by value; Spotify sees the new client secret; old refresh
 //! tokens open only if their secret is listed as previous).
 
-mod support;
+use crate::support;
 
 use std::io::ErrorKind;
 use std::net::TcpListener;

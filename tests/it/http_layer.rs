@@ -7,7 +7,7 @@
 //! Each bad-input test checks the exact status, the JSON `error` code and
 //! `Content-Type: application/json`, and then that the server still answers.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};

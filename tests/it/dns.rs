@@ -10,7 +10,7 @@
 //! other), which needs root: without it, or without `unshare`, the tests
 //! say so and pass — unless `STS_REQUIRE_DNS_TEST` is set, as CI does.
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;

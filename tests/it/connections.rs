@@ -27,7 +27,7 @@
 //! tests with timing bounds take [`timed`] (side by side with each other,
 //! never beside a heavy one).
 
-mod support;
+use crate::support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
