@@ -2,7 +2,8 @@
 //! black-box against the real binary (`CARGO_BIN_EXE_spotify-token-swap`,
 //! or `STS_BIN` through `STS_RUNNER`) except [`panic_isolation`], which
 //! runs the HTTP layer in-process. [`support`] is the harness they share;
-//! in one crate it compiles once.
+//! in one crate it compiles once, and what it holds that no test uses is
+//! a warning.
 //!
 //! A test's name is `area::test`, so libtest's filters select areas:
 //!

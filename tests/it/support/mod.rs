@@ -22,11 +22,6 @@
 //! The client side panics with a descriptive message on anything unexpected;
 //! `try_*` variants return the error for tests that expect a failure.
 
-#![allow(
-    dead_code,
-    reason = "every test crate includes this module and uses a different subset of it"
-)]
-
 pub mod asserts;
 pub mod client;
 pub mod connect;
@@ -40,21 +35,13 @@ pub mod setup;
 pub mod wait;
 
 // Flat re-exports, so test files say `support::request`, not
-// `support::client::request`; a test crate that uses none of a module's
-// items would otherwise warn.
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
+// `support::client::request`.
 pub use asserts::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use client::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use connect::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use fs::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use process::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use setup::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use wait::*;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
