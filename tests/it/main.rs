@@ -13,6 +13,17 @@
 //! cargo test --test it -- cli:: tokens::      # several (a name matching any filter runs)
 //! cargo test --test it -- --list              # every name
 //! ```
+//!
+//! Every area runs in this one process, side by side on libtest's threads.
+//! So nothing here changes what the process shares with the other tests
+//! (environment variables, working directory, umask, panic hook, logger,
+//! signal dispositions); a resource limit is only ever raised, never
+//! lowered ([`support::load::raise_open_file_limit`]); a descriptor is
+//! passed to a child only in the child, after fork; and what a test reads
+//! from `/proc` is about the server it started, never about this process.
+//! Tests that load the machine take [`support::heavy`] and run one at a
+//! time; tests with tight timing bounds take [`support::timed`]; the two
+//! kinds never run at the same time ([`support::load`]).
 
 mod support;
 

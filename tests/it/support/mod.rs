@@ -9,6 +9,7 @@
 //! - [`asserts`]: the checks many tests share ([`assert_error`]…);
 //! - [`fs`]: throwaway directories ([`TempDir`]); [`metrics`]: reading
 //!   `GET /metrics`;
+//! - [`load`]: which tests may run side by side ([`heavy`], [`timed`]);
 //! - [`mock`]: the Spotify mock, over plain HTTP or TLS (recording its
 //!   handshakes); [`pki`]: throwaway certificates; [`conns`]: many
 //!   connections at once;
@@ -27,6 +28,7 @@ pub mod client;
 pub mod connect;
 pub mod conns;
 pub mod fs;
+pub mod load;
 pub mod metrics;
 pub mod mock;
 pub mod pki;
@@ -40,6 +42,7 @@ pub use asserts::*;
 pub use client::*;
 pub use connect::*;
 pub use fs::*;
+pub use load::*;
 pub use process::*;
 pub use setup::*;
 pub use wait::*;
