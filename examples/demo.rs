@@ -70,7 +70,7 @@ fn main() {
 /// by `Authorization: Basic`, single-use authorization codes, refresh tokens,
 /// Spotify's OAuth error bodies; HTTP/1.1 with keep-alive, one thread per
 /// connection. Enough to play with; the integration tests' mock
-/// (`tests/support/mock.rs`) is the thorough one.
+/// (`tests/it/support/mock.rs`) is the thorough one.
 mod mock {
     use std::collections::HashSet;
     use std::io::{BufRead, BufReader, Read, Write};

@@ -185,9 +185,6 @@ pub struct AuthGrant {
     pub expires_in: u64,
     /// When set, the exchange must carry this `code_verifier` (PKCE).
     pub code_verifier: Option<String>,
-    /// When set, the exchange must name exactly this `redirect_uri`;
-    /// otherwise any URI the mock allows is accepted.
-    pub redirect_uri: Option<String>,
 }
 
 impl AuthGrant {
@@ -200,7 +197,6 @@ impl AuthGrant {
             scope: DEFAULT_SCOPE.to_owned(),
             expires_in: EXPIRES_IN_SECS,
             code_verifier: None,
-            redirect_uri: None,
         }
     }
 
@@ -213,18 +209,6 @@ impl AuthGrant {
     /// Grants `scope` instead of [`DEFAULT_SCOPE`].
     pub fn with_scope(mut self, scope: &str) -> AuthGrant {
         scope.clone_into(&mut self.scope);
-        self
-    }
-
-    /// Requires `redirect_uri` to equal `uri`.
-    pub fn with_redirect_uri(mut self, uri: &str) -> AuthGrant {
-        self.redirect_uri = Some(uri.to_owned());
-        self
-    }
-
-    /// Issues no refresh token.
-    pub fn without_refresh_token(mut self) -> AuthGrant {
-        self.refresh_token = None;
         self
     }
 }
@@ -313,11 +297,6 @@ impl Recorded {
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))
             .collect()
-    }
-
-    /// The body as text (lossy).
-    pub fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
@@ -465,11 +444,6 @@ impl MockSpotify {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// `{base_url}/api/token`.
-    pub fn token_url(&self) -> String {
-        format!("{}/api/token", self.base_url())
-    }
-
     /// The `Authorization` header value the mock accepts.
     pub fn basic_auth(&self) -> String {
         let state = self.shared.state();
@@ -543,11 +517,6 @@ impl MockSpotify {
     /// Number of requests received so far.
     pub fn request_count(&self) -> usize {
         self.shared.state().requests.len()
-    }
-
-    /// Forgets the recorded requests (codes, tokens and replies stay).
-    pub fn clear(&self) {
-        self.shared.state().requests.clear();
     }
 
     /// The next request answered (on any connection) closes its connection
@@ -1316,10 +1285,7 @@ impl State {
         };
         let redirect_ok = req
             .field("redirect_uri")
-            .is_some_and(|uri| match &grant.redirect_uri {
-                Some(required) => uri == required,
-                None => self.redirect_uris.iter().any(|allowed| allowed == uri),
-            });
+            .is_some_and(|uri| self.redirect_uris.iter().any(|allowed| allowed == uri));
         if !redirect_ok {
             return oauth_error("invalid_grant", "Invalid redirect URI");
         }

@@ -2,7 +2,7 @@
 //! `--help`, `generate-secret`, `check-config`, bad configuration, secret
 //! files, logs that never leak a secret or token, and a graceful `SIGTERM`.
 
-mod support;
+use crate::support;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use support::mock::Reply;
 use support::{
     CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, Resp, assert_error, post_form, post_json, request,
-    run_binary, start_mock, start_server, wait_for_spotify_calls, wait_until,
+    run_binary, start_mock, start_server, timed, wait_for_spotify_calls, wait_until,
 };
 
 const ENCRYPTION_SECRET: &str = "encryption-secret-that-must-never-be-logged";
@@ -523,6 +523,7 @@ fn trace_logs_never_contain_secrets_codes_or_tokens() {
 
 #[test]
 fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
+    let _timed = timed();
     const BODY: &str =
         r#"{"access_token":"at","token_type":"Bearer","expires_in":3600,"scope":"s"}"#;
     let mock = start_mock();
@@ -590,6 +591,7 @@ fn sigint_exits_0() {
 
 #[test]
 fn silent_fresh_connection_does_not_hold_up_shutdown() {
+    let _timed = timed();
     let mock = start_mock();
     let mut server = start_server(&mock, &[]);
     // A preconnect that never sends a byte holds a worker.
@@ -612,6 +614,7 @@ fn silent_fresh_connection_does_not_hold_up_shutdown() {
 
 #[test]
 fn sighup_keeps_serving() {
+    let _timed = timed();
     let mock = start_mock();
     let server = start_server(&mock, &[]);
 

@@ -1,10 +1,9 @@
-//! Helpers for the connection-model and HTTPS tests (`tests/connections.rs`,
-//! `tests/https.rs`): the open-file limit for thousands of sockets, loopback
-//! client addresses, a rustls client that can also hand over its raw TLS
+//! Helpers for the connection-model and HTTPS tests (`connections`,
+//! `https`): loopback client addresses, a rustls client that can also hand over its raw TLS
 //! bytes (a ClientHello, one encrypted record) for a test to drip on the
 //! socket, and watching a socket for the server's close.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,29 +15,6 @@ use super::pki::Pki;
 
 /// Read/write limit of the TLS client.
 const TLS_IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (a test
-/// that opens thousands of sockets needs them; the server it starts
-/// inherits the raised limit) and returns the soft limit now in force.
-///
-/// # Panics
-/// If the limit cannot be read or set.
-pub fn raise_open_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes one rlimit into the live `limit`.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    assert_eq!(got, 0, "getrlimit: {}", io::Error::last_os_error());
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: setrlimit(2) reads one live rlimit.
-        let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-        assert_eq!(set, 0, "setrlimit: {}", io::Error::last_os_error());
-    }
-    limit.rlim_cur
-}
 
 /// `127.0.0.<last>`.
 pub fn loopback(last: u8) -> IpAddr {

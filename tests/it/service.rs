@@ -5,7 +5,7 @@
 //! name, never by value; Spotify sees the new client secret; old refresh
 //! tokens open only if their secret is listed as previous).
 
-mod support;
+use crate::support;
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
@@ -21,7 +21,7 @@ use support::mock::{MockSpotify, Reply};
 use support::{
     CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, Resp, ServerProc, TempDir, assert_error,
     assert_still_serving, binary_argv, get, inherited_env, post_form, start_mock, start_server,
-    wait_for_spotify_calls,
+    timed, wait_for_spotify_calls,
 };
 
 /// How long to wait for a notification that must come.
@@ -173,6 +173,7 @@ fn start_with_watchdog(extra: &[(&str, &str)]) -> (NotifySocket, MockSpotify, Se
 
 #[test]
 fn watchdog_is_pinged_at_half_the_requested_interval() {
+    let _timed = timed();
     let (notify, _mock, server) = start_with_watchdog(&[]);
 
     let window = notify.collect(Duration::from_secs(1));
@@ -193,6 +194,7 @@ fn watchdog_is_pinged_at_half_the_requested_interval() {
 
 #[test]
 fn watchdog_is_not_pinged_while_every_worker_is_stuck() {
+    let _timed = timed();
     let (notify, mock, server) =
         start_with_watchdog(&[("WORKER_THREADS", "1"), ("UPSTREAM_TIMEOUT_SECS", "30")]);
     let hold = Duration::from_secs(3);

@@ -3,14 +3,14 @@
 //! into 502/504 in bounded time, connections reused. The real binary talks
 //! to the mock over loopback; the mock records what reached it.
 
-mod support;
+use crate::support;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::mock::{AuthGrant, Reply};
-use support::{assert_error, assert_still_serving, post_form, start_mock, start_server};
+use support::{assert_error, assert_still_serving, post_form, start_mock, start_server, timed};
 
 /// A body Spotify's token endpoint could send, with extra fields.
 const TOKEN_BODY: &str = r#"{"access_token":"at-1","token_type":"Bearer","expires_in":3600,"scope":"user-read-private","refresh_token":"rt-1"}"#;
@@ -227,6 +227,7 @@ fn spotify_429_retry_after_is_clamped_to_1_to_3600_seconds() {
 
 #[test]
 fn after_spotify_429_requests_are_answered_locally_until_retry_after() {
+    let _timed = timed();
     let mock = start_mock();
     mock.add_code("c");
     mock.add_refresh_token("rt");
@@ -307,6 +308,7 @@ fn stopped_spotify_is_502() {
 
 #[test]
 fn closed_port_is_502() {
+    let _timed = timed();
     let mock = start_mock();
     let closed = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -328,6 +330,7 @@ fn closed_port_is_502() {
 
 #[test]
 fn never_answering_spotify_is_504_within_the_timeout() {
+    let _timed = timed();
     let mock = start_mock();
     let server = start_server(&mock, &[("UPSTREAM_TIMEOUT_SECS", "1")]);
     mock.set_default_reply(Some(Reply::Hang(Duration::from_secs(30))));
@@ -389,6 +392,7 @@ fn spotify_body_just_under_the_limit_is_accepted() {
 
 #[test]
 fn spotify_endless_body_is_502_in_bounded_time() {
+    let _timed = timed();
     let mock = start_mock();
     let server = start_server(&mock, &[("UPSTREAM_TIMEOUT_SECS", "10")]);
     mock.push_reply(Reply::Endless);
@@ -529,6 +533,7 @@ fn start_dripping_upstream() -> (std::net::SocketAddr, std::thread::JoinHandle<(
 
 #[test]
 fn slowly_dripping_spotify_body_is_504_within_the_timeout() {
+    let _timed = timed();
     let mock = start_mock();
     let (upstream, _dripping) = start_dripping_upstream();
     let url = format!("http://{upstream}");

@@ -4,7 +4,7 @@
 //! device and inode with `stat` and `exec`s the binary, which keeps the
 //! descriptors.
 
-mod support;
+use crate::support;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{Command, Output, Stdio};

@@ -3,7 +3,7 @@
 //! does not open never reaches Spotify, and key rotation keeps old tokens
 //! working while new ones are sealed under the new key.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::metrics::{scrape, value};

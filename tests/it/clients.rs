@@ -3,7 +3,7 @@
 //! Ruby token-swap service, JSON-speaking web clients, and curl following
 //! the README. The mock checks what reached "Spotify".
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::process::Command;

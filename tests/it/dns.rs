@@ -10,7 +10,7 @@
 //! other), which needs root: without it, or without `unshare`, the tests
 //! say so and pass — unless `STS_REQUIRE_DNS_TEST` is set, as CI does.
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
@@ -23,7 +23,7 @@ use support::metrics::{scrape, value};
 use support::mock::MockSpotify;
 use support::{
     ServerProc, TempDir, assert_error, assert_still_serving, binary_argv, get, inherited_env,
-    post_form, proc_status, server_vars, start_mock,
+    post_form, proc_status, server_vars, start_mock, timed,
 };
 
 /// The host name of the accounts service in these tests; no name server
@@ -154,6 +154,7 @@ fn swap(addr: SocketAddr, code: &str) -> (support::Resp, Duration) {
 
 #[test]
 fn a_name_server_that_never_answers_costs_one_lookup_and_every_request_a_502() {
+    let _timed = timed();
     let Some(ns) = NameServer::start("127.0.0.153", false) else {
         return;
     };
@@ -228,6 +229,7 @@ fn a_name_server_that_never_answers_costs_one_lookup_and_every_request_a_502() {
 
 #[test]
 fn a_failed_lookup_is_remembered_for_a_second_then_tried_again() {
+    let _timed = timed();
     let Some(ns) = NameServer::start("127.0.0.154", true) else {
         return;
     };

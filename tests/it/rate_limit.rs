@@ -5,7 +5,7 @@
 //! [`RATE`] a minute, so that a token comes back only every 12 s; the
 //! default (60 a minute, 10 at once) has tests of its own.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

@@ -13,7 +13,7 @@
 //! and `SPOTIFY_CA_FILE` naming the throwaway CA ([`support::pki`]), which
 //! replaces the built-in roots. Everything stays on loopback.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

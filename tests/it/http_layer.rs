@@ -7,7 +7,7 @@
 //! Each bad-input test checks the exact status, the JSON `error` code and
 //! `Content-Type: application/json`, and then that the server still answers.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use support::mock::{MockSpotify, Reply};
 use support::{
     Conn, Resp, ServerProc, assert_error, assert_health, assert_still_serving, assert_swapped,
-    form_body, raw_get, raw_post, raw_swap, request, request_while_sending, retry, start_mock,
-    start_server, wait_for_spotify_calls,
+    form_body, heavy, raw_get, raw_post, raw_swap, request, request_while_sending, retry,
+    start_mock, start_server, timed, wait_for_spotify_calls,
 };
 
 /// The server's limits, as SPEC states them.
@@ -157,6 +157,7 @@ fn assert_at_deadline(what: &str, resp: &Resp, took: Duration) {
 /// deadline (~10 s), not three.
 #[test]
 fn head_or_body_not_received_in_time_is_answered_408() {
+    let _timed = timed();
     let (_mock, server) = start(&[]);
     let addr = server.addr();
 
@@ -533,6 +534,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn http10_request_is_answered_and_closed() {
+    let _timed = timed();
     let (_mock, server) = start(&[]);
     let mut conn = Conn::open(server.addr());
     conn.send(b"GET /health HTTP/1.0\r\n\r\n");
@@ -679,6 +681,7 @@ fn query_string_is_not_logged() {
 
 #[test]
 fn connection_close_is_honoured() {
+    let _timed = timed();
     let (_mock, server) = start(&[]);
     let mut conn = Conn::open(server.addr());
     conn.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
@@ -690,6 +693,7 @@ fn connection_close_is_honoured() {
 
 #[test]
 fn idle_keep_alive_connection_is_closed_after_about_5_s() {
+    let _timed = timed();
     let (_mock, server) = start(&[]);
     let mut conn = Conn::open(server.addr());
     conn.send(&raw_get("/health"));
@@ -721,6 +725,7 @@ fn head_on_health_has_headers_but_no_body() {
 
 #[test]
 fn keep_alive_survives_a_client_connecting_alongside() {
+    let _timed = timed();
     // With workers to spare, a connection queued for the moment it takes an
     // idle worker to pick it up is not "waiting": the connection being
     // answered at that moment must stay open. Repeated, because the window
@@ -753,6 +758,7 @@ fn keep_alive_survives_a_client_connecting_alongside() {
 
 #[test]
 fn a_late_body_holds_no_worker() {
+    let _timed = timed();
     let (mock, server) = start(&[("WORKER_THREADS", "1")]);
     mock.add_code("abc");
     let addr = server.addr();
@@ -783,6 +789,7 @@ fn a_late_body_holds_no_worker() {
 
 #[test]
 fn idle_keep_alive_connection_holds_no_worker() {
+    let _timed = timed();
     let (_mock, server) = start(&[("WORKER_THREADS", "1")]);
     let addr = server.addr();
     let mut idle = Conn::open(addr);
@@ -809,6 +816,7 @@ fn idle_keep_alive_connection_holds_no_worker() {
 
 #[test]
 fn connection_over_the_per_client_cap_is_answered_503_and_closed() {
+    let _timed = timed();
     // 127.0.0.1 is not a trusted proxy here, so it is counted.
     let (_mock, server) = start(&[
         ("MAX_CONNECTIONS_PER_CLIENT", "2"),
@@ -839,6 +847,7 @@ fn connection_over_the_per_client_cap_is_answered_503_and_closed() {
 
 #[test]
 fn closing_a_connection_frees_a_per_client_slot() {
+    let _timed = timed();
     let (_mock, server) = start(&[
         ("MAX_CONNECTIONS_PER_CLIENT", "2"),
         ("TRUSTED_PROXIES", "192.0.2.1"),
@@ -901,7 +910,7 @@ fn trusted_proxy_is_exempt_from_the_per_client_cap() {
 
 #[test]
 fn full_queue_is_answered_503_with_retry_after() {
-    support::conns::raise_open_file_limit();
+    let _heavy = heavy();
     // One worker, held by a request Spotify answers only after a while.
     let (mock, server) = start(&[("WORKER_THREADS", "1"), ("UPSTREAM_TIMEOUT_SECS", "30")]);
     let addr = server.addr();

@@ -9,6 +9,7 @@
 //! - [`asserts`]: the checks many tests share ([`assert_error`]…);
 //! - [`fs`]: throwaway directories ([`TempDir`]); [`metrics`]: reading
 //!   `GET /metrics`;
+//! - [`load`]: which tests may run side by side ([`heavy`], [`timed`]);
 //! - [`mock`]: the Spotify mock, over plain HTTP or TLS (recording its
 //!   handshakes); [`pki`]: throwaway certificates; [`conns`]: many
 //!   connections at once;
@@ -22,16 +23,12 @@
 //! The client side panics with a descriptive message on anything unexpected;
 //! `try_*` variants return the error for tests that expect a failure.
 
-#![allow(
-    dead_code,
-    reason = "every test crate includes this module and uses a different subset of it"
-)]
-
 pub mod asserts;
 pub mod client;
 pub mod connect;
 pub mod conns;
 pub mod fs;
+pub mod load;
 pub mod metrics;
 pub mod mock;
 pub mod pki;
@@ -40,21 +37,14 @@ pub mod setup;
 pub mod wait;
 
 // Flat re-exports, so test files say `support::request`, not
-// `support::client::request`; a test crate that uses none of a module's
-// items would otherwise warn.
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
+// `support::client::request`.
 pub use asserts::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use client::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use connect::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use fs::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
+pub use load::*;
 pub use process::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use setup::*;
-#[allow(unused_imports, reason = "each test crate uses a different subset")]
 pub use wait::*;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -12,7 +12,7 @@
 //! certificate, established ones keep working, a broken file keeps the old
 //! one, no request fails during the swap).
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -30,8 +30,8 @@ use support::conns::{
 use support::mock::MockSpotify;
 use support::pki::Pki;
 use support::{
-    CLIENT_ID, CLIENT_SECRET, Conn, REDIRECT_URI, ServerProc, assert_error, get, request,
-    run_binary, start_mock, start_server,
+    CLIENT_ID, CLIENT_SECRET, Conn, REDIRECT_URI, ServerProc, assert_error, get, heavy, request,
+    run_binary, start_mock, start_server, timed,
 };
 
 /// Longest a single curl run may take before it is killed (`--max-time`).
@@ -485,6 +485,7 @@ fn plain_http_post_on_the_https_port_gets_a_json_400() {
 /// deadline.
 #[test]
 fn silent_connections_do_not_block_other_clients() {
+    let _timed = timed();
     let (pki, _mock, server) = serving_https(&[("WORKER_THREADS", "2")]);
     // More silent connections than workers.
     let mut silent: Vec<Conn> = (0..4).map(|_| Conn::open(server.addr())).collect();
@@ -513,6 +514,7 @@ fn silent_connections_do_not_block_other_clients() {
 /// everyone else meanwhile.
 #[test]
 fn half_a_client_hello_is_dropped_at_the_handshake_deadline() {
+    let _timed = timed();
     let (pki, _mock, server) = serving_https(&[("WORKER_THREADS", "2")]);
     let hello = client_hello(&tls_client_config(&pki), server.addr());
     assert!(hello.len() > 100, "ClientHello of {} bytes", hello.len());
@@ -549,6 +551,7 @@ fn half_a_client_hello_is_dropped_at_the_handshake_deadline() {
 
 #[test]
 fn silent_connection_does_not_hold_up_shutdown() {
+    let _timed = timed();
     let (_pki, _mock, mut server) = serving_https(&[]);
     let _silent = Conn::open(server.addr());
     thread::sleep(Duration::from_millis(300));
@@ -737,6 +740,7 @@ fn sighup_with_a_mismatched_pair_keeps_the_current_certificate() {
 /// succeed (the client trusts both CAs), and the swap is seen mid-stream.
 #[test]
 fn reload_under_load_fails_no_request() {
+    let _heavy = heavy();
     let (pki, _mock, server) = serving_renewable();
     let config = tls_client_config_trusting(&pki, &["ca.pem", "ca2.pem"]);
     let new_cert = pki.der("server2.pem");

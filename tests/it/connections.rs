@@ -25,28 +25,29 @@
 //! `127.0.0.3`, an ordinary client. Every loop is bounded in count and time.
 //! Tests that open thousands of sockets take [`heavy`] (one at a time);
 //! tests with timing bounds take [`timed`] (side by side with each other,
-//! never beside a heavy one).
+//! never beside a heavy one, of this area or another).
 
-mod support;
+use crate::support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use support::conns::{
-    TlsClient, client_hello, encrypt, held_open, loopback, raise_open_file_limit, read_until_close,
-    tls_client_config, tls_connect_from, tls_exchange, tls_health_from, tls_read_response,
+    TlsClient, client_hello, encrypt, held_open, loopback, read_until_close, tls_client_config,
+    tls_connect_from, tls_exchange, tls_health_from, tls_read_response,
 };
 use support::mock::{MockSpotify, Reply};
 use support::pki::Pki;
 use support::{
     Conn, Resp, ServerProc, assert_error, assert_health, assert_no_cors_headers,
-    assert_still_serving, assert_swapped, connect_from, form_body, proc_status, raw_get,
-    raw_get_close, raw_post, raw_swap, request_from, request_while_sending, retry, server_vars,
-    start_mock, try_request_from, wait_for_spotify_calls, wait_until_serving,
+    assert_still_serving, assert_swapped, connect_from, form_body, heavy, proc_status,
+    raise_open_file_limit, raw_get, raw_get_close, raw_post, raw_swap, request_from,
+    request_while_sending, retry, server_vars, start_mock, timed, try_request_from,
+    wait_for_spotify_calls, wait_until_serving,
 };
 
 /// SPEC: request head 10 s from its first byte; TLS handshake 10 s from
@@ -73,18 +74,6 @@ const TOKEN_BODY: &str =
     r#"{"access_token":"at","token_type":"Bearer","expires_in":3600,"scope":"s"}"#;
 /// The origin the CORS tests allow.
 const APP_ORIGIN: &str = "https://app.example";
-
-static LOCK: RwLock<()> = RwLock::new(());
-
-/// For tests that open thousands of sockets: alone.
-fn heavy() -> RwLockWriteGuard<'static, ()> {
-    LOCK.write().unwrap_or_else(|e| e.into_inner())
-}
-
-/// For tests with timing bounds: beside each other, not beside a heavy one.
-fn timed() -> RwLockReadGuard<'static, ()> {
-    LOCK.read().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The `n`-th load address, cycling through [`LOAD_ADDRESSES`].
 fn load_address(n: usize) -> IpAddr {
@@ -231,7 +220,6 @@ fn threads(server: &ServerProc) -> u64 {
 /// again.
 fn idle_connections_leave_a_bystander_fast(workers: Option<&str>) {
     const IDLE: usize = 3000;
-    raise_open_file_limit();
     let mock = start_mock();
     let server = match workers {
         None => start(&mock, true, &[]),
@@ -301,7 +289,6 @@ fn burst_of_two_thousand_keep_alive_clients_is_all_answered() {
     let _heavy = heavy();
     const CLIENTS: usize = 2000;
     const BOUND: Duration = Duration::from_secs(15);
-    raise_open_file_limit();
     let mock = start_mock();
     let server = start(&mock, true, &[]);
     let addr = server.addr();
@@ -756,7 +743,6 @@ fn tls_connections_past_a_full_queue_are_never_answered_in_plaintext() {
     let _heavy = heavy();
     // `QUEUE_CAPACITY` in src/http/server.rs, and 200 more.
     const CLIENTS: usize = 4096 + 200;
-    raise_open_file_limit();
     let pki = Pki::new();
     let mock = start_mock();
     let server = start_https(
@@ -915,7 +901,6 @@ fn clients_that_never_read_their_answers_do_not_hold_workers() {
 fn sigterm_with_two_thousand_connections_open_answers_the_request_in_flight_and_exits_0() {
     let _heavy = heavy();
     const IDLE: usize = 2000;
-    raise_open_file_limit();
     let mock = start_mock();
     mock.set_default_reply(Some(Reply::delayed(
         Duration::from_secs(1),
@@ -1180,7 +1165,6 @@ fn threads_stay_worker_threads_plus_a_constant_with_two_thousand_connections() {
     let _heavy = heavy();
     const WORKERS: u64 = 8;
     const OTHER_THREADS: u64 = 5;
-    raise_open_file_limit();
     let mock = start_mock();
     let server = start(&mock, false, &[("WORKER_THREADS", "8")]);
     let addr = server.addr();

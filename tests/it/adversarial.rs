@@ -8,13 +8,15 @@
 //! `127.0.0.1` a trusted proxy (set explicitly with `TRUSTED_PROXIES`, so
 //! the others are subject to the per-client cap). Every loop is bounded in
 //! count and time; time limits are generous because the tests run on a
-//! small shared machine, in a debug build.
+//! small shared machine, in a debug build. Each test pushes a server to its
+//! limits (a thousand connections, every worker busy), so each takes
+//! [`heavy`]: one at a time, never beside a timed test of any area.
 //!
 //! The resource tests print what they measured (`--nocapture` shows it);
 //! docs/performance.md ("Limits under attack") quotes those figures from a release build:
-//! `STS_BIN=target/release/spotify-token-swap cargo test --test adversarial -- --nocapture`.
+//! `STS_BIN=target/release/spotify-token-swap cargo test --test it -- adversarial:: --nocapture`.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -26,9 +28,9 @@ use std::time::{Duration, Instant};
 use support::conns::held_open;
 use support::mock::{MockSpotify, Reply};
 use support::{
-    Conn, Resp, ServerProc, assert_error, assert_still_serving, connect_from_timeout, open_fds,
-    proc_status, raw_get, raw_get_close, request_from, start_mock, start_server, try_request_from,
-    wait_for_spotify_calls, wait_until, wait_until_serving,
+    Conn, Resp, ServerProc, assert_error, assert_still_serving, connect_from_timeout, heavy,
+    open_fds, proc_status, raw_get, raw_get_close, request_from, start_mock, start_server,
+    try_request_from, wait_for_spotify_calls, wait_until, wait_until_serving,
 };
 
 /// The attacking client.
@@ -46,16 +48,6 @@ const LEGIT_LATENCY: Duration = Duration::from_secs(1);
 /// A successful token response of a scripted Spotify.
 const TOKEN_BODY: &str =
     r#"{"access_token":"at","token_type":"Bearer","expires_in":3600,"scope":"s"}"#;
-
-/// The tests here each push a server to its limits (a thousand
-/// connections, every worker busy); run side by side they would measure each
-/// other. One at a time, then.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    // A failed test poisons the lock; the next one still runs.
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The `n`-th address of the botnet, `127.0.0.10` onwards.
 fn bot(n: usize) -> IpAddr {
@@ -203,7 +195,7 @@ fn threads(server: &ServerProc) -> u64 {
 
 #[test]
 fn slowloris_from_one_address_does_not_delay_other_clients() {
-    let _serial = serial();
+    let _heavy = heavy();
     const ATTACK_CONNECTIONS: usize = 300;
     let mock = start_mock();
     let server = start(&mock, &[]);
@@ -265,7 +257,7 @@ fn slowloris_from_one_address_does_not_delay_other_clients() {
 
 #[test]
 fn slowloris_from_many_addresses_is_cut_short_while_others_wait() {
-    let _serial = serial();
+    let _heavy = heavy();
     // 12 addresses × the cap: more trickling connections than workers, so
     // some always queue. Each trickling head gets 2 s (not 10 s) while
     // others wait, so a legitimate client behind them is served in seconds.
@@ -321,7 +313,7 @@ fn slowloris_from_many_addresses_is_cut_short_while_others_wait() {
 
 #[test]
 fn thousand_idle_connections_from_one_address_hold_at_most_the_cap() {
-    let _serial = serial();
+    let _heavy = heavy();
     const IDLE: usize = 1000;
     let mock = start_mock();
     let server = start(&mock, &[]);
@@ -353,7 +345,7 @@ const LEGIT_LATENCY_BEHIND_SILENT: Duration = Duration::from_secs(3);
 
 #[test]
 fn thousand_idle_connections_from_many_addresses_do_not_lock_out_others() {
-    let _serial = serial();
+    let _heavy = heavy();
     const IDLE: usize = 1000;
     const BOTS: usize = 31;
     let mock = start_mock();
@@ -427,8 +419,7 @@ fn assert_overloaded(resp: &Resp) {
 
 #[test]
 fn burst_past_the_queue_is_answered_200_or_503() {
-    let _serial = serial();
-    support::conns::raise_open_file_limit();
+    let _heavy = heavy();
     const THREADS: usize = 40;
     const PER_THREAD: usize = 110;
     const HOLD: Duration = Duration::from_secs(3);
@@ -536,7 +527,7 @@ fn misbehaving_spotify_under_load(
 
 #[test]
 fn spotify_never_answering_under_load_is_504_within_the_timeout() {
-    let _serial = serial();
+    let _heavy = heavy();
     // UPSTREAM_TIMEOUT_SECS=1; the rest is slack for a loaded machine.
     misbehaving_spotify_under_load(
         &[("UPSTREAM_TIMEOUT_SECS", "1")],
@@ -549,7 +540,7 @@ fn spotify_never_answering_under_load_is_504_within_the_timeout() {
 
 #[test]
 fn spotify_closing_mid_response_under_load_is_502() {
-    let _serial = serial();
+    let _heavy = heavy();
     misbehaving_spotify_under_load(
         &[],
         Reply::CloseMidResponse,
@@ -561,7 +552,7 @@ fn spotify_closing_mid_response_under_load_is_502() {
 
 #[test]
 fn spotify_invalid_json_under_load_is_502() {
-    let _serial = serial();
+    let _heavy = heavy();
     misbehaving_spotify_under_load(
         &[],
         Reply::json(200, r#"{"access_token":"at","#),
@@ -573,7 +564,7 @@ fn spotify_invalid_json_under_load_is_502() {
 
 #[test]
 fn huge_and_endless_spotify_bodies_under_load_leave_memory_flat() {
-    let _serial = serial();
+    let _heavy = heavy();
     // How much the peak resident memory may grow while every worker is fed
     // megabytes by Spotify: the answer is read up to 64 KiB, never more.
     const GROWTH_LIMIT_KIB: u64 = 10 * 1024;
@@ -629,7 +620,7 @@ fn huge_and_endless_spotify_bodies_under_load_leave_memory_flat() {
 
 #[test]
 fn spotify_429_storm_gets_one_upstream_call_per_back_off_window() {
-    let _serial = serial();
+    let _heavy = heavy();
     const WINDOW_SECS: u64 = 3;
     let mock = start_mock();
     let server = start(&mock, &[]);
@@ -692,7 +683,7 @@ fn spotify_429_storm_gets_one_upstream_call_per_back_off_window() {
 
 #[test]
 fn sigterm_under_load_finishes_every_request_in_flight_and_exits_0() {
-    let _serial = serial();
+    let _heavy = heavy();
     const IN_FLIGHT: usize = 2 * WORKERS;
     const UPSTREAM_DELAY: Duration = Duration::from_millis(1500);
     let mock = start_mock();
@@ -754,7 +745,7 @@ fn sigterm_under_load_finishes_every_request_in_flight_and_exits_0() {
 
 #[test]
 fn thread_count_stays_bounded_with_a_thousand_open_connections() {
-    let _serial = serial();
+    let _heavy = heavy();
     // Threads besides the workers: main (the accept loop), signals and
     // keep-warm, plus the watchdog under systemd; never one per connection.
     const OTHER_THREADS: u64 = 4;
@@ -789,7 +780,7 @@ fn thread_count_stays_bounded_with_a_thousand_open_connections() {
 
 #[test]
 fn peak_memory_with_500_keep_alive_clients() {
-    let _serial = serial();
+    let _heavy = heavy();
     const CLIENTS: usize = 500;
     const ROUNDS: usize = 3;
     // Generous: a debug build (release figures: docs/performance.md).
@@ -852,7 +843,7 @@ fn limit_open_files(pid: u32, limit: u64) {
 
 #[test]
 fn accept_loop_survives_running_out_of_file_descriptors() {
-    let _serial = serial();
+    let _heavy = heavy();
     const FD_LIMIT: u64 = 64;
     const CONNECTIONS: usize = 150;
     let mock = start_mock();

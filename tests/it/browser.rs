@@ -17,7 +17,7 @@
 //! Raw sockets: the preflight's and real responses' headers, a disallowed
 //! origin, and CORS off.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use support::mock::MockSpotify;
 use support::{
-    Resp, ServerProc, TempDir, assert_error, assert_no_cors_headers, request, start_mock,
+    Resp, ServerProc, TempDir, assert_error, assert_no_cors_headers, heavy, request, start_mock,
     start_server,
 };
 
@@ -216,13 +216,11 @@ fn chromium_or_skip(test: &str) -> Option<PathBuf> {
     found
 }
 
-/// One Chromium at a time: it is heavy, and the machine is shared.
-static CHROMIUM_TURN: Mutex<()> = Mutex::new(());
-
 /// Loads `url` in headless Chromium with a fresh profile and returns the
-/// text of `<pre id="out">` from the dumped DOM.
+/// text of `<pre id="out">` from the dumped DOM. Chromium loads the machine:
+/// one at a time, never beside a timed test ([`heavy`]).
 fn run_page(chromium: &PathBuf, url: &str) -> String {
-    let _turn = CHROMIUM_TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let _heavy = heavy();
     let profile = TempDir::new("chromium");
     let mut child = Command::new(chromium)
         .args([

@@ -4,7 +4,7 @@
 //! chosen paths, and a single worker, so a worker lost to a panic would
 //! leave nobody to answer the next request.
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;

@@ -4,7 +4,7 @@
 //! counters, histogram count and failure kinds it must show; the content
 //! type; the gauges; `METRICS=off`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

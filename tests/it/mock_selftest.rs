@@ -2,7 +2,7 @@
 //! sockets by the raw client. If these fail, failures elsewhere in `tests/`
 //! say nothing about the server.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use support::mock::{AuthGrant, Close, Handshake, MockSpotify, Reply};
 use support::pki::Pki;
 use support::{
     CLIENT_ID, CLIENT_SECRET, Conn, REDIRECT_URI, form_body, raw_post, request, start_tls_mock,
+    timed,
 };
 
 fn start_mock() -> MockSpotify {
@@ -183,6 +184,7 @@ fn mock_refreshes_with_and_without_rotation() {
 
 #[test]
 fn mock_keeps_connections_alive_and_records_their_ids() {
+    let _timed = timed();
     let mock = start_mock();
     mock.add_refresh_token("r1");
     let auth = mock.basic_auth();
@@ -275,6 +277,7 @@ fn mock_sends_an_endless_body_until_the_reader_leaves() {
 
 #[test]
 fn mock_survives_garbage_and_stops_on_drop() {
+    let _timed = timed();
     let mock = start_mock();
     let garbage = request(mock.addr(), b"\x00\xff garbage\r\n\r\n");
     assert_eq!(garbage.status, 400);
