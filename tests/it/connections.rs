@@ -741,7 +741,7 @@ fn tls_connections_past_max_connections_are_never_answered_in_plaintext() {
 #[test]
 fn tls_connections_past_a_full_queue_are_never_answered_in_plaintext() {
     let _heavy = heavy();
-    // `QUEUE_CAPACITY` in src/http/server.rs, and 200 more.
+    // `QUEUE_CAPACITY` in src/http/queue.rs, and 200 more.
     const CLIENTS: usize = 4096 + 200;
     let pki = Pki::new();
     let mock = start_mock();

@@ -31,7 +31,7 @@ const MAX_HEADER_LINES: usize = 64;
 const PHASE_DEADLINE: Duration = Duration::from_secs(10);
 /// Client-side limit for a response that only comes at a 10 s deadline.
 const PAST_DEADLINE: Duration = Duration::from_secs(15);
-/// `QUEUE_CAPACITY` in src/http/server.rs.
+/// `QUEUE_CAPACITY` in src/http/queue.rs.
 const QUEUE_CAPACITY: usize = 4096;
 /// How long a test waits to see the server close a connection it should
 /// close at once.
