@@ -21,7 +21,7 @@ use crate::state::State;
 use crate::{cors, exchange};
 
 /// Every endpoint, in the order `/metrics` lists them.
-static ENDPOINTS: [Endpoint; 4] = [
+static ENDPOINTS: &[Endpoint] = &[
     Endpoint {
         label: "swap",
         path: |config| Some(&config.swap_path),
