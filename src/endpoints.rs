@@ -237,3 +237,91 @@ impl Handler for App {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(extra: &[(&str, &str)]) -> App {
+        let vars = [
+            ("SPOTIFY_CLIENT_ID", "cid"),
+            ("SPOTIFY_CLIENT_SECRET", "csecret"),
+            ("SPOTIFY_REDIRECT_URI", "myapp://cb"),
+        ];
+        let config = Config::from_vars(vars.iter().chain(extra).copied()).unwrap();
+        App::new(config, Arc::new(Stats::default()))
+    }
+
+    fn request(method: &str, path: &str, origin: Option<&str>) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            minor_version: 1,
+            origin: origin.map(String::from),
+            ..Request::default()
+        }
+    }
+
+    fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+        response
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn token_answers_carry_no_store_and_others_do_not() {
+        let app = app(&[]);
+        let swap = app.handle(&request("GET", "/swap", None));
+        assert_eq!(swap.status, 405);
+        assert_eq!(header(&swap, "Cache-Control"), Some("no-store"));
+        assert_eq!(header(&swap, "Pragma"), Some("no-cache"));
+        let health = app.handle(&request("GET", "/health", None));
+        assert_eq!(health.status, 200);
+        assert_eq!(header(&health, "Cache-Control"), None);
+    }
+
+    #[test]
+    fn a_preflight_is_answered_only_with_cors_on() {
+        let origin = Some("https://app.example.com");
+        let off = app(&[]).handle(&request("OPTIONS", "/refresh", origin));
+        assert_eq!((off.status, header(&off, "Allow")), (405, Some("POST")));
+        assert_eq!(header(&off, "Access-Control-Allow-Origin"), None);
+        let on = app(&[("CORS_ALLOW_ORIGINS", "https://app.example.com")]);
+        let preflight = on.handle(&request("OPTIONS", "/refresh", origin));
+        assert_eq!(preflight.status, 204);
+        assert_eq!(
+            header(&preflight, "Access-Control-Allow-Origin"),
+            Some("https://app.example.com")
+        );
+        let get = on.handle(&request("GET", "/refresh", origin));
+        assert_eq!(header(&get, "Allow"), Some("POST, OPTIONS"));
+    }
+
+    #[test]
+    fn paths_follow_the_settings_and_metrics_off_is_no_endpoint() {
+        let app = app(&[("SWAP_PATH", "/api/token"), ("METRICS", "off")]);
+        assert_eq!(app.handle(&request("GET", "/api/token", None)).status, 405);
+        assert_eq!(app.handle(&request("GET", "/swap", None)).status, 404);
+        assert_eq!(app.handle(&request("GET", "/metrics", None)).status, 404);
+        assert_eq!(app.handle(&request("HEAD", "/health", None)).status, 200);
+    }
+
+    #[test]
+    fn requests_are_counted_under_their_rows_label() {
+        let app = app(&[]);
+        for path in ["/health", "/health", "/nowhere"] {
+            app.record(&Record { path, status: 200 });
+        }
+        let text = app.state.metrics.render(&app.state.stats);
+        assert!(
+            text.contains("endpoint=\"health\",status=\"200\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("endpoint=\"other\",status=\"200\"} 1\n"),
+            "{text}"
+        );
+    }
+}
