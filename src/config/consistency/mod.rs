@@ -74,6 +74,7 @@ const NOT_SETTINGS: &[(&str, &str)] = &[
     ("STS_CHROMIUM", "test knob"),
     ("STS_REQUIRE_BROWSER", "test knob"),
     ("STS_REQUIRE_DNS_TEST", "test knob"),
+    ("STS_REQUIRE_NETNS_TEST", "test knob"),
 ];
 
 /// Fails with every problem found, one per line.
