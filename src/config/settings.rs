@@ -99,7 +99,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
                 `http://user:password@host:port` (percent-encoded; `check-config` shows \
                 `[redacted]` for them); each connection is tunnelled with `CONNECT`. \
                 `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` are ignored, in any case \
-                (see [Proxies](#proxies))",
+                (see [Proxy to Spotify](#proxy-to-spotify))",
         parse: |d, v| set(&mut d.upstream_proxy, upstream_proxy(v)?),
         show: |c| match &c.upstream_proxy {
             Some(proxy) => proxy.shown.clone(),
