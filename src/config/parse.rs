@@ -300,6 +300,21 @@ mod tests {
     }
 
     #[test]
+    fn upstream_proxy_may_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("sts-proxy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy");
+        std::fs::write(&path, "http://u:hunter2@127.0.0.1:3128\n").unwrap();
+        let mut vars = crate::config::testing::base();
+        vars.push(("UPSTREAM_PROXY_FILE", path.to_str().unwrap()));
+        let c = crate::config::Config::from_vars(vars);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let proxy = c.unwrap().upstream_proxy.unwrap();
+        assert_eq!(proxy.url.expose(), "http://u:hunter2@127.0.0.1:3128");
+        assert_eq!(proxy.shown, "http://[redacted]@127.0.0.1:3128");
+    }
+
+    #[test]
     fn trusted_proxies_and_metrics_allow_take_ranges_and_name_each_bad_one() {
         let c = with(&[
             ("TRUSTED_PROXIES", "10.0.0.0/8,fd00::/8"),
