@@ -82,7 +82,8 @@ impl State {
         // SECURITY: a trusted proxy that sends no X-Forwarded-For names no
         // client: its requests are every user's, and one bucket for all of
         // them would let one user lock every other out. Unlimited is the
-        // lesser harm; the operator is told once per proxy, to fix it.
+        // lesser harm; the operator is told once per entry of
+        // TRUSTED_PROXIES (a range: once for all of its proxies), to fix it.
         let unnamed = (!request.forwarded_for)
             .then(|| {
                 self.config
@@ -94,10 +95,11 @@ impl State {
             .flatten();
         if let Some(proxy) = unnamed {
             if !self.proxies_warned[proxy].swap(true, Ordering::Relaxed) {
+                let entry = self.config.http.trusted_proxies[proxy];
                 log::warn!(
                     "trusted proxy {client} sends no X-Forwarded-For: its token requests \
                      are not rate-limited (make the proxy send X-Forwarded-For, or remove \
-                     {client} from TRUSTED_PROXIES)"
+                     {entry} from TRUSTED_PROXIES)"
                 );
             }
             return Ok(());
