@@ -1,7 +1,8 @@
 //! `RATE_LIMIT_PER_MINUTE`, `TRUSTED_PROXIES` (addresses and CIDR ranges),
-//! `CLIENT_IPV6_PREFIX` and `X-Forwarded-For`, over
-//! real sockets against the real binary. Clients are told apart by
-//! loopback address (`127.0.0.2`, `127.0.0.3`); `127.0.0.1` is the trusted
+//! `CLIENT_IPV6_PREFIX` and `X-Forwarded-For`, over real sockets against
+//! the real binary. Clients are told apart by loopback address
+//! (`127.0.0.2`, `127.0.0.3`) or, behind the trusted proxy, by the address
+//! it forwards (an IPv6 /64 is one client); `127.0.0.1` is the trusted
 //! proxy (set explicitly, or by default). Most servers here limit to
 //! [`RATE`] a minute, so that a token comes back only every 12 s; the
 //! default (60 a minute, 10 at once) has tests of its own.
