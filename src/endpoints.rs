@@ -3,9 +3,10 @@
 //! [`ENDPOINTS`] lists every path the server answers: where its path comes
 //! from, the methods it takes, whether its answers carry `no-store` and
 //! CORS headers, whether it is rate-limited, its label in `/metrics`, and
-//! the function that answers it. What a row says is applied here, the same
-//! way for every row; the handler only does its endpoint's own work. A new
-//! endpoint is one row and its handler.
+//! the function that answers it, and whether only `METRICS_ALLOW` clients
+//! may see it. What a row says is applied here, the same way for every
+//! row; the handler only does its endpoint's own work. A new endpoint is
+//! one row and its handler.
 //!
 //! [`App`] is the [`Handler`] the HTTP layer calls: it looks the path up
 //! once (a map built at start from the table and the configuration),
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Cors};
 use crate::error::Error;
-use crate::http::{Handler, Record, Request, Response, Stats};
+use crate::http::{Handler, Record, Request, Response, Stats, any_contains};
 use crate::state::State;
 use crate::{cors, exchange};
 
@@ -29,6 +30,7 @@ static ENDPOINTS: &[Endpoint] = &[
         no_store: true,
         cors: true,
         rate_limited: true,
+        private: false,
         handler: exchange::swap,
     },
     Endpoint {
@@ -38,6 +40,7 @@ static ENDPOINTS: &[Endpoint] = &[
         no_store: true,
         cors: true,
         rate_limited: true,
+        private: false,
         handler: exchange::refresh,
     },
     Endpoint {
@@ -47,6 +50,7 @@ static ENDPOINTS: &[Endpoint] = &[
         no_store: false,
         cors: false,
         rate_limited: false,
+        private: false,
         handler: health,
     },
     Endpoint {
@@ -56,6 +60,7 @@ static ENDPOINTS: &[Endpoint] = &[
         no_store: false,
         cors: false,
         rate_limited: false,
+        private: true,
         handler: metrics,
     },
 ];
@@ -78,6 +83,9 @@ struct Endpoint {
     cors: bool,
     /// Each request takes one from the client's `RATE_LIMIT_PER_MINUTE`.
     rate_limited: bool,
+    /// Answers only clients in `METRICS_ALLOW`; to any other it is a path
+    /// that does not exist.
+    private: bool,
     /// Answers a request with an allowed method.
     handler: fn(&State, &Request) -> Result<Response, Error>,
 }
@@ -127,6 +135,17 @@ impl Endpoint {
                 allow: self.methods.allow(preflight),
             }),
         }
+    }
+
+    /// Whether the client may know this endpoint is there.
+    fn visible_to(&self, state: &State, request: &Request) -> bool {
+        // SECURITY: judged on the client after X-Forwarded-For, not on the
+        // peer: a reverse proxy on this host is a loopback peer, and
+        // judging it would publish the endpoint to everyone behind it.
+        !self.private
+            || request
+                .client
+                .is_some_and(|client| any_contains(&state.config.metrics_allow, client))
     }
 
     /// Adds what every answer on this path carries.
@@ -210,7 +229,14 @@ impl App {
 
 impl Handler for App {
     fn handle(&self, request: &Request) -> Response {
-        let Some(endpoint) = self.endpoint(&request.path) else {
+        // A client that may not see an endpoint gets exactly the answer to
+        // a path that does not exist, whatever the method (it is still
+        // counted under the endpoint's label, so an operator sees refused
+        // scrapes).
+        let visible = self
+            .endpoint(&request.path)
+            .filter(|endpoint| endpoint.visible_to(&self.state, request));
+        let Some(endpoint) = visible else {
             return no_endpoint(request);
         };
         let response = endpoint
@@ -323,5 +349,41 @@ mod tests {
             text.contains("endpoint=\"other\",status=\"200\"} 1\n"),
             "{text}"
         );
+    }
+
+    fn ask(app: &App, method: &str, path: &str, client: &str) -> Response {
+        app.handle(&Request {
+            method: method.into(),
+            path: path.into(),
+            minor_version: 1,
+            client: Some(client.parse().unwrap()),
+            ..Request::default()
+        })
+    }
+
+    #[test]
+    fn metrics_is_a_path_that_does_not_exist_to_clients_outside_metrics_allow() {
+        let app = app(&[]);
+        for method in ["GET", "HEAD", "POST", "OPTIONS"] {
+            for outside in ["203.0.113.5", "2001:db8::1", "::ffff:192.0.2.1"] {
+                assert_eq!(
+                    ask(&app, method, "/metrics", outside),
+                    ask(&app, method, "/no-such-path", outside),
+                    "{method} from {outside}"
+                );
+            }
+        }
+        for inside in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(ask(&app, "GET", "/metrics", inside).status, 200, "{inside}");
+        }
+    }
+
+    #[test]
+    fn metrics_allow_takes_ranges_and_replaces_the_default() {
+        let app = app(&[("METRICS_ALLOW", "10.0.0.0/8,fd00::/8")]);
+        assert_eq!(ask(&app, "GET", "/metrics", "10.9.8.7").status, 200);
+        assert_eq!(ask(&app, "GET", "/metrics", "fd00::5").status, 200);
+        assert_eq!(ask(&app, "GET", "/metrics", "127.0.0.1").status, 404);
+        assert_eq!(ask(&app, "GET", "/metrics", "11.0.0.1").status, 404);
     }
 }

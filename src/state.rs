@@ -24,8 +24,8 @@ pub(crate) struct State {
     /// The secrets in use, to tell what a reload changed.
     secrets: Mutex<Secrets>,
     limiter: Option<RateLimiter>,
-    /// For each of `TRUSTED_PROXIES`, whether it has been reported for
-    /// sending no `X-Forwarded-For`.
+    /// For each of `TRUSTED_PROXIES` (an address or a range), whether it has
+    /// been reported for sending no `X-Forwarded-For`.
     proxies_warned: Vec<AtomicBool>,
     pub(crate) metrics: Metrics,
     pub(crate) stats: Arc<Stats>,
@@ -37,8 +37,9 @@ impl State {
     pub(crate) fn new(config: Config, stats: Arc<Stats>, labels: Vec<&'static str>) -> State {
         let secrets = Secrets::of(&config);
         let cipher = RwLock::new(secrets.cipher(&config.client_id));
-        let limiter = (config.rate_limit_per_minute > 0)
-            .then(|| RateLimiter::new(config.rate_limit_per_minute));
+        let limiter = (config.rate_limit_per_minute > 0).then(|| {
+            RateLimiter::new(config.rate_limit_per_minute, config.http.client_ipv6_prefix)
+        });
         State {
             spotify: upstream::Client::new(&upstream::Settings {
                 token_url: &config.token_url,
@@ -47,6 +48,7 @@ impl State {
                 concurrent_calls: config.http.worker_threads,
                 client_id: &config.client_id,
                 client_secret: &config.client_secret,
+                proxy: config.upstream_proxy.as_ref().map(|proxy| &proxy.url),
             }),
             cipher,
             secrets: Mutex::new(secrets),
@@ -80,22 +82,24 @@ impl State {
         // SECURITY: a trusted proxy that sends no X-Forwarded-For names no
         // client: its requests are every user's, and one bucket for all of
         // them would let one user lock every other out. Unlimited is the
-        // lesser harm; the operator is told once per proxy, to fix it.
+        // lesser harm; the operator is told once per entry of
+        // TRUSTED_PROXIES (a range: once for all of its proxies), to fix it.
         let unnamed = (!request.forwarded_for)
             .then(|| {
                 self.config
                     .http
                     .trusted_proxies
                     .iter()
-                    .position(|p| *p == client)
+                    .position(|proxy| proxy.contains(client))
             })
             .flatten();
         if let Some(proxy) = unnamed {
             if !self.proxies_warned[proxy].swap(true, Ordering::Relaxed) {
+                let entry = self.config.http.trusted_proxies[proxy];
                 log::warn!(
                     "trusted proxy {client} sends no X-Forwarded-For: its token requests \
                      are not rate-limited (make the proxy send X-Forwarded-For, or remove \
-                     {client} from TRUSTED_PROXIES)"
+                     {entry} from TRUSTED_PROXIES)"
                 );
             }
             return Ok(());

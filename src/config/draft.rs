@@ -4,7 +4,6 @@
 //! draft ([`Draft::settle`]); the [`Config`] is built once, at the end, from
 //! values that are all present ([`Draft::into_config`]).
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,8 +11,8 @@ use log::LevelFilter;
 
 use super::env::Env;
 use super::error::ConfigError;
-use super::{Config, Cors, Listen, TlsFiles};
-use crate::http;
+use super::{Config, Cors, Listen, TlsFiles, UpstreamProxy};
+use crate::http::{self, IpNet};
 use crate::secret::Secret;
 
 /// One field per setting's value; `None` until its row of the table fills
@@ -27,6 +26,7 @@ pub(crate) struct Draft {
     pub(super) token_url: Option<String>,
     /// `SPOTIFY_CA_FILE` and the certificates (DER) read from it.
     pub(super) ca_file: Option<(PathBuf, Vec<Vec<u8>>)>,
+    pub(super) upstream_proxy: Option<UpstreamProxy>,
     pub(super) encryption_secret: Option<Secret>,
     pub(super) encryption_secrets_previous: Option<Vec<Secret>>,
     pub(super) listen: Option<Listen>,
@@ -39,10 +39,12 @@ pub(crate) struct Draft {
     pub(super) rate_limit_per_minute: Option<u32>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_connections_per_client: Option<usize>,
-    pub(super) trusted_proxies: Option<Vec<IpAddr>>,
+    pub(super) client_ipv6_prefix: Option<u8>,
+    pub(super) trusted_proxies: Option<Vec<IpNet>>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
     pub(super) metrics: Option<bool>,
+    pub(super) metrics_allow: Option<Vec<IpNet>>,
 }
 
 impl Draft {
@@ -87,6 +89,7 @@ impl Draft {
             token_url: self.token_url?,
             extra_roots,
             ca_file,
+            upstream_proxy: self.upstream_proxy,
             encryption_secret: self.encryption_secret,
             encryption_secrets_previous: self.encryption_secrets_previous.unwrap_or_default(),
             listen: self.listen?,
@@ -94,6 +97,7 @@ impl Draft {
                 worker_threads: self.worker_threads?,
                 max_connections: self.max_connections,
                 max_connections_per_client: self.max_connections_per_client?,
+                client_ipv6_prefix: self.client_ipv6_prefix?,
                 trusted_proxies: self.trusted_proxies?,
                 // Shutdown waits for requests in hand: upstream calls.
                 request_time_limit: self.upstream_timeout?,
@@ -106,6 +110,7 @@ impl Draft {
             rate_limit_per_minute: self.rate_limit_per_minute?,
             tls,
             metrics: self.metrics?,
+            metrics_allow: self.metrics_allow?,
         })
     }
 }

@@ -42,6 +42,8 @@ pub(crate) enum Problem {
     Zero,
     ContainsColon,
     NotHttpUrl(String),
+    PlainHttpNotLoopback(String),
+    NotProxyUrl,
     Unreadable { path: PathBuf, error: String },
     EmptyFile(PathBuf),
     NotPem(PathBuf),
@@ -52,7 +54,7 @@ pub(crate) enum Problem {
     NotPath(String),
     ReservedPath(String),
     NotOrigins(Vec<String>),
-    NotIpAddresses(Vec<String>),
+    NotIpRanges(Vec<String>),
     NotLogLevel(String),
     NotOnOff(String),
 }
@@ -88,12 +90,23 @@ impl fmt::Display for ConfigError {
 /// One line naming `var` and what is wrong with its value.
 fn write_problem(f: &mut fmt::Formatter<'_>, var: &str, problem: &Problem) -> fmt::Result {
     const ORIGIN: &str = "like https://app.example.com";
+    const RANGE: &str = "like 10.0.0.0/8 (host bits zero)";
     match problem {
         Problem::NotWholeNumber(t) => write!(f, "{var}: '{t}' is not a whole number"),
         Problem::OutOfRange { min, max } => write!(f, "{var} must be between {min} and {max}"),
         Problem::Zero => write!(f, "{var} must be at least 1"),
         Problem::ContainsColon => write!(f, "{var} must not contain ':'"),
         Problem::NotHttpUrl(t) => write!(f, "{var}: '{t}' is not an http:// or https:// URL"),
+        Problem::PlainHttpNotLoopback(t) => write!(
+            f,
+            "{var}: '{t}' would send the client secret in clear; http:// is allowed only to \
+             a loopback address (127.0.0.0/8, [::1]), use https://"
+        ),
+        Problem::NotProxyUrl => write!(
+            f,
+            "{var} must be http://host:port or http://user:password@host:port (not shown: \
+             it may hold a password)"
+        ),
         Problem::Unreadable { path, error } => {
             write!(f, "{var}: cannot read '{}': {error}", path.display())
         }
@@ -118,9 +131,16 @@ fn write_problem(f: &mut fmt::Formatter<'_>, var: &str, problem: &Problem) -> fm
             [one] => write!(f, "{var}: '{one}' is not an origin {ORIGIN}"),
             many => write!(f, "{var}: {} are not origins {ORIGIN}", quoted(many)),
         },
-        Problem::NotIpAddresses(items) => match items.as_slice() {
-            [one] => write!(f, "{var}: '{one}' is not an IP address"),
-            many => write!(f, "{var}: {} are not IP addresses", quoted(many)),
+        Problem::NotIpRanges(items) => match items.as_slice() {
+            [one] => write!(
+                f,
+                "{var}: '{one}' is not an IP address or a CIDR range {RANGE}"
+            ),
+            many => write!(
+                f,
+                "{var}: {} are not IP addresses or CIDR ranges {RANGE}",
+                quoted(many)
+            ),
         },
         Problem::NotLogLevel(t) => write!(
             f,
@@ -191,7 +211,8 @@ mod tests {
         let errs = with(&[("TRUSTED_PROXIES", "10.0.0.1, proxy, ::1, 300.1.1.1")]).unwrap_err();
         assert_eq!(
             errs.to_string(),
-            "configuration error: TRUSTED_PROXIES: 'proxy', '300.1.1.1' are not IP addresses"
+            "configuration error: TRUSTED_PROXIES: 'proxy', '300.1.1.1' are not IP addresses \
+             or CIDR ranges like 10.0.0.0/8 (host bits zero)"
         );
     }
 

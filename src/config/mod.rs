@@ -45,7 +45,7 @@ use draft::Draft;
 use env::Env;
 use settings::SETTINGS;
 
-use crate::http;
+use crate::http::{self, IpNet};
 
 /// Which browser origins may call the token endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +78,16 @@ pub(crate) enum Listen {
     SocketActivation,
 }
 
+/// `UPSTREAM_PROXY`: the proxy's URL, which may hold credentials, and the
+/// form `check-config` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UpstreamProxy {
+    /// The whole URL, credentials included.
+    pub(crate) url: Secret,
+    /// The URL with any credentials shown as `[redacted]`.
+    pub(crate) shown: String,
+}
+
 /// Certificate and key files for serving HTTPS directly. Only the paths:
 /// the server loads them when it starts (and again on `SIGHUP`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +109,9 @@ pub struct Config {
     /// Extra trusted root certificates (DER) from `SPOTIFY_CA_FILE`.
     pub(crate) extra_roots: Vec<Vec<u8>>,
     pub(crate) ca_file: Option<PathBuf>,
+    /// The proxy for calls to Spotify; `None`: direct (proxy variables in
+    /// the environment are ignored).
+    pub(crate) upstream_proxy: Option<UpstreamProxy>,
     /// Current encryption secret; `None` leaves refresh tokens in clear.
     pub(crate) encryption_secret: Option<Secret>,
     /// Older secrets, accepted for decryption only.
@@ -115,6 +128,8 @@ pub struct Config {
     pub(crate) rate_limit_per_minute: u32,
     pub(crate) tls: Option<TlsFiles>,
     pub(crate) metrics: bool,
+    /// Clients `/metrics` answers (judged after `X-Forwarded-For`).
+    pub(crate) metrics_allow: Vec<IpNet>,
 }
 
 impl Config {
@@ -194,8 +209,6 @@ mod testing {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
-
     use super::testing::with;
     use super::*;
 
@@ -214,13 +227,58 @@ mod tests {
         assert_eq!(c.http.max_connections, None);
         assert_eq!(c.cors, Cors::Off);
         assert!(c.encryption_secret.is_none());
-        assert_eq!(
-            c.http.trusted_proxies,
-            vec![
-                "127.0.0.1".parse::<IpAddr>().unwrap(),
-                "::1".parse().unwrap()
-            ]
+        let nets =
+            |list: &[&str]| -> Vec<IpNet> { list.iter().map(|n| n.parse().unwrap()).collect() };
+        assert_eq!(c.http.trusted_proxies, nets(&["127.0.0.1", "::1"]));
+        assert_eq!(c.http.client_ipv6_prefix, 64);
+        assert_eq!(c.metrics_allow, nets(&["127.0.0.0/8", "::1"]));
+        assert_eq!(c.upstream_proxy, None);
+    }
+
+    #[test]
+    fn check_config_shows_ranges_the_ipv6_prefix_and_no_proxy_password() {
+        let text = with(&[
+            ("TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8,192.0.2.1"),
+            ("CLIENT_IPV6_PREFIX", "56"),
+            (
+                "UPSTREAM_PROXY",
+                "http://alice:pw-plugh-42@proxy.example:3128/",
+            ),
+        ])
+        .unwrap()
+        .describe();
+        for line in [
+            "TRUSTED_PROXIES=10.0.0.0/8,fd00::/8,192.0.2.1\n",
+            "CLIENT_IPV6_PREFIX=56 (an IPv6 /56 is one client)\n",
+            "METRICS_ALLOW=127.0.0.0/8,::1\n",
+            "UPSTREAM_PROXY=http://[redacted]@proxy.example:3128\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
+        assert!(!text.contains("pw-plugh-42"), "{text}");
+        assert!(!text.contains("alice"), "{text}");
+        let direct = with(&[]).unwrap().describe();
+        assert!(
+            direct.contains(
+                "UPSTREAM_PROXY=(direct; proxy variables in the environment are ignored)\n"
+            ),
+            "{direct}"
         );
+    }
+
+    #[test]
+    fn client_ipv6_prefix_is_between_32_and_128() {
+        for good in ["32", "48", "128"] {
+            assert!(with(&[("CLIENT_IPV6_PREFIX", good)]).is_ok(), "{good}");
+        }
+        for bad in ["31", "129", "0", "/64"] {
+            let errs = with(&[("CLIENT_IPV6_PREFIX", bad)]).unwrap_err();
+            assert_eq!(errs.0.len(), 1, "{errs}");
+            assert!(
+                errs.to_string().contains("CLIENT_IPV6_PREFIX"),
+                "{bad}: {errs}"
+            );
+        }
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::str::FromStr;
 
 use log::LevelFilter;
 
-use super::Cors;
 use super::error::Problem;
+use super::{Cors, UpstreamProxy};
+use crate::http::IpNet;
 use crate::secret::{MIN_ENCRYPTION_SECRET_CHARS, Secret};
 
 /// The token endpoint, under `SPOTIFY_ACCOUNTS_URL`.
@@ -56,17 +57,63 @@ pub(super) fn too_short(secret: &Secret) -> bool {
     secret.expose().chars().count() < MIN_ENCRYPTION_SECRET_CHARS
 }
 
-/// `{base}/api/token`, for an `http://` or `https://` base URL.
+/// `{base}/api/token`, for an `https://` base URL, or an `http://` one
+/// whose host is a loopback address.
 pub(super) fn token_url(base: &str) -> Result<String, Problem> {
     let base = base.trim_end_matches('/');
     let url = format!("{base}{TOKEN_PATH}");
-    let http = base.starts_with("https://") || base.starts_with("http://");
-    if !http || base.len() <= "https://".len() || ureq::http::Uri::try_from(url.as_str()).is_err() {
+    let plain = base.starts_with("http://");
+    let http = base.starts_with("https://") || plain;
+    let uri = ureq::http::Uri::try_from(url.as_str()).ok();
+    let Some(uri) = uri.filter(|_| http && base.len() > "https://".len()) else {
         return Err(Problem::NotHttpUrl(base.to_string()));
+    };
+    // SECURITY: the client secret and the users' codes and tokens go to
+    // this URL. In clear, only to this machine: an IP literal, because a
+    // name (`localhost` included) resolves wherever /etc/hosts or DNS say.
+    if plain && !uri.host().is_some_and(is_loopback_literal) {
+        return Err(Problem::PlainHttpNotLoopback(base.to_string()));
     }
     Ok(url)
 }
 
+/// Whether a URL's host is a loopback address written as one
+/// (`127.0.0.0/8`, `[::1]`, `[::ffff:127.0.0.1]`).
+fn is_loopback_literal(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse::<IpAddr>()
+        .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// `UPSTREAM_PROXY`: `http://host[:port]`, optionally with
+/// `user:password@` (percent-encoded) before the host; nothing after it
+/// but a `/`. The error never quotes the value: it may hold a password.
+pub(super) fn upstream_proxy(text: &str) -> Result<UpstreamProxy, Problem> {
+    let trimmed = text.trim_end_matches('/');
+    let uri = ureq::http::Uri::try_from(trimmed).map_err(|_| Problem::NotProxyUrl)?;
+    let authority = uri.authority().ok_or(Problem::NotProxyUrl)?;
+    let only_authority = uri.path() == "/" || uri.path().is_empty();
+    if uri.scheme_str() != Some("http")
+        || !trimmed.starts_with("http://")
+        || !only_authority
+        || uri.query().is_some()
+        || authority.host().is_empty()
+        || ureq::Proxy::new(trimmed).is_err()
+    {
+        return Err(Problem::NotProxyUrl);
+    }
+    let shown = match authority.as_str().rsplit_once('@') {
+        Some((_, host_port)) => format!("http://[redacted]@{host_port}"),
+        None => format!("http://{}", authority.as_str()),
+    };
+    Ok(UpstreamProxy {
+        url: Secret::new(trimmed),
+        shown,
+    })
+}
 pub(super) fn listen_addr(text: &str) -> Result<SocketAddr, Problem> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
@@ -107,17 +154,19 @@ pub(super) fn cors(text: &str) -> Result<Cors, Problem> {
     Ok(Cors::List(origins))
 }
 
-pub(super) fn ip_addresses(text: &str) -> Result<Vec<IpAddr>, Problem> {
-    let (ips, bad): (Vec<_>, Vec<_>) = list(text)
+/// Comma-separated addresses and CIDR ranges (`10.0.0.0/8`, `::1`); every
+/// item that is neither is named.
+pub(super) fn ip_nets(text: &str) -> Result<Vec<IpNet>, Problem> {
+    let (nets, bad): (Vec<_>, Vec<_>) = list(text)
         .into_iter()
-        .map(|item| item.parse::<IpAddr>().map_err(|_| item))
+        .map(|item| item.parse::<IpNet>().map_err(|_| item))
         .partition(Result::is_ok);
     if !bad.is_empty() {
-        return Err(Problem::NotIpAddresses(
+        return Err(Problem::NotIpRanges(
             bad.into_iter().filter_map(Result::err).collect(),
         ));
     }
-    Ok(ips.into_iter().filter_map(Result::ok).collect())
+    Ok(nets.into_iter().filter_map(Result::ok).collect())
 }
 
 pub(super) fn log_level(text: &str) -> Result<LevelFilter, Problem> {
@@ -179,6 +228,113 @@ mod tests {
                 "{bad}: {errs}"
             );
         }
+    }
+
+    #[test]
+    fn plain_http_accounts_url_only_to_a_loopback_address() {
+        for good in [
+            "http://127.0.0.1:9",
+            "http://127.8.9.10",
+            "http://[::1]:9",
+            "http://[::ffff:127.0.0.1]:9",
+            "https://accounts.example",
+            "https://10.0.0.1",
+        ] {
+            assert!(with(&[("SPOTIFY_ACCOUNTS_URL", good)]).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://accounts.spotify.com",
+            "http://localhost:9",
+            "http://10.0.0.1:9",
+            "http://[::2]:9",
+            "http://127.0.0.1.example",
+            "http://127.0.0.1@accounts.example",
+            "http://2130706433",
+        ] {
+            let errs = with(&[("SPOTIFY_ACCOUNTS_URL", bad)]).unwrap_err();
+            assert_eq!(
+                errs.to_string(),
+                format!(
+                    "configuration error: SPOTIFY_ACCOUNTS_URL: '{bad}' would send the client \
+                     secret in clear; http:// is allowed only to a loopback address \
+                     (127.0.0.0/8, [::1]), use https://"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_proxy_is_an_http_url_and_its_credentials_never_show() {
+        let plain = upstream_proxy("http://proxy.example:3128").unwrap();
+        assert_eq!(plain.shown, "http://proxy.example:3128");
+        assert_eq!(plain.url.expose(), "http://proxy.example:3128");
+        let with_credentials = upstream_proxy("http://al%40ice:p%3Aw@[fd00::1]:3128/").unwrap();
+        assert_eq!(with_credentials.shown, "http://[redacted]@[fd00::1]:3128");
+        assert_eq!(
+            with_credentials.url.expose(),
+            "http://al%40ice:p%3Aw@[fd00::1]:3128"
+        );
+        assert!(!format!("{with_credentials:?}").contains("p%3Aw"));
+        for bad in [
+            "proxy.example:3128",
+            "https://proxy.example:3128",
+            "socks5://proxy.example:1080",
+            "http://",
+            "http://proxy.example:3128/path",
+            "http://proxy.example:3128?q",
+            "http://user:pw@",
+            "HTTP://proxy.example",
+        ] {
+            assert_eq!(
+                upstream_proxy(bad).map(|p| p.shown),
+                Err(Problem::NotProxyUrl),
+                "{bad}"
+            );
+        }
+        let errs = with(&[("UPSTREAM_PROXY", "ftp://user:hunter2@proxy")]).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "configuration error: UPSTREAM_PROXY must be http://host:port or \
+             http://user:password@host:port (not shown: it may hold a password)"
+        );
+    }
+
+    #[test]
+    fn upstream_proxy_may_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("sts-proxy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy");
+        std::fs::write(&path, "http://u:hunter2@127.0.0.1:3128\n").unwrap();
+        let mut vars = crate::config::testing::base();
+        vars.push(("UPSTREAM_PROXY_FILE", path.to_str().unwrap()));
+        let c = crate::config::Config::from_vars(vars);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let proxy = c.unwrap().upstream_proxy.unwrap();
+        assert_eq!(proxy.url.expose(), "http://u:hunter2@127.0.0.1:3128");
+        assert_eq!(proxy.shown, "http://[redacted]@127.0.0.1:3128");
+    }
+
+    #[test]
+    fn trusted_proxies_and_metrics_allow_take_ranges_and_name_each_bad_one() {
+        let c = with(&[
+            ("TRUSTED_PROXIES", "10.0.0.0/8,fd00::/8"),
+            ("METRICS_ALLOW", "192.0.2.0/24"),
+        ])
+        .unwrap();
+        assert_eq!(c.http.trusted_proxies.len(), 2);
+        assert_eq!(c.metrics_allow, vec!["192.0.2.0/24".parse().unwrap()]);
+        let errs = with(&[
+            ("TRUSTED_PROXIES", "10.0.0.1/8"),
+            ("METRICS_ALLOW", "127.0.0.0/8,::1/129,x"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "configuration error: TRUSTED_PROXIES: '10.0.0.1/8' is not an IP address or a CIDR \
+             range like 10.0.0.0/8 (host bits zero)\n\
+             configuration error: METRICS_ALLOW: '::1/129', 'x' are not IP addresses or CIDR \
+             ranges like 10.0.0.0/8 (host bits zero)"
+        );
     }
 
     #[test]

@@ -5,18 +5,18 @@
 //! configuration table all come from here, so this is the one list of
 //! variables (tests hold `systemd/` and the README to it).
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::env::{Fallback, Form};
 use super::error::Problem;
 use super::parse::{
-    TOKEN_PATH, at_least_one, cors, endpoint_path, ip_addresses, list, listen_addr, log_level,
-    on_off, pem_certs, token_url, too_short, whole_number, whole_number_between,
+    TOKEN_PATH, at_least_one, cors, endpoint_path, ip_nets, list, listen_addr, log_level, on_off,
+    pem_certs, token_url, too_short, upstream_proxy, whole_number, whole_number_between,
 };
 use super::setting::{Setting, WhenUnset, set};
 use super::{Cors, Listen};
+use crate::http::IpNet;
 use crate::secret::Secret;
 
 /// Listen address when neither `LISTEN_ADDR` nor `PORT` is set.
@@ -25,6 +25,11 @@ pub(crate) const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 pub(crate) const MAX_WORKER_THREADS: usize = 1024;
 /// Largest accepted `UPSTREAM_TIMEOUT_SECS`.
 pub(crate) const MAX_UPSTREAM_TIMEOUT_SECS: u64 = 300;
+/// Shortest accepted `CLIENT_IPV6_PREFIX`: a /32 is a whole provider's
+/// allocation, so anything shorter lumps unrelated customers together.
+const MIN_CLIENT_IPV6_PREFIX: u8 = 32;
+/// Longest `CLIENT_IPV6_PREFIX`: one address.
+const MAX_CLIENT_IPV6_PREFIX: u8 = 128;
 
 /// Every setting, in the order `check-config` and the README list them.
 pub(crate) static SETTINGS: &[Setting] = &[
@@ -66,7 +71,8 @@ pub(crate) static SETTINGS: &[Setting] = &[
         name: "SPOTIFY_ACCOUNTS_URL",
         form: Form::PLAIN,
         when_unset: WhenUnset::Default("https://accounts.spotify.com"),
-        about: "base URL; the token endpoint is `{base}/api/token`",
+        about: "base URL; the token endpoint is `{base}/api/token`. `http://` only to a loopback \
+                address written as one (`127.0.0.0/8`, `[::1]`; not `localhost`), for tests",
         parse: |d, v| set(&mut d.token_url, token_url(v)?),
         show: |c| c.token_url.trim_end_matches(TOKEN_PATH).to_string(),
     },
@@ -80,6 +86,24 @@ pub(crate) static SETTINGS: &[Setting] = &[
         show: |c| match &c.ca_file {
             Some(path) => format!("{} ({} certificates)", path.display(), c.extra_roots.len()),
             None => "(built-in roots)".into(),
+        },
+    },
+    Setting {
+        name: "UPSTREAM_PROXY",
+        form: Form {
+            file_form: true,
+            ..Form::PLAIN
+        },
+        when_unset: WhenUnset::Off("(direct)"),
+        about: "HTTP proxy for the calls to Spotify, `http://host:port` or \
+                `http://user:password@host:port` (percent-encoded; `check-config` shows \
+                `[redacted]` for them); each connection is tunnelled with `CONNECT`. \
+                `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` are ignored, in any case \
+                (see [Proxy to Spotify](#proxy-to-spotify))",
+        parse: |d, v| set(&mut d.upstream_proxy, upstream_proxy(v)?),
+        show: |c| match &c.upstream_proxy {
+            Some(proxy) => proxy.shown.clone(),
+            None => "(direct; proxy variables in the environment are ignored)".into(),
         },
     },
     Setting {
@@ -229,7 +253,8 @@ pub(crate) static SETTINGS: &[Setting] = &[
         // A user needs about two an hour, so even an address shared by a
         // thousand (carrier-grade NAT) fits.
         when_unset: WhenUnset::Default("60"),
-        about: "token requests per client address per minute, with a burst of 10 s worth (at \
+        about: "token requests per client (an IPv4 address, an IPv6 network: \
+                `CLIENT_IPV6_PREFIX`) per minute, with a burst of 10 s worth (at \
                 least 10, or the rate if lower: 60 a minute allows 10 at once, then one a \
                 second); excess gets 429, and one warning per client per minute is logged (its \
                 address only); raise it for addresses shared by many users, `0` turns it off \
@@ -247,11 +272,34 @@ pub(crate) static SETTINGS: &[Setting] = &[
         name: "MAX_CONNECTIONS_PER_CLIENT",
         form: Form::PLAIN,
         when_unset: WhenUnset::Default("256"),
-        about: "concurrent connections one client address may hold; further ones get `503` \
-                with `Retry-After` (closed without a word on an HTTPS port); trusted proxies \
-                are exempt (see [Limits](#limits))",
+        about: "concurrent connections one client (an IPv4 address, an IPv6 network: \
+                `CLIENT_IPV6_PREFIX`) may hold; further ones get `503` with `Retry-After` (closed \
+                without a word on an HTTPS port); trusted proxies are exempt \
+                (see [Limits](#limits))",
         parse: |d, v| set(&mut d.max_connections_per_client, at_least_one(v)?),
         show: |c| c.http.max_connections_per_client.to_string(),
+    },
+    Setting {
+        name: "CLIENT_IPV6_PREFIX",
+        form: Form::PLAIN,
+        // What a home or VPS customer is handed at least.
+        when_unset: WhenUnset::Default("64"),
+        about: "leading bits of an IPv6 address that make one client for \
+                `MAX_CONNECTIONS_PER_CLIENT` and `RATE_LIMIT_PER_MINUTE` (32–128; `56` or `48` \
+                for providers that hand out more, `128`: each address). An IPv4 address is one \
+                client, and so is an IPv4-mapped one (`::ffff:a.b.c.d`)",
+        parse: |d, v| {
+            set(
+                &mut d.client_ipv6_prefix,
+                whole_number_between(v, MIN_CLIENT_IPV6_PREFIX, MAX_CLIENT_IPV6_PREFIX)?,
+            )
+        },
+        show: |c| {
+            format!(
+                "{} (an IPv6 /{} is one client)",
+                c.http.client_ipv6_prefix, c.http.client_ipv6_prefix
+            )
+        },
     },
     Setting {
         name: "TRUSTED_PROXIES",
@@ -261,18 +309,11 @@ pub(crate) static SETTINGS: &[Setting] = &[
             ..Form::PLAIN
         },
         when_unset: WhenUnset::Default("127.0.0.1,::1"),
-        about: "peers exempt from the connection cap, whose `X-Forwarded-For` names the client \
-                (its right-most entry that is not itself a trusted proxy)",
-        parse: |d, v| set(&mut d.trusted_proxies, ip_addresses(v)?),
-        show: |c| {
-            let proxies: Vec<String> = c
-                .http
-                .trusted_proxies
-                .iter()
-                .map(IpAddr::to_string)
-                .collect();
-            proxies.join(",")
-        },
+        about: "peers — addresses or CIDR ranges (`10.0.0.0/8`, `fd00::/8`) — exempt from the \
+                connection cap, whose `X-Forwarded-For` names the client (its right-most entry \
+                that is not itself a trusted proxy)",
+        parse: |d, v| set(&mut d.trusted_proxies, ip_nets(v)?),
+        show: |c| joined(&c.http.trusted_proxies),
     },
     Setting {
         name: "METRICS",
@@ -281,6 +322,16 @@ pub(crate) static SETTINGS: &[Setting] = &[
         about: "`off` removes `/metrics` (see [Monitoring](#monitoring))",
         parse: |d, v| set(&mut d.metrics, on_off(v)?),
         show: |c| if c.metrics { "on" } else { "off" }.into(),
+    },
+    Setting {
+        name: "METRICS_ALLOW",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default("127.0.0.0/8,::1"),
+        about: "clients `/metrics` answers, addresses or CIDR ranges, judged by the client \
+                address after `X-Forwarded-For`; to anyone else it is `404`, as a path that \
+                does not exist (see [Monitoring](#monitoring))",
+        parse: |d, v| set(&mut d.metrics_allow, ip_nets(v)?),
+        show: |c| joined(&c.metrics_allow),
     },
     Setting {
         name: "TLS_CERT_FILE",
@@ -307,6 +358,12 @@ pub(crate) static SETTINGS: &[Setting] = &[
         },
     },
 ];
+
+/// Addresses and ranges as a setting lists them.
+fn joined(nets: &[IpNet]) -> String {
+    let shown: Vec<String> = nets.iter().map(IpNet::to_string).collect();
+    shown.join(",")
+}
 
 /// The README's configuration table, in Markdown: one row per setting
 /// (a test checks that README.md holds exactly this).

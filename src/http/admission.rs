@@ -1,7 +1,8 @@
 //! Who may open a connection: at most `max_connections` in all, at most
-//! `max_connections_per_client` from one address (trusted proxies are
-//! exempt). A [`ClientSlot`] is one counted connection; it gives its counts
-//! back when dropped, wherever the connection ends.
+//! `max_connections_per_client` from one client — an IPv4 address or an
+//! IPv6 network of `client_ipv6_prefix` bits ([`ClientKey`]); trusted
+//! proxies are exempt. A [`ClientSlot`] is one counted connection; it gives
+//! its counts back when dropped, wherever the connection ends.
 //!
 //! A connection over a cap is turned away at once: plain HTTP is told
 //! 503 with `Retry-After`, a TLS port closes without a word.
@@ -16,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::error::Error;
+use super::net::{ClientKey, IpNet, any_contains};
 use super::response::write_response;
 use super::settings::Settings;
 use super::stats::Stats;
@@ -52,9 +54,11 @@ pub(crate) enum Cap {
 pub(crate) struct Admission {
     max_connections: usize,
     max_per_client: usize,
+    /// IPv6 bits that name one client.
+    ipv6_prefix: u8,
     /// Trusted proxies: not counted per client.
-    exempt: Vec<IpAddr>,
-    per_client: Mutex<HashMap<IpAddr, usize>>,
+    exempt: Vec<IpNet>,
+    per_client: Mutex<HashMap<ClientKey, usize>>,
     stats: Arc<Stats>,
 }
 
@@ -71,13 +75,14 @@ impl Admission {
                 default_max_connections(open_files_limit, settings.worker_threads)
             }),
             max_per_client: settings.max_connections_per_client,
+            ipv6_prefix: settings.client_ipv6_prefix,
             exempt: settings.trusted_proxies.clone(),
             per_client: Mutex::new(HashMap::new()),
             stats,
         }
     }
 
-    fn counts(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+    fn counts(&self) -> MutexGuard<'_, HashMap<ClientKey, usize>> {
         // Plain counts; a panic elsewhere leaves them usable.
         self.per_client.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -87,10 +92,13 @@ impl Admission {
         if self.stats.open_connections.load(Ordering::Relaxed) >= self.max_connections {
             return Err(Cap::Total);
         }
-        let counted = !self.exempt.contains(&peer);
-        if counted {
+        // SECURITY: counted by network, not address: one IPv6 customer
+        // holds a /64, and a cap per address would be no cap at all.
+        let client =
+            (!any_contains(&self.exempt, peer)).then(|| ClientKey::new(peer, self.ipv6_prefix));
+        if let Some(client) = client {
             let mut counts = self.counts();
-            let n = counts.entry(peer).or_insert(0);
+            let n = counts.entry(client).or_insert(0);
             if *n >= self.max_per_client {
                 return Err(Cap::PerClient);
             }
@@ -99,7 +107,7 @@ impl Admission {
         self.stats.open_connections.fetch_add(1, Ordering::Relaxed);
         Ok(ClientSlot {
             admission: Arc::clone(self),
-            peer: counted.then_some(peer),
+            client,
         })
     }
 
@@ -130,7 +138,8 @@ impl Admission {
 /// A counted connection; releases its counts when dropped.
 pub(crate) struct ClientSlot {
     admission: Arc<Admission>,
-    peer: Option<IpAddr>,
+    /// The client counted; `None` for a trusted proxy.
+    client: Option<ClientKey>,
 }
 
 impl Drop for ClientSlot {
@@ -139,12 +148,12 @@ impl Drop for ClientSlot {
             .stats
             .open_connections
             .fetch_sub(1, Ordering::Relaxed);
-        if let Some(peer) = self.peer {
+        if let Some(client) = self.client {
             let mut counts = self.admission.counts();
-            if let Some(n) = counts.get_mut(&peer) {
+            if let Some(n) = counts.get_mut(&client) {
                 *n -= 1;
                 if *n == 0 {
-                    counts.remove(&peer);
+                    counts.remove(&client);
                 }
             }
         }
@@ -181,7 +190,8 @@ mod tests {
             worker_threads: 4,
             max_connections,
             max_connections_per_client: per_client,
-            trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+            client_ipv6_prefix: 64,
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
             request_time_limit: Duration::from_secs(10),
         }
     }
@@ -214,6 +224,37 @@ mod tests {
         assert_eq!(stats.open_connections.load(Ordering::Relaxed), 5);
         drop(first);
         assert!(admission.admit(client).is_ok());
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_is_one_client_and_its_slots_come_back() {
+        let stats = Arc::new(Stats::default());
+        let admission = Arc::new(Admission::new(&settings(Some(100), 2), None, stats));
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let first = admission.admit(ip("2001:db8:1:2::1")).ok().unwrap();
+        let _second = admission.admit(ip("2001:db8:1:2::2")).ok().unwrap();
+        assert!(matches!(
+            admission.admit(ip("2001:db8:1:2:ffff::3")),
+            Err(Cap::PerClient)
+        ));
+        // The next /64 is another client.
+        assert!(admission.admit(ip("2001:db8:1:3::1")).is_ok());
+        // A slot given back by one address of the /64 serves another.
+        drop(first);
+        assert!(admission.admit(ip("2001:db8:1:2::4")).is_ok());
+    }
+
+    #[test]
+    fn every_peer_in_a_trusted_range_is_exempt() {
+        let stats = Arc::new(Stats::default());
+        let admission = Arc::new(Admission::new(&settings(Some(100), 1), None, stats));
+        let proxy: IpAddr = "10.20.30.40".parse().unwrap();
+        let _held: Vec<ClientSlot> = (0..5)
+            .map(|_| admission.admit(proxy).ok().unwrap())
+            .collect();
+        let outside: IpAddr = "11.0.0.1".parse().unwrap();
+        let _one = admission.admit(outside).ok().unwrap();
+        assert!(matches!(admission.admit(outside), Err(Cap::PerClient)));
     }
 
     #[test]

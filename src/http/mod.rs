@@ -22,6 +22,7 @@
 //!   format of an answer;
 //! - `settings`, `stats`, `limits` — what configures it, what it counts,
 //!   what it allows;
+//! - `net` — addresses and ranges, and the key a client is counted by;
 //! - `epoll` — the system calls.
 //!
 //! Why not an existing crate: tiny_http 0.12 allocates whatever
@@ -42,6 +43,7 @@ mod forwarded;
 mod handler;
 mod head;
 mod limits;
+mod net;
 mod poll;
 mod queue;
 mod request;
@@ -63,6 +65,8 @@ pub(crate) use admission::default_max_connections;
 #[cfg(test)]
 pub(crate) use limits::LISTEN_BACKLOG;
 pub use limits::MAX_HEAD_BYTES;
+pub(crate) use net::ClientKey;
+pub use net::{IpNet, NotIpNet, any_contains};
 pub use request::Request;
 pub use response::Response;
 pub(crate) use server::ProgressProbe;

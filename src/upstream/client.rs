@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use ureq::http::{Response, Uri};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, RustlsConnector};
-use ureq::{Agent, Body};
+use ureq::{Agent, Body, Proxy};
 
 use super::answer::{self, Backoff, Call};
 use super::dns::SingleFlightResolver;
@@ -75,6 +75,9 @@ pub(crate) struct Settings<'a> {
     pub(crate) client_id: &'a str,
     /// See `client_id`.
     pub(crate) client_secret: &'a Secret,
+    /// `UPSTREAM_PROXY`: an HTTP proxy's URL (credentials may be in it),
+    /// checked to parse when the settings were read; `None`: direct.
+    pub(crate) proxy: Option<&'a Secret>,
 }
 
 /// The accounts-service client, shared by all workers.
@@ -224,6 +227,12 @@ fn agent(settings: &Settings<'_>) -> Agent {
         .user_agent(concat!("spotify-token-swap/", env!("CARGO_PKG_VERSION")))
         .accept("application/json")
         .tls_config(tls_config(settings.extra_roots))
+        // SECURITY: the proxy is set here, always: ureq's default reads
+        // `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` (either
+        // case) from the environment, so whoever can set a variable for
+        // the process could route the client secret and every user's
+        // tokens through a machine of theirs. `UPSTREAM_PROXY` says it.
+        .proxy(settings.proxy.map(proxy))
         .build();
     // ureq's default chain, with our TCP layer in place of its own
     // (see `tcp`): a CONNECT proxy if configured, TCP, TLS.
@@ -232,6 +241,13 @@ fn agent(settings: &Settings<'_>) -> Agent {
             .chain(UpstreamTcpConnector)
             .chain(RustlsConnector::default());
     Agent::with_parts(agent_config, connector, SingleFlightResolver::default())
+}
+
+/// ureq's proxy for `UPSTREAM_PROXY`'s URL: an HTTP proxy each connection
+/// is tunnelled through with `CONNECT` (ureq 3 uses `CONNECT` for `http://`
+/// targets too, never absolute-form requests).
+fn proxy(url: &Secret) -> Proxy {
+    Proxy::new(url.expose()).expect("UPSTREAM_PROXY is checked to parse when the settings are read")
 }
 
 /// ureq's TLS settings (the Mozilla roots), with `extra_roots` as the
@@ -291,6 +307,7 @@ mod tests {
             concurrent_calls: 32,
             client_id: "cid",
             client_secret: &Secret::new("topsecret"),
+            proxy: None,
         })
     }
 

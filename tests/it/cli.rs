@@ -295,6 +295,39 @@ fn accounts_url_that_does_not_parse_exits_2() {
 }
 
 #[test]
+fn plain_http_accounts_url_to_a_host_that_is_not_loopback_exits_2() {
+    for url in [
+        "http://accounts.spotify.com",
+        "http://localhost:8080",
+        "http://192.0.2.1:8080",
+    ] {
+        let output = run_binary(&[], &with(&[("SPOTIFY_ACCOUNTS_URL", url)]));
+        assert_one_config_error(&output, "SPOTIFY_ACCOUNTS_URL");
+    }
+}
+
+#[test]
+fn bad_ranges_ipv6_prefix_and_proxy_url_exit_2_one_line_each() {
+    for (variable, value) in [
+        ("TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/33"),
+        ("TRUSTED_PROXIES", "10.0.0.1/8"),
+        ("METRICS_ALLOW", "127.0.0.0/8,localhost"),
+        ("CLIENT_IPV6_PREFIX", "16"),
+        ("CLIENT_IPV6_PREFIX", "sixty-four"),
+        ("UPSTREAM_PROXY", "socks5://proxy.example:1080"),
+        (
+            "UPSTREAM_PROXY",
+            "http://user:hunter2@proxy.example:3128/path",
+        ),
+    ] {
+        let output = run_binary(&[], &with(&[(variable, value)]));
+        assert_one_config_error(&output, variable);
+        // A proxy URL may hold a password: never echoed.
+        assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+    }
+}
+
+#[test]
 fn every_problem_is_reported_one_line_each_before_binding() {
     // Held, so a server that bound before validating would fail with "address
     // in use" (exit 1) instead of the configuration errors.

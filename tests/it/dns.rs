@@ -99,9 +99,11 @@ impl NameServer {
     }
 
     /// Starts the server, in a mount namespace that sees this name server,
-    /// with the accounts URL naming [`HOST`] (on the mock's port).
+    /// with the accounts URL naming [`HOST`] (on the mock's port). HTTPS,
+    /// as `http://` is refused for a host that is not a loopback address:
+    /// the name never resolves here, so no connection is made either way.
     fn start_server(&self, mock: &MockSpotify) -> ServerProc {
-        let accounts = format!("http://{HOST}:{}", mock.addr().port());
+        let accounts = format!("https://{HOST}:{}", mock.addr().port());
         let timeout = TIMEOUT_SECS.to_string();
         let workers = WORKERS.to_string();
         let vars = server_vars(

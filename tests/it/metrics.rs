@@ -2,18 +2,23 @@
 //! successes, Spotify's 4xx, a tampered refresh token, `/health`, a 404,
 //! Spotify's 5xx, a timeout, a rate-limited request — and then the exact
 //! counters, histogram count and failure kinds it must show; the content
-//! type; the gauges; `METRICS=off`.
+//! type; the gauges; `METRICS=off`; `METRICS_ALLOW`: to a client outside
+//! it — through a trusted proxy too — `/metrics` is a path that does not
+//! exist.
 
 use crate::support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use support::conns::loopback;
 use support::metrics::{sample, scrape, value};
 use support::mock::Reply;
-use support::{Resp, assert_error, get, post_form, request, start_mock, start_server};
+use support::{
+    Resp, assert_error, get, post_form, request, request_from, start_mock, start_server,
+};
 
 const ENCRYPTION_SECRET: &str = "metrics-test-encryption-secret-0123456789";
 /// How long to wait for counters to catch up with answered requests (a
@@ -404,4 +409,83 @@ fn metrics_off_removes_the_endpoint() {
 
     assert_error(&resp, 404, "not_found");
     support::assert_still_serving(server.addr());
+}
+
+/// The answer to `method path` from `from`, with `X-Forwarded-For` if given.
+fn ask_from(
+    addr: SocketAddr,
+    from: IpAddr,
+    method: &str,
+    path: &str,
+    forwarded_for: Option<&str>,
+) -> Resp {
+    let xff = forwarded_for.map_or_else(String::new, |v| format!("X-Forwarded-For: {v}\r\n"));
+    let length = if method == "POST" {
+        "Content-Length: 0\r\n"
+    } else {
+        ""
+    };
+    let raw =
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{xff}{length}Connection: close\r\n\r\n");
+    request_from(from, addr, raw.as_bytes())
+}
+
+#[test]
+fn metrics_through_a_proxy_for_an_outside_client_is_a_path_that_does_not_exist() {
+    let mock = start_mock();
+    // 127.0.0.1 is the reverse proxy on this host (trusted by default).
+    let server = start_server(&mock, &[]);
+    let addr = server.addr();
+    let proxy = loopback(1);
+    for method in ["GET", "HEAD", "POST", "OPTIONS"] {
+        for outside in ["203.0.113.5", "2001:db8::1", "127.0.0.1, 203.0.113.5"] {
+            let metrics = ask_from(addr, proxy, method, "/metrics", Some(outside));
+            let nothing = ask_from(addr, proxy, method, "/no-such-path", Some(outside));
+            assert_eq!(metrics.status, 404, "{method} for {outside}: {metrics:?}");
+            assert_eq!(metrics, nothing, "{method} for {outside}");
+        }
+    }
+    // Loopback clients, directly or through the proxy, are answered.
+    assert_eq!(ask_from(addr, proxy, "GET", "/metrics", None).status, 200);
+    assert_eq!(
+        ask_from(addr, loopback(9), "GET", "/metrics", None).status,
+        200
+    );
+    let through = ask_from(addr, proxy, "GET", "/metrics", Some("127.0.0.5"));
+    assert_eq!(through.status, 200, "{through:?}");
+    // A refused scrape is counted under its endpoint, so the operator sees it.
+    let text = scrape(addr);
+    assert_eq!(
+        sample(
+            &text,
+            "spotify_token_swap_requests_total{endpoint=\"metrics\",status=\"404\"}"
+        ),
+        Some(12.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn metrics_allow_names_who_may_scrape() {
+    let mock = start_mock();
+    let server = start_server(&mock, &[("METRICS_ALLOW", "127.0.0.7, 198.51.100.0/24")]);
+    let addr = server.addr();
+    let proxy = loopback(1);
+    let allowed = ask_from(addr, proxy, "GET", "/metrics", Some("198.51.100.9"));
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(
+        ask_from(addr, loopback(7), "GET", "/metrics", None).status,
+        200
+    );
+    // Loopback is no longer in the list.
+    assert_error(
+        &ask_from(addr, proxy, "GET", "/metrics", None),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &ask_from(addr, proxy, "GET", "/metrics", Some("198.51.101.1")),
+        404,
+        "not_found",
+    );
 }

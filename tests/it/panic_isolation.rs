@@ -81,6 +81,7 @@ impl Running {
             worker_threads: 1,
             max_connections: Some(1024),
             max_connections_per_client: 8,
+            client_ipv6_prefix: 64,
             trusted_proxies: Vec::new(),
             request_time_limit: Duration::from_secs(5),
         };

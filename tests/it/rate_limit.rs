@@ -1,6 +1,8 @@
-//! `RATE_LIMIT_PER_MINUTE`, `TRUSTED_PROXIES` and `X-Forwarded-For`, over
-//! real sockets against the real binary. Clients are told apart by
-//! loopback address (`127.0.0.2`, `127.0.0.3`); `127.0.0.1` is the trusted
+//! `RATE_LIMIT_PER_MINUTE`, `TRUSTED_PROXIES` (addresses and CIDR ranges),
+//! `CLIENT_IPV6_PREFIX` and `X-Forwarded-For`, over real sockets against
+//! the real binary. Clients are told apart by loopback address
+//! (`127.0.0.2`, `127.0.0.3`) or, behind the trusted proxy, by the address
+//! it forwards (an IPv6 /64 is one client); `127.0.0.1` is the trusted
 //! proxy (set explicitly, or by default). Most servers here limit to
 //! [`RATE`] a minute, so that a token comes back only every 12 s; the
 //! default (60 a minute, 10 at once) has tests of its own.
@@ -173,6 +175,44 @@ fn forged_forwarded_for_from_an_untrusted_peer_is_ignored() {
     assert_rate_limited(&swap_from(addr, GREEDY, Some("198.51.100.200")));
     // Nor can a forged header spend someone else's allowance.
     assert_eq!(swap_from(addr, OTHER, None).status, 200);
+}
+
+#[test]
+fn an_ipv6_slash_64_is_one_client_and_the_next_64_another() {
+    let (_mock, server) = start();
+    let addr = server.addr();
+    exhaust(addr, PROXY, Some("2001:db8:1:2::1"));
+    // Another address of the same /64 (CLIENT_IPV6_PREFIX=64) is the same
+    // client, however many it has.
+    assert_rate_limited(&swap_from(addr, PROXY, Some("2001:db8:1:2:ffff::9")));
+    assert_rate_limited(&swap_from(addr, PROXY, Some("[2001:db8:1:2::7]:443")));
+    assert_eq!(swap_from(addr, PROXY, Some("2001:db8:1:3::1")).status, 200);
+}
+
+#[test]
+fn trusted_proxies_may_be_a_cidr_range() {
+    let mock = start_mock();
+    mock.set_default_reply(Some(Reply::json(
+        200,
+        r#"{"access_token":"at","token_type":"Bearer","expires_in":3600,"scope":"s"}"#,
+    )));
+    let rate = RATE.to_string();
+    let server = start_server(
+        &mock,
+        &[
+            ("RATE_LIMIT_PER_MINUTE", rate.as_str()),
+            ("TRUSTED_PROXIES", "127.0.0.0/30, fd00::/8"),
+        ],
+    );
+    let addr = server.addr();
+    // 127.0.0.2 and .3 are both in the range: each one's X-Forwarded-For
+    // names the client, so they share its allowance.
+    exhaust(addr, GREEDY, Some("198.51.100.7"));
+    assert_rate_limited(&swap_from(addr, OTHER, Some("198.51.100.7")));
+    assert_eq!(swap_from(addr, OTHER, Some("198.51.100.8")).status, 200);
+    // 127.0.0.4 is outside: it is the client, whatever it forwards.
+    let outside = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
+    assert_eq!(swap_from(addr, outside, Some("198.51.100.7")).status, 200);
 }
 
 // ---------------------------------------------------------------------------

@@ -62,6 +62,11 @@ const NOT_SETTINGS: &[(&str, &str)] = &[
     ("AF_INET6", "RestrictAddressFamilies= (systemd)"),
     ("AF_UNIX", "RestrictAddressFamilies= (systemd)"),
     ("REFRESH_TOKEN", "a shell variable of a curl example"),
+    // Proxy variables the server ignores (UPSTREAM_PROXY sets a proxy).
+    ("HTTP_PROXY", "ignored proxy variable"),
+    ("HTTPS_PROXY", "ignored proxy variable"),
+    ("ALL_PROXY", "ignored proxy variable"),
+    ("NO_PROXY", "ignored proxy variable"),
     // Knobs of the tests and scripts (docs/building.md), not of the server.
     ("STS_BIN", "test knob"),
     ("STS_RUNNER", "test knob"),
@@ -69,6 +74,7 @@ const NOT_SETTINGS: &[(&str, &str)] = &[
     ("STS_CHROMIUM", "test knob"),
     ("STS_REQUIRE_BROWSER", "test knob"),
     ("STS_REQUIRE_DNS_TEST", "test knob"),
+    ("STS_REQUIRE_NETNS_TEST", "test knob"),
 ];
 
 /// Fails with every problem found, one per line.
