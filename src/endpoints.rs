@@ -2,14 +2,16 @@
 //!
 //! [`ENDPOINTS`] lists every path the server answers: where its path comes
 //! from, the methods it takes, whether its answers carry `no-store` and
-//! CORS headers, whether it is rate-limited, its label in `/metrics`, and
-//! the function that answers it. What a row says is applied here, the same
+//! CORS headers, whether it is rate-limited, whether it calls Spotify, its
+//! label in `/metrics`, and the function that answers it. What a row says is applied here, the same
 //! way for every row; the handler only does its endpoint's own work. A new
 //! endpoint is one row and its handler.
 //!
 //! [`App`] is the [`Handler`] the HTTP layer calls: it looks the path up
 //! once (a map built at start from the table and the configuration),
-//! answers, and records the answer under the row's label.
+//! answers, and records the answer under the row's label. It tells the
+//! layer which requests are slow — those that may call Spotify — so they
+//! never take the workers kept for the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ static ENDPOINTS: [Endpoint; 4] = [
         no_store: true,
         cors: true,
         rate_limited: true,
+        calls_upstream: true,
         handler: exchange::swap,
     },
     Endpoint {
@@ -38,6 +41,7 @@ static ENDPOINTS: [Endpoint; 4] = [
         no_store: true,
         cors: true,
         rate_limited: true,
+        calls_upstream: true,
         handler: exchange::refresh,
     },
     Endpoint {
@@ -47,6 +51,7 @@ static ENDPOINTS: [Endpoint; 4] = [
         no_store: false,
         cors: false,
         rate_limited: false,
+        calls_upstream: false,
         handler: health,
     },
     Endpoint {
@@ -56,6 +61,7 @@ static ENDPOINTS: [Endpoint; 4] = [
         no_store: false,
         cors: false,
         rate_limited: false,
+        calls_upstream: false,
         handler: metrics,
     },
 ];
@@ -78,6 +84,10 @@ struct Endpoint {
     cors: bool,
     /// Each request takes one from the client's `RATE_LIMIT_PER_MINUTE`.
     rate_limited: bool,
+    /// A request with an allowed method may call Spotify: the HTTP layer
+    /// answers it as a slow request (`Handler::is_slow`). Preflights and
+    /// 405s never call it.
+    calls_upstream: bool,
     /// Answers a request with an allowed method.
     handler: fn(&State, &Request) -> Result<Response, Error>,
 }
@@ -219,6 +229,12 @@ impl Handler for App {
         endpoint.decorate(&self.state, request, response)
     }
 
+    fn is_slow(&self, request: &Request) -> bool {
+        self.endpoint(&request.path).is_some_and(|endpoint| {
+            endpoint.calls_upstream && endpoint.methods.allows(&request.method)
+        })
+    }
+
     fn record(&self, record: &Record<'_>) {
         let index = self.routes.get(record.path).copied();
         self.state
@@ -235,5 +251,46 @@ impl Handler for App {
             }
             _ => response,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, path: &str) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn only_token_requests_that_may_call_spotify_are_slow() {
+        let config = Config::from_vars([
+            ("SPOTIFY_CLIENT_ID", "cid"),
+            ("SPOTIFY_CLIENT_SECRET", "s"),
+            ("SPOTIFY_REDIRECT_URI", "x://y"),
+            ("CORS_ALLOW_ORIGINS", "*"),
+        ])
+        .unwrap();
+        let app = App::new(config, Arc::default());
+        let slow: Vec<(&str, &str)> = [
+            ("POST", "/swap"),
+            ("POST", "/refresh"),
+            ("OPTIONS", "/swap"),
+            ("GET", "/swap"),
+            ("HEAD", "/refresh"),
+            ("GET", "/health"),
+            ("POST", "/health"),
+            ("GET", "/metrics"),
+            ("POST", "/nowhere"),
+            ("OPTIONS", "*"),
+        ]
+        .into_iter()
+        .filter(|(method, path)| app.is_slow(&request(method, path)))
+        .collect();
+        assert_eq!(slow, [("POST", "/swap"), ("POST", "/refresh")]);
     }
 }
