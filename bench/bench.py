@@ -45,7 +45,17 @@ release binary). Everything runs on loopback and every phase is bounded:
    one rate ranged from 1.8 to 76 ms between single 3 s rounds). Also per
    phase: server CPU per client, new upstream connections (the mock's log),
    and the kernel's listen-queue overflows (a dropped SYN costs 1 s). Between phases, a bounded wait until the server
-   answers GET /health within 100 ms again.
+   answers GET /health within 100 ms again;
+9. a slow upstream (BENCH_SLOW_SECS, 10 s; 0 skips it): a plain-HTTP
+   stand-in for Spotify on loopback that answers every token request after
+   BENCH_SLOW_UPSTREAM_MS (2,000 ms), and a second server of ours (default
+   settings) pointed at it; as many clients as WORKER_THREADS each swap in
+   a loop, so that many swaps always wait on the upstream, while
+   bench/arrivals starts a GET /health on a new connection every 20 ms
+   (open loop: a late answer never delays the next probe): the probes'
+   p50 / p99 / max from their scheduled start, the swaps answered, and the
+   most upstream calls in flight at once.
+   BENCH_ONLY=slow runs this phase alone (no nginx, no certificates).
 
 Prints one table and writes it as Markdown and JSON under bench/results/.
 """
@@ -113,6 +123,11 @@ end
 
 
 IDLE_SECS = int(os.environ.get("BENCH_IDLE_SECS", "60"))
+# The slow-upstream phase: its length (0 skips it), the upstream's delay,
+# and how often a /health probe starts.
+SLOW_SECS = float(os.environ.get("BENCH_SLOW_SECS", "10"))
+SLOW_UPSTREAM_MS = int(os.environ.get("BENCH_SLOW_UPSTREAM_MS", "2000"))
+SLOW_PROBE_EVERY = 0.02
 DELAY_MS = int(os.environ.get("BENCH_DELAY_MS", "20"))
 # Reloads of the mock after the sequential swaps, and swaps after each.
 RELOADS = 3
@@ -537,11 +552,173 @@ def time_to_first_swap(env, port, rounds=5):
     return round(statistics.median(samples), 1)
 
 
+class SlowUpstream:
+    """A plain-HTTP stand-in for Spotify's token endpoint on loopback that
+    answers each POST after `delay_s` (keep-alive, a thread per connection),
+    counting the calls in flight and the most at once."""
+
+    def __init__(self, delay_s):
+        import http.server
+        import threading
+        outer = self
+        self.delay_s = delay_s
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.calls = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with outer.lock:
+                    outer.calls += 1
+                    outer.in_flight += 1
+                    outer.most_in_flight = max(outer.most_in_flight, outer.in_flight)
+                try:
+                    time.sleep(outer.delay_s)
+                    self._answer(TOKEN_JSON.encode())
+                finally:
+                    with outer.lock:
+                        outer.in_flight -= 1
+
+            def do_HEAD(self):
+                # The server's keep-warm request: answered at once.
+                self._answer(b"")
+
+            def _answer(self, body):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 1024
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def slow_upstream_run():
+    """Phase 9: WORKER_THREADS clients swapping in a loop against an
+    upstream that takes SLOW_UPSTREAM_MS per call, on a server of ours with
+    default settings, while bench/arrivals starts a GET /health on a new
+    connection every SLOW_PROBE_EVERY (open loop, from 127.0.0.1)."""
+    import threading
+    upstream = SlowUpstream(SLOW_UPSTREAM_MS / 1000)
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "SPOTIFY_CLIENT_ID": "bench-client",
+        "SPOTIFY_CLIENT_SECRET": "bench-secret",
+        "SPOTIFY_REDIRECT_URI": "bench://callback",
+        "SPOTIFY_ACCOUNTS_URL": f"http://127.0.0.1:{upstream.port}",
+        "ENCRYPTION_SECRET": "bench-encryption-secret-0123456789abcdef",
+        "LISTEN_ADDR": f"127.0.0.1:{port}",
+    }
+    settings = effective_settings(env)
+    workers = int(settings.get("WORKER_THREADS", "32"))
+    proc = subprocess.Popen([str(BIN)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
+    stop = threading.Event()
+    # (when answered, whether 200), appended from the swappers' threads.
+    swaps = []
+
+    def swapper():
+        while not stop.is_set():
+            try:
+                ok = swap_once(port, timeout=SLOW_UPSTREAM_MS / 1000 * 4 + 30)
+            except (OSError, IndexError):
+                ok = False
+            swaps.append((time.monotonic(), ok))
+
+    try:
+        wait_port(port)
+        swappers = [threading.Thread(target=swapper, daemon=True) for _ in range(workers)]
+        for t in swappers:
+            t.start()
+        # Every swap has reached the upstream (or waits for a slot).
+        time.sleep(min(1.0, SLOW_UPSTREAM_MS / 2000))
+        start = time.monotonic()
+        cmd = [str(ARRIVALS), "arrivals", "--port", str(port),
+               "--rate", str(1 / SLOW_PROBE_EVERY), "--secs", str(SLOW_SECS),
+               "--idle", "0", "--timeout", "10", "--path", "/health"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=SLOW_SECS + 60,
+                             check=True)
+        elapsed = time.monotonic() - start
+        probes = json.loads(out.stdout.strip().splitlines()[-1])
+        stop.set()
+        for t in swappers:
+            t.join(timeout=SLOW_UPSTREAM_MS / 1000 * 4 + 60)
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(timeout=30)
+        upstream.close()
+    during = [ok for at, ok in swaps if start <= at <= start + elapsed]
+    return {
+        "settings": settings,
+        "workers": workers,
+        "upstream_ms": SLOW_UPSTREAM_MS,
+        "secs": SLOW_SECS,
+        "probes": probes["clients"],
+        "probes_failed": probes["errors_total"],
+        "health_p50_ms": probes["p50_ms"],
+        "health_p99_ms": probes["p99_ms"],
+        "health_max_ms": probes["max_ms"],
+        "probe_lag_p99_ms": probes["lag_p99_ms"],
+        "swaps_ok": sum(ok for _, ok in swaps),
+        "swaps_failed": sum(not ok for _, ok in swaps),
+        "swaps_per_sec_while_probed": round(len(during) / elapsed, 1),
+        "upstream_calls": upstream.calls,
+        "most_upstream_in_flight": upstream.most_in_flight,
+    }
+
+
+def render_slow(s):
+    slow = s.get("slow_upstream")
+    if not slow:
+        return []
+    return [
+        "",
+        f"Slow upstream: {slow['workers']} clients (WORKER_THREADS) each swap in a loop "
+        f"against an upstream that answers after {slow['upstream_ms']} ms, while bench/arrivals "
+        f"starts a GET /health on a new connection every {SLOW_PROBE_EVERY * 1000:g} ms for "
+        f"{slow['secs']:g} s (latency from each probe's scheduled start; generator lag p99 "
+        f"{ms_or_dash(slow['probe_lag_p99_ms'])} ms):",
+        "",
+        "| /health probes | failed | p50 ms | p99 ms | max ms | swaps 200 | swaps failed "
+        "| swaps/s while probed | most upstream calls at once |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {slow['probes']} | {slow['probes_failed']} | {ms_or_dash(slow['health_p50_ms'])} | "
+        f"{ms_or_dash(slow['health_p99_ms'])} | {ms_or_dash(slow['health_max_ms'])} | "
+        f"{slow['swaps_ok']} | {slow['swaps_failed']} | {slow['swaps_per_sec_while_probed']} | "
+        f"{slow['most_upstream_in_flight']} |",
+    ]
+
+
 def main():
     if not BIN.exists():
         sys.exit(f"{BIN} not found: run bench/run (it builds the release binary)")
-    if (HOLD_CONNS > 0 or ARRIVAL_RATES) and not ARRIVALS.exists():
+    if (HOLD_CONNS > 0 or ARRIVAL_RATES or SLOW_SECS > 0) and not ARRIVALS.exists():
         sys.exit(f"{ARRIVALS} not found: run bench/run (it builds bench/arrivals)")
+    if os.environ.get("BENCH_ONLY") == "slow":
+        slow = slow_upstream_run()
+        print("\n".join(render_slow({"slow_upstream": slow})))
+        print(json.dumps(slow))
+        return
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     d = pathlib.Path(tempfile.mkdtemp(prefix="sts-bench-"))
@@ -664,6 +841,7 @@ def main():
             arrivals += [median_arrivals(r) for r in rounds.values()]
         threads_after = threads(ours.pid)
         rss_peak_after_kib = status_kb(ours.pid, "VmHWM")
+        slow = slow_upstream_run() if SLOW_SECS > 0 else None
 
         size = BIN.stat().st_size
         stripped = d / "stripped"
@@ -691,6 +869,7 @@ def main():
             "after_idle": idle,
             "hold": hold,
             "arrivals": arrivals,
+            "slow_upstream": slow,
             "arrivals_config": {
                 "secs": ARRIVAL_SECS, "idle_secs": ARRIVAL_IDLE,
                 "timeout_secs": ARRIVAL_TIMEOUT, "sources": SOURCES, "src_base": SRC_BASE,
@@ -835,7 +1014,7 @@ def render_markdown(s):
             f"{idle['warm_p50_ms']} ms; after {idle['idle_secs']} s idle {idle['after_idle_ms']} ms "
             f"({idle['new_upstream_connections_after_idle']} new upstream connection(s))"
         )
-    out += render_hold(s) + render_arrivals(s)
+    out += render_hold(s) + render_arrivals(s) + render_slow(s)
     out.append("")
     return "\n".join(out)
 

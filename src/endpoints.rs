@@ -2,15 +2,17 @@
 //!
 //! [`ENDPOINTS`] lists every path the server answers: where its path comes
 //! from, the methods it takes, whether its answers carry `no-store` and
-//! CORS headers, whether it is rate-limited, its label in `/metrics`, and
-//! the function that answers it, and whether only `METRICS_ALLOW` clients
-//! may see it. What a row says is applied here, the same way for every
-//! row; the handler only does its endpoint's own work. A new endpoint is
-//! one row and its handler.
+//! CORS headers, whether it is rate-limited, whether it calls Spotify,
+//! whether only `METRICS_ALLOW` clients may see it, its label in
+//! `/metrics`, and the function that answers it. What a row says is
+//! applied here, the same way for every row; the handler only does its
+//! endpoint's own work. A new endpoint is one row and its handler.
 //!
 //! [`App`] is the [`Handler`] the HTTP layer calls: it looks the path up
 //! once (a map built at start from the table and the configuration),
-//! answers, and records the answer under the row's label.
+//! answers, and records the answer under the row's label. It tells the
+//! layer which requests are slow — those that may call Spotify — so they
+//! never take the workers kept for the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ static ENDPOINTS: &[Endpoint] = &[
         cors: true,
         rate_limited: true,
         private: false,
+        calls_upstream: true,
         handler: exchange::swap,
     },
     Endpoint {
@@ -41,6 +44,7 @@ static ENDPOINTS: &[Endpoint] = &[
         cors: true,
         rate_limited: true,
         private: false,
+        calls_upstream: true,
         handler: exchange::refresh,
     },
     Endpoint {
@@ -51,6 +55,7 @@ static ENDPOINTS: &[Endpoint] = &[
         cors: false,
         rate_limited: false,
         private: false,
+        calls_upstream: false,
         handler: health,
     },
     Endpoint {
@@ -61,6 +66,7 @@ static ENDPOINTS: &[Endpoint] = &[
         cors: false,
         rate_limited: false,
         private: true,
+        calls_upstream: false,
         handler: metrics,
     },
 ];
@@ -86,6 +92,10 @@ struct Endpoint {
     /// Answers only clients in `METRICS_ALLOW`; to any other it is a path
     /// that does not exist.
     private: bool,
+    /// A request with an allowed method may call Spotify: the HTTP layer
+    /// answers it as a slow request (`Handler::is_slow`). Preflights and
+    /// 405s never call it.
+    calls_upstream: bool,
     /// Answers a request with an allowed method.
     handler: fn(&State, &Request) -> Result<Response, Error>,
 }
@@ -245,6 +255,12 @@ impl Handler for App {
         endpoint.decorate(&self.state, request, response)
     }
 
+    fn is_slow(&self, request: &Request) -> bool {
+        self.endpoint(&request.path).is_some_and(|endpoint| {
+            endpoint.calls_upstream && endpoint.methods.allows(&request.method)
+        })
+    }
+
     fn record(&self, record: &Record<'_>) {
         let index = self.routes.get(record.path).copied();
         self.state
@@ -385,5 +401,25 @@ mod tests {
         assert_eq!(ask(&app, "GET", "/metrics", "fd00::5").status, 200);
         assert_eq!(ask(&app, "GET", "/metrics", "127.0.0.1").status, 404);
         assert_eq!(ask(&app, "GET", "/metrics", "11.0.0.1").status, 404);
+    }
+    #[test]
+    fn only_token_requests_that_may_call_spotify_are_slow() {
+        let app = app(&[("CORS_ALLOW_ORIGINS", "*")]);
+        let slow: Vec<(&str, &str)> = [
+            ("POST", "/swap"),
+            ("POST", "/refresh"),
+            ("OPTIONS", "/swap"),
+            ("GET", "/swap"),
+            ("HEAD", "/refresh"),
+            ("GET", "/health"),
+            ("POST", "/health"),
+            ("GET", "/metrics"),
+            ("POST", "/nowhere"),
+            ("OPTIONS", "*"),
+        ]
+        .into_iter()
+        .filter(|(method, path)| app.is_slow(&request(method, path, None)))
+        .collect();
+        assert_eq!(slow, [("POST", "/swap"), ("POST", "/refresh")]);
     }
 }

@@ -216,7 +216,7 @@ const RATE_LIMITED: Family = counter(
 );
 const REJECTED_OVERLOADED: Family = counter(
     "spotify_token_swap_rejected_overloaded_total",
-    "Connections turned away by MAX_CONNECTIONS or a full queue (503; closed on a TLS port).",
+    "Connections turned away by MAX_CONNECTIONS or a full queue (503; closed on a TLS port), and token requests past a full backlog of those waiting for Spotify (503).",
 );
 const REJECTED_CAP: Family = counter(
     "spotify_token_swap_rejected_connection_cap_total",

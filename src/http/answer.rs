@@ -18,6 +18,8 @@ use super::head::Head;
 use super::request::Request;
 use super::response::write_response;
 use super::settings::Settings;
+use super::slots::Gate;
+use super::stats::Stats;
 use super::transport::Transport;
 
 /// What answering needs from the server around the connection.
@@ -26,31 +28,60 @@ pub(crate) struct Context<'a, H: ?Sized> {
     pub(crate) settings: &'a Settings,
     /// Answers say `Connection: close` once shutdown has begun.
     pub(crate) shutting_down: bool,
+    /// The slots of slow requests, for a turn to ask for one.
+    pub(crate) slots: &'a dyn Gate,
+    pub(crate) stats: &'a Stats,
 }
 
-/// Answers a complete request from `peer` and queues the answer on
-/// `transport` (`out` is the worker's write buffer). Returns whether the
-/// connection stays open after it.
-pub(crate) fn respond<H: Handler + ?Sized>(
-    cx: &Context<'_, H>,
-    transport: &mut Transport,
+/// A complete request from one client, as the handler will see it, not
+/// answered yet.
+pub(crate) struct Prepared {
+    pub(crate) request: Request,
+    keep_alive: bool,
+    started: Instant,
+}
+
+/// Makes the request the handler sees from what was read from `peer`: who
+/// the client is (for a trusted proxy, the address it names in
+/// `X-Forwarded-For`), and the body.
+pub(crate) fn prepare(
+    settings: &Settings,
     peer: IpAddr,
     head: Head,
     body: Vec<u8>,
     started: Instant,
-    out: &mut Vec<u8>,
-) -> bool {
+) -> Prepared {
     let Head {
         mut request,
         forwarded_for,
         keep_alive,
         ..
     } = head;
-    let proxies = &cx.settings.trusted_proxies;
-    let client = client_address(proxies, peer, forwarded_for.as_deref());
+    let client = client_address(&settings.trusted_proxies, peer, forwarded_for.as_deref());
     request.client = Some(client);
     request.forwarded_for = forwarded_for.is_some();
     request.body = body;
+    Prepared {
+        request,
+        keep_alive,
+        started,
+    }
+}
+
+/// Answers a complete request and queues the answer on `transport` (`out`
+/// is the worker's write buffer). Returns whether the connection stays
+/// open after it.
+pub(crate) fn respond<H: Handler + ?Sized>(
+    cx: &Context<'_, H>,
+    transport: &mut Transport,
+    prepared: Prepared,
+    out: &mut Vec<u8>,
+) -> bool {
+    let Prepared {
+        request,
+        keep_alive,
+        started,
+    } = prepared;
     let answered = catch_unwind(AssertUnwindSafe(|| cx.handler.handle(&request)));
     let response = answered.unwrap_or_else(|_| {
         log::error!(
@@ -73,7 +104,7 @@ pub(crate) fn respond<H: Handler + ?Sized>(
         &request.path,
         response.status,
         started,
-        Some(client),
+        request.client,
     );
     keep
 }

@@ -1,6 +1,7 @@
 //! One connection's state, and what a worker does with it in one turn:
-//! take in the bytes that are there, answer every complete request, and
-//! say what the connection waits for next.
+//! take in the bytes that are there, answer the complete requests (at most
+//! one slow one, and only with a slot, see [`super::slots`]), and say what
+//! the connection waits for next.
 //!
 //! Nothing here blocks on the peer. Reads and writes are non-blocking
 //! ([`super::transport`], plain or TLS); a connection that needs more bytes,
@@ -13,21 +14,23 @@
 
 use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
 use super::admission::{ClientSlot, overloaded_answer};
-use super::answer::{self, Context};
+use super::answer::{self, Context, Prepared};
 use super::body::Pending;
 use super::buffers::Buffers;
 use super::epoll::{PEER_CLOSED, READABLE, WRITABLE};
 use super::error::Error;
 use super::handler::Handler;
-use super::head::{Head, parse_head, shape_of};
+use super::head::{parse_head, shape_of};
 use super::limits::{BODY_TIMEOUT, HANDSHAKE_TIMEOUT, HEAD_TIMEOUT, KEEP_ALIVE_IDLE};
 use super::request::Request;
 use super::response::{Response, write_response};
+use super::slots::Take;
 use super::transport::{DISCARD_CHUNK_BYTES, Opening, Received, Transport};
 
 /// After a server-side close, read and discard at most this much of what the
@@ -39,7 +42,8 @@ const LINGER_TIME: Duration = Duration::from_millis(500);
 /// Time allowed for the rest of an answer the socket did not take at once.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests one connection may have answered in one turn before it goes to
-/// the back of the queue, so a pipelining client cannot keep a worker.
+/// the back of the queue, so a pipelining client cannot keep a worker. Of
+/// these, one at most is slow: a second waits for the next turn.
 const REQUESTS_PER_TURN: usize = 32;
 /// Reads one connection may make in one turn: a peer that keeps bytes
 /// coming without completing a request (empty TLS records, handshake
@@ -71,6 +75,8 @@ pub(crate) enum Next {
     Wait,
     /// Already holds input to work on: back to the queue.
     Ready,
+    /// Holds a complete slow request and no slot: to the backlog.
+    Backlog,
     /// Nothing more: close it.
     Close,
 }
@@ -85,10 +91,26 @@ pub(crate) struct Conn {
     /// Received, not yet parsed: the start of the next request.
     input: Vec<u8>,
     pending: Option<Box<Pending>>,
+    /// A complete request not answered yet: slow, and waiting for a slot
+    /// or for the connection's next turn.
+    held: Option<Box<Prepared>>,
+    /// Whether it holds a slot for slow requests.
+    slot: Slot,
     /// Close once the output is out.
     closing: bool,
     drained: usize,
     _slot: ClientSlot,
+}
+
+/// A connection's hold on a slot for slow requests; the worker gives it
+/// back after the turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    None,
+    /// Handed over from the backlog, for the request it holds.
+    Granted,
+    /// A slow request was answered with it in this turn.
+    Used,
 }
 
 /// How far the buffered bytes took a request.
@@ -100,6 +122,9 @@ enum Progress {
     /// The layer refused the request; the connection closes after its
     /// answer.
     Refused,
+    /// A complete request is held, not answered (this many bytes were
+    /// its); the turn ends with this.
+    Held(usize, Next),
 }
 
 impl Conn {
@@ -123,6 +148,8 @@ impl Conn {
             deadline: accepted + limit,
             input: Vec::new(),
             pending: None,
+            held: None,
+            slot: Slot::None,
             closing: false,
             drained: 0,
             _slot: slot,
@@ -150,7 +177,19 @@ impl Conn {
     /// Whether no request has begun on it: such a connection is closed at
     /// shutdown.
     pub(crate) fn between_requests(&self) -> bool {
-        matches!(self.phase, Phase::Fresh | Phase::Idle) && self.input.is_empty()
+        matches!(self.phase, Phase::Fresh | Phase::Idle)
+            && self.input.is_empty()
+            && self.held.is_none()
+    }
+
+    /// Hands it a slot, freed for the request it holds.
+    pub(crate) fn grant(&mut self) {
+        self.slot = Slot::Granted;
+    }
+
+    /// After a turn: whether it held a slot, which it no longer does.
+    pub(crate) fn give_back_slot(&mut self) -> bool {
+        std::mem::replace(&mut self.slot, Slot::None) != Slot::None
     }
 
     /// Whether the peer has sent bytes not read yet (a request on its way
@@ -185,7 +224,7 @@ impl Conn {
             if let Some(next) = self.move_on(answered) {
                 break next;
             }
-            if !window.is_empty() || self.pending.is_some() {
+            if !window.is_empty() || self.pending.is_some() || self.held.is_some() {
                 match self.advance(window.unparsed(), out, cx) {
                     Progress::Answered(used) => {
                         window.consume(used);
@@ -197,6 +236,10 @@ impl Conn {
                         continue;
                     }
                     Progress::NeedMore(used) => window.consume(used),
+                    Progress::Held(used, next) => {
+                        window.consume(used);
+                        break next;
+                    }
                 }
             }
             window.make_room();
@@ -304,6 +347,9 @@ impl Conn {
         out: &mut Vec<u8>,
         cx: &Context<'_, H>,
     ) -> Result<Progress, Error> {
+        if let Some(held) = self.held.take() {
+            return Ok(self.answer(*held, 0, out, cx));
+        }
         let mut used = 0;
         if self.pending.is_none() {
             let Some((head, len)) = parse_head(data)? else {
@@ -316,8 +362,8 @@ impl Conn {
                 {
                     return Err(Error::LengthRequired);
                 }
-                self.answer(head, Vec::new(), started, out, cx);
-                return Ok(Progress::Answered(len));
+                let prepared = answer::prepare(cx.settings, self.peer, head, Vec::new(), started);
+                return Ok(self.answer(prepared, len, out, cx));
             }
             self.pending = Some(Box::new(Pending::new(head, started)?));
             self.phase = Phase::Body;
@@ -336,29 +382,59 @@ impl Conn {
             }
             return Ok(Progress::NeedMore(used));
         }
-        if let Some(pending) = self.pending.take() {
-            let Pending {
-                head,
-                body,
-                started,
-                ..
-            } = *pending;
-            self.answer(head, body, started, out, cx);
-        }
-        Ok(Progress::Answered(used))
+        let Some(pending) = self.pending.take() else {
+            return Ok(Progress::Answered(used));
+        };
+        let Pending {
+            head,
+            body,
+            started,
+            ..
+        } = *pending;
+        let prepared = answer::prepare(cx.settings, self.peer, head, body, started);
+        Ok(self.answer(prepared, used, out, cx))
     }
 
-    /// Calls the handler and queues its answer.
+    /// Calls the handler and queues its answer; a slow request with no
+    /// slot is held instead (or, past a full backlog, answered 503).
+    /// `used`: the request's bytes, for the progress made.
     fn answer<H: Handler + ?Sized>(
         &mut self,
-        head: Head,
-        body: Vec<u8>,
-        started: Instant,
+        prepared: Prepared,
+        used: usize,
         out: &mut Vec<u8>,
         cx: &Context<'_, H>,
-    ) {
-        let keep = answer::respond(cx, &mut self.transport, self.peer, head, body, started, out);
+    ) -> Progress {
+        if cx.handler.is_slow(&prepared.request) {
+            let take = match self.slot {
+                Slot::Granted => Take::Slot,
+                // One slow request a turn: the next one waits for the
+                // connection's next turn, behind those queued meanwhile.
+                Slot::Used => {
+                    self.held = Some(Box::new(prepared));
+                    return Progress::Held(used, Next::Ready);
+                }
+                Slot::None => cx.slots.try_take(),
+            };
+            match take {
+                Take::Slot => self.slot = Slot::Used,
+                Take::Wait => {
+                    self.held = Some(Box::new(prepared));
+                    return Progress::Held(used, Next::Backlog);
+                }
+                Take::Full => {
+                    cx.stats.rejected_overloaded.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("slow request turned away: every slot taken and the backlog full");
+                    let mut shape = prepared.request;
+                    shape.body = Vec::new();
+                    self.fail(&Error::Overloaded, &shape, out, cx.handler);
+                    return Progress::Refused;
+                }
+            }
+        }
+        let keep = answer::respond(cx, &mut self.transport, prepared, out);
         self.write_answer(!keep);
+        Progress::Answered(used)
     }
 
     /// Queues the HTTP layer's own error answer; the connection closes

@@ -17,6 +17,17 @@ pub trait Handler: Send + Sync + 'static {
     /// Answers one request. Must not block longer than the upstream timeout.
     fn handle(&self, request: &Request) -> Response;
 
+    /// Whether answering `request` (complete: client address and body
+    /// included) may take long — for this app, a call to Spotify. The
+    /// layer answers at most `worker_threads` less a small reserve such
+    /// requests at once, one per worker's turn, so the reserve is always
+    /// free for the others; one that finds no room waits, its request
+    /// held, for the next slot. Called once per request, before
+    /// [`Handler::handle`]; must be quick.
+    fn is_slow(&self, _request: &Request) -> bool {
+        false
+    }
+
     /// Called once for every answered request, including those the HTTP
     /// layer rejected itself (then `path` may be `-`).
     fn record(&self, _record: &Record<'_>) {}

@@ -12,6 +12,8 @@
 //! - `conn` — one connection's phases and deadlines, a worker's turn on it;
 //! - `buffers` — a worker's read and write buffers;
 //! - `answer` — one request answered: handler, bytes, log line;
+//! - `slots` — how many slow requests are answered at once, and the
+//!   backlog of those waiting for a slot;
 //! - `admission` — the connection caps, and turning away those over them;
 //! - `transport` — bytes in and out, plain or TLS;
 //! - `body`, `head`, `chunked` — reading a request;
@@ -50,6 +52,7 @@ mod request;
 mod response;
 mod server;
 mod settings;
+mod slots;
 mod stats;
 mod transport;
 mod waiting;

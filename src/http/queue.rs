@@ -4,7 +4,9 @@
 //! A connection waiting for bytes finds no room past [`QUEUE_CAPACITY`]
 //! and is turned away; one finishing an answer, or handed back by a worker
 //! with input still to work on, always gets in (it is already counted among
-//! the open connections, and dropping it would lose a request).
+//! the open connections, and dropping it would lose a request). A
+//! connection just handed a slot for its slow request ([`super::slots`])
+//! goes before every other job: it waited in the backlog already.
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
@@ -28,6 +30,9 @@ pub(crate) enum Job {
 }
 
 struct Jobs {
+    /// Connections handed a slot for the slow request they hold, in the
+    /// order they got it: served first.
+    granted: VecDeque<Box<Conn>>,
     jobs: VecDeque<Job>,
     /// Workers asleep, waiting for a job.
     idle: usize,
@@ -52,6 +57,7 @@ impl Queue {
     pub(crate) fn new() -> Queue {
         Queue {
             jobs: Mutex::new(Jobs {
+                granted: VecDeque::new(),
                 jobs: VecDeque::with_capacity(INITIAL_JOBS),
                 idle: 0,
                 closed: false,
@@ -100,10 +106,25 @@ impl Queue {
         }
     }
 
+    /// Queues a connection that was just handed a slot, ahead of every
+    /// other job.
+    pub(crate) fn push_granted(&self, conn: Box<Conn>) {
+        let mut queue = lock(&self.jobs);
+        queue.granted.push_back(conn);
+        let wake = queue.idle > 0;
+        drop(queue);
+        if wake {
+            self.available.notify_one();
+        }
+    }
+
     /// Next job; `None` once the queue is closed and empty.
     pub(crate) fn pop(&self) -> Option<Job> {
         let mut queue = lock(&self.jobs);
         loop {
+            if let Some(conn) = queue.granted.pop_front() {
+                return Some(Job::Serve(conn));
+            }
             if let Some(job) = queue.jobs.pop_front() {
                 return Some(job);
             }

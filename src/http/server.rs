@@ -5,8 +5,11 @@
 //! The poller ([`super::poll`]) holds every connection that waits for
 //! bytes and queues the ones that became ready; `worker_threads` workers
 //! take them off the queue, give each one turn ([`Conn::turn`]), and park
-//! it back among the waiting ones (or close it). No thread is ever created
-//! per connection, and no worker ever waits for a client.
+//! it back among the waiting ones (or close it). A connection whose slow
+//! request found no slot goes to the backlog ([`super::slots`]); a worker
+//! that frees a slot hands it to the oldest there and queues that one
+//! first. No thread is ever created per connection, and no worker ever
+//! waits for a client or a slot.
 //!
 //! Shutdown: the poller stops accepting, closes the listener and every
 //! connection between requests; requests in hand finish and are answered
@@ -31,6 +34,7 @@ use super::limits::LISTEN_BACKLOG;
 use super::poll::{self, Parts};
 use super::queue::{Job, Queue};
 use super::settings::Settings;
+use super::slots::{Slots, slow_slots};
 use super::stats::Stats;
 use super::waiting::Waiting;
 
@@ -48,6 +52,8 @@ struct Shared {
     admission: Arc<Admission>,
     waiting: Waiting,
     queue: Queue,
+    /// Slots for slow requests, and the connections waiting for one.
+    slots: Slots<Box<Conn>>,
     shutting_down: AtomicBool,
     workers_alive: Mutex<usize>,
     worker_exited: Condvar,
@@ -138,6 +144,7 @@ impl<H: Handler> Server<H> {
         listener.set_nonblocking(true)?;
         let admission = Admission::new(&settings, open_files_limit, Arc::clone(&stats));
         admission.reserve_descriptors(&listener, settings.worker_threads);
+        let slots = Slots::new(slow_slots(settings.worker_threads));
         let shared = Shared {
             settings,
             tls,
@@ -145,6 +152,7 @@ impl<H: Handler> Server<H> {
             admission: Arc::new(admission),
             waiting: Waiting::new()?,
             queue: Queue::new(),
+            slots,
             shutting_down: AtomicBool::new(false),
             workers_alive: Mutex::new(0),
             worker_exited: Condvar::new(),
@@ -250,6 +258,12 @@ fn worker<H: Handler>(shared: &Shared, handler: &H) {
                 shared.stats.busy_workers.fetch_add(1, Ordering::Relaxed);
                 let next = serve_turn(shared, handler, &mut conn, &mut buffers);
                 shared.stats.busy_workers.fetch_sub(1, Ordering::Relaxed);
+                if conn.give_back_slot() {
+                    if let Some(mut oldest) = shared.slots.release() {
+                        oldest.grant();
+                        shared.queue.push_granted(oldest);
+                    }
+                }
                 match next {
                     Ok(Next::Wait) if shared.shutting_down() && conn.between_requests() => {
                         drop(conn);
@@ -258,6 +272,13 @@ fn worker<H: Handler>(shared: &Shared, handler: &H) {
                     // Unbounded: it is already counted among the open
                     // connections, and dropping it would lose a request.
                     Ok(Next::Ready) => shared.queue.push(Job::Serve(conn)),
+                    Ok(Next::Backlog) => {
+                        // A slot freed since the turn asked is taken for it.
+                        if let Some(mut conn) = shared.slots.wait(conn) {
+                            conn.grant();
+                            shared.queue.push_granted(conn);
+                        }
+                    }
                     Ok(Next::Close) => drop(conn),
                     Err(_) => {
                         log::error!("connection handling panicked; connection dropped");
@@ -285,6 +306,8 @@ fn serve_turn<H: Handler>(
         handler,
         settings: &shared.settings,
         shutting_down: shared.shutting_down(),
+        slots: &shared.slots,
+        stats: &shared.stats,
     };
     // A panic in the HTTP layer itself ends this connection, not the
     // worker (handler panics are caught closer, and answered 500).

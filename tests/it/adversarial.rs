@@ -41,6 +41,10 @@ const LEGIT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 const PROXY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 /// Workers of the servers these tests start: above the per-client cap.
 const WORKERS: usize = 16;
+/// Swaps these servers send to Spotify at once: the workers less the two
+/// kept for requests that do not call it (one in eight,
+/// `src/http/slots.rs`).
+const UPSTREAM_SLOTS: usize = WORKERS - WORKERS / 8;
 /// `MAX_CONNECTIONS_PER_CLIENT` of these servers: low, so an attack reaches it.
 const CAP: usize = 8;
 /// Longest a legitimate swap may take while the server is under attack.
@@ -426,17 +430,17 @@ fn burst_past_the_queue_is_answered_200_or_503() {
     let mock = start_mock();
     let server = start(&mock, &[]);
     let addr = server.addr();
-    // First every worker is held by a slow Spotify answer …
-    for _ in 0..WORKERS {
+    // First every slot for calls to Spotify is held by a slow answer …
+    for _ in 0..UPSTREAM_SLOTS {
         mock.push_reply(Reply::delayed(HOLD, Reply::json(200, TOKEN_BODY)));
     }
     mock.set_default_reply(Some(Reply::json(200, TOKEN_BODY)));
-    let held = concurrent_in_background(PROXY, addr, WORKERS, &swap_request("held"));
-    wait_for_spotify_calls(&mock, WORKERS, Duration::from_secs(5));
+    let held = concurrent_in_background(PROXY, addr, UPSTREAM_SLOTS, &swap_request("held"));
+    wait_for_spotify_calls(&mock, UPSTREAM_SLOTS, Duration::from_secs(5));
 
     // … then a burst: every thread opens its connections and sends on all
-    // of them before reading any answer, so 4400 requests are outstanding
-    // at once, more than the queue (4096) holds.
+    // of them before reading any answer, so 4400 swaps are outstanding at
+    // once, more than wait for a slot (4096).
     let started = Instant::now();
     let handles: Vec<_> = (0..THREADS)
         .map(|_| {
@@ -700,9 +704,10 @@ fn sigterm_under_load_finishes_every_request_in_flight_and_exits_0() {
         assert_eq!(conn.read_response().status, 200);
     }
 
-    // Twice as many swaps as workers: half at Spotify, half queued.
+    // Twice as many swaps as workers: as many as there are slots at
+    // Spotify, the rest waiting for a slot.
     let in_flight = concurrent_in_background(PROXY, addr, IN_FLIGHT, &swap_request("c"));
-    wait_for_spotify_calls(&mock, WORKERS, Duration::from_secs(10));
+    wait_for_spotify_calls(&mock, UPSTREAM_SLOTS, Duration::from_secs(10));
     // Every swap is connected before the signal: one not yet connected
     // would rightly be refused.
     wait_until(Duration::from_secs(10), "every swap connected", || {
@@ -734,7 +739,8 @@ fn sigterm_under_load_finishes_every_request_in_flight_and_exits_0() {
     assert_eq!(status.code(), Some(0), "{status}\n{}", server.stderr());
     let took = signalled.elapsed();
     eprintln!("measured: SIGTERM with {IN_FLIGHT} swaps in flight: exit 0 after {took:?}");
-    // Two rounds of upstream delay, plus slack.
+    // Three rounds of upstream delay (32 swaps through 14 slots), plus
+    // slack.
     assert!(took < Duration::from_secs(8), "exit took {took:?}");
     assert!(!server.stderr().contains("cut off"), "{}", server.stderr());
 }

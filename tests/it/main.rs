@@ -42,6 +42,7 @@ mod mock_selftest;
 mod panic_isolation;
 mod rate_limit;
 mod service;
+mod slow_spotify;
 mod tokens;
 mod upstream;
 mod upstream_proxy;
