@@ -204,7 +204,8 @@ impl Conn {
                 break Next::Wait;
             }
             reads += 1;
-            match self.transport.receive(window.space()) {
+            let held = window.unparsed().len() + self.pending.as_ref().map_or(0, |p| p.held());
+            match self.transport.receive(window.space(), held) {
                 (Received::Data, n) => window.filled(n),
                 (Received::Nothing, _) => break Next::Wait,
                 (Received::Closed, _) => break Next::Close,
@@ -319,7 +320,7 @@ impl Conn {
                 self.answer(head, Vec::new(), started, out, cx);
                 return Ok(Progress::Answered(len));
             }
-            self.pending = Some(Box::new(Pending::new(head, started)?));
+            self.pending = Some(Box::new(Pending::new(head, len, started)?));
             self.phase = Phase::Body;
             self.deadline = started + BODY_TIMEOUT;
             used = len;

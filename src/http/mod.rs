@@ -14,6 +14,7 @@
 //! - `answer` — one request answered: handler, bytes, log line;
 //! - `admission` — the connection caps, and turning away those over them;
 //! - `transport` — bytes in and out, plain or TLS;
+//! - `intake` — how much a TLS peer may have rustls hold;
 //! - `body`, `head`, `chunked` — reading a request;
 //! - `forwarded` — the client's address behind a trusted proxy;
 //! - `access_log` — the one log line per answered request;
@@ -41,6 +42,7 @@ mod error;
 mod forwarded;
 mod handler;
 mod head;
+mod intake;
 mod limits;
 mod poll;
 mod queue;
@@ -52,13 +54,14 @@ mod stats;
 mod transport;
 mod waiting;
 
+pub use admission::ProcessLimits;
 pub use chunked::ChunkedDecoder;
 pub use error::Error;
 pub use handler::{Handler, Record};
 pub use head::{HeadSummary, inspect_head};
-// Named at crate::http for the checks of the units and the README
-// against the server's own numbers (config/consistency).
-#[cfg(test)]
+// The default MAX_CONNECTIONS, for check-config and for the checks of the
+// units and the README against the server's own numbers
+// (config/consistency).
 pub(crate) use admission::default_max_connections;
 #[cfg(test)]
 pub(crate) use limits::LISTEN_BACKLOG;
