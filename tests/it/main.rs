@@ -36,6 +36,7 @@ mod dns;
 mod http_layer;
 mod https;
 mod journal;
+mod memory;
 mod metrics;
 mod mock_selftest;
 mod panic_isolation;
