@@ -12,6 +12,14 @@
 //! after a full handshake, the same request and the first part of a 16 KiB
 //! record. Before the caps, either attack got the server OOM-killed.
 //!
+//! Beside them, without a cgroup, the caps one by one: a ClientHello over
+//! 16 KiB is refused at once; over TLS a request of the largest size is
+//! served, but a client that sends more than 20 KiB ahead of our answers
+//! is refused; a client that pipelines requests and never reads the
+//! answers makes the kernel hold kilobytes of them, not the megabytes its
+//! autotuned send buffer took before (cgroup v2 counts socket buffers in
+//! the memory limit).
+//!
 //! The test makes the cgroup itself: cgroup v1 (`/sys/fs/cgroup/memory`)
 //! or v2 (`/sys/fs/cgroup` with the memory controller). Without root or a
 //! writable memory controller it says so and passes — unless
@@ -29,11 +37,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::conns::{TlsClient, encrypt, tls_client_config, tls_connect_from, tls_health_from};
+use support::conns::{
+    TlsClient, encrypt, held_open, read_until_close, tls_client_config, tls_connect_from,
+    tls_health_from, tls_read_response,
+};
 use support::pki::Pki;
 use support::{
     CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, ServerProc, binary_argv, connect_from, get, heavy,
-    inherited_env,
+    inherited_env, timed,
 };
 
 /// The unit's `MemoryMax=64M`.
@@ -60,6 +71,11 @@ const PATH_BYTES: usize = 7000;
 const BODY_BYTES: usize = 8192;
 /// How long the bystander may wait for its answer once the attack is over.
 const AT_ONCE: Duration = Duration::from_secs(2);
+/// The most the kernel may hold of answers a client does not read: what
+/// fits in its window (its 4 KiB buffer) and the 4 KiB the server lets wait
+/// unsent, with room to spare. A small send buffer alone let 32 KiB wait:
+/// the kernel appends small answers to its last unsent packet.
+const UNREAD_QUEUE_MAX_BYTES: u64 = 16 * 1024;
 
 /// A memory cgroup of the test's own, removed when dropped.
 struct MemoryCgroup {
@@ -222,9 +238,15 @@ fn unfinished_request() -> Vec<u8> {
 /// Four TLS records carrying most of a ClientHello that announces 0xffff
 /// bytes.
 fn huge_client_hello() -> Vec<u8> {
+    client_hello_start(4 * 16 * 1024 - 64)
+}
+
+/// `len` bytes of the start of a ClientHello that announces 0xffff bytes,
+/// in records of 16 KiB.
+fn client_hello_start(len: usize) -> Vec<u8> {
     const RECORD: usize = 16 * 1024;
     let mut message = vec![0x01, 0x00, 0xff, 0xff];
-    message.resize(4 * RECORD - 64, 0x42);
+    message.resize(len, 0x42);
     message
         .chunks(RECORD)
         .flat_map(|chunk| {
@@ -406,4 +428,113 @@ fn https_attackers_cannot_get_the_server_oom_killed_under_64_mib() {
     let (resp, took) = tls_health_from(bystander, addr, &config);
     assert_eq!(resp.map(|r| r.status), Ok(200), "the bystander");
     assert!(took < AT_ONCE, "{took:?}");
+}
+
+/// The send queue (unsent and unacknowledged bytes) of the TCP socket from
+/// `local` to `peer`, from `/proc/net/tcp` (`tx_queue`, in hex).
+fn send_queue(local: SocketAddr, peer: SocketAddr) -> Option<u64> {
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (local, peer) = (hex(local), hex(peer));
+    let table = fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&peer.as_str()) {
+            return None;
+        }
+        let (tx, _) = fields.get(4)?.split_once(':')?;
+        u64::from_str_radix(tx, 16).ok()
+    })
+}
+
+#[test]
+fn a_client_that_never_reads_makes_the_kernel_hold_kilobytes_for_it() {
+    let server = ServerProc::start(&vars(None));
+    let addr = server.addr();
+    let mut sock = TcpStream::connect(addr).expect("connect");
+    let small: libc::c_int = 4096;
+    // SAFETY: setsockopt reads one c_int from `small`, live for the call,
+    // on the descriptor of the socket this test owns.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const small).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_RCVBUF");
+    sock.set_write_timeout(Some(Duration::from_millis(500)))
+        .expect("write timeout");
+    // Requests until the server stops taking them (its answers wait),
+    // within 5 s: before the caps it took megabytes of answers first.
+    let requests = b"GET /health HTTP/1.1\r\nHost: unread\r\n\r\n".repeat(64);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) && sock.write_all(&requests).is_ok() {}
+    let local = sock.local_addr().expect("local address");
+    let queued = send_queue(addr, local).expect("the server's socket in /proc/net/tcp");
+    eprintln!("memory: the kernel holds {queued} bytes of answers the client did not read");
+    assert!(
+        queued <= UNREAD_QUEUE_MAX_BYTES,
+        "the kernel holds {queued} bytes of unread answers for one connection"
+    );
+}
+
+/// How long a refused peer may wait for the close: well inside the 10 s
+/// deadlines, which closed it before the caps.
+const REFUSED_WITHIN: Duration = Duration::from_secs(3);
+
+#[test]
+fn a_client_hello_of_more_than_16_kib_is_refused_at_once() {
+    let _timed = timed();
+    let pki = Pki::new();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let server = ServerProc::start(&vars(Some((&cert, &key))));
+    let mut within = TcpStream::connect(server.addr()).expect("connect");
+    within
+        .write_all(&client_hello_start(16 * 1024 - 5 - 4))
+        .expect("16 KiB of ClientHello");
+    let mut over = TcpStream::connect(server.addr()).expect("connect");
+    over.write_all(&huge_client_hello())
+        .expect("the ClientHello");
+    let (sent, closed) = read_until_close(&mut over, REFUSED_WITHIN);
+    assert!(closed, "a 64 KiB ClientHello was held");
+    assert!(sent.is_empty(), "no answer but a close: {sent:?}");
+    assert!(held_open(&within), "16 KiB of ClientHello were refused");
+}
+
+#[test]
+fn over_tls_a_largest_request_is_served_and_more_ahead_of_it_refused() {
+    let _timed = timed();
+    let pki = Pki::new();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let server = ServerProc::start(&vars(Some((&cert, &key))));
+    let config = tls_client_config(&pki);
+    let client = IpAddr::V4(Ipv4Addr::new(127, 5, 0, 2));
+    // A head of nearly 8 KiB and a body of 8 KiB, in one write: rustls
+    // sends a 16 KiB record and the rest.
+    let mut largest = unfinished_request();
+    largest.push(b'b');
+    let mut tls = tls_connect_from(client, server.addr(), &config).expect("handshake");
+    tls.write_all(&largest).expect("the request");
+    let resp = tls_read_response(&mut tls).expect("an answer");
+    assert_eq!(resp.status, 404, "{resp:?}");
+    // The same request but its last byte, and a 16 KiB record but its
+    // last byte: neither can be taken further without more.
+    let mut tls = tls_connect_from(client, server.addr(), &config).expect("handshake");
+    let mut wire = encrypt(&mut tls, &unfinished_request());
+    let record = encrypt(&mut tls, &[b'c'; 16 * 1024]);
+    wire.extend_from_slice(&record[..record.len() - 1]);
+    tls.sock.write_all(&wire).expect("the records");
+    // What arrives before the close is the session tickets sent after the
+    // handshake; before the caps, a 408 came at the 10 s deadline.
+    let (_, closed) = read_until_close(&mut tls.sock, REFUSED_WITHIN);
+    assert!(closed, "20 KiB and more were held");
 }
