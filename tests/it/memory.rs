@@ -34,6 +34,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -90,7 +91,9 @@ impl MemoryCgroup {
         if unsafe { libc::geteuid() } != 0 {
             return Err("not root: cannot make a memory cgroup".into());
         }
-        let name = format!("sts-memory-test-{}", std::process::id());
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        let made = MADE.fetch_add(1, Ordering::Relaxed);
+        let name = format!("sts-memory-test-{}-{made}", std::process::id());
         let v1 = PathBuf::from("/sys/fs/cgroup/memory");
         let v2_root = PathBuf::from("/sys/fs/cgroup");
         let v2_memory = fs::read_to_string(v2_root.join("cgroup.controllers"))
@@ -170,6 +173,25 @@ impl MemoryCgroup {
             .envs(inherited_env())
             .envs(vars.iter().copied());
         ServerProc::spawn(cmd).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl MemoryCgroup {
+    /// Runs `check-config` inside this cgroup; its standard output.
+    fn check_config(&self, vars: &[(&str, &str)]) -> String {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(r#"echo $$ > "$1" || exit 97; shift; exec "$@" check-config"#)
+            .arg("sh")
+            .arg(self.dir.join("cgroup.procs"))
+            .args(binary_argv())
+            .env_clear()
+            .envs(inherited_env())
+            .envs(vars.iter().copied())
+            .output()
+            .expect("check-config");
+        assert!(out.status.success(), "check-config: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -484,6 +506,41 @@ fn a_client_that_never_reads_makes_the_kernel_hold_kilobytes_for_it() {
     assert!(
         queued <= UNREAD_QUEUE_MAX_BYTES,
         "the kernel holds {queued} bytes of unread answers for one connection"
+    );
+}
+
+#[test]
+fn under_64_mib_check_config_explains_the_cap_and_a_set_one_too_big_is_warned_about() {
+    let _timed = timed();
+    let Some(cgroup) = cgroup_or_skip() else {
+        return;
+    };
+    let shown = cgroup.check_config(&vars(None));
+    assert!(
+        shown.contains(
+            "MAX_CONNECTIONS=(from the limits at start; under check-config's own: 1,363, from \
+             the memory limit of 64 MiB at 40,000 bytes a connection)\n"
+        ),
+        "{shown}"
+    );
+    let warning = "MAX_CONNECTIONS=5000 does not fit in the memory limit of 64 MiB";
+    let mut too_big = vars(None);
+    too_big.push(("MAX_CONNECTIONS", "5000"));
+    let server = cgroup.start_server(&too_big);
+    assert!(
+        server.wait_for_stderr(warning, Duration::from_secs(5)),
+        "{}",
+        server.stderr()
+    );
+    drop(server);
+    let mut fits = vars(None);
+    fits.push(("MAX_CONNECTIONS", "1000"));
+    let server = cgroup.start_server(&fits);
+    assert_eq!(get(server.addr(), "/health").status, 200);
+    assert!(
+        !server.stderr().contains("does not fit"),
+        "{}",
+        server.stderr()
     );
 }
 
