@@ -279,9 +279,10 @@ def charged(cgroup):
 
 def measure(name, n, env, ctx):
     cgroup = make_cgroup(name)
-    server = start(env, cgroup)
+    server = None
     conns, failed, lock = [], [], threading.Lock()
     try:
+        server = start(env, cgroup)
         warm_up(ctx if name.startswith("tls") else None)
         time.sleep(0.3)
         rss0, cg0 = status_kb(server.pid, "VmRSS"), charged(cgroup)
@@ -326,8 +327,9 @@ def measure(name, n, env, ctx):
     finally:
         for s in conns:
             s.close()
-        server.terminate()
-        server.wait()
+        if server:
+            server.terminate()
+            server.wait()
         if cgroup:
             for _ in range(50):
                 try:
