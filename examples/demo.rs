@@ -60,7 +60,8 @@ fn main() {
          Ctrl-C stops it.\n",
         mock.base_url()
     );
-    let server = server(config, listener, None, None).unwrap_or_else(|e| panic!("{e}"));
+    let server =
+        server(config, listener, Default::default(), None).unwrap_or_else(|e| panic!("{e}"));
     if let Err(e) = server.run() {
         eprintln!("demo: {e}");
     }

@@ -144,19 +144,19 @@ pub fn load_certificate(config: &Config) -> Result<Option<Arc<CertStore>>, RunEr
 }
 
 /// Builds the server around a bound listener. `certificate` is what
-/// [`load_certificate`] loaded (HTTPS) or `None` (plain HTTP);
-/// `open_files_limit` sizes `MAX_CONNECTIONS` when it is not set.
+/// [`load_certificate`] loaded (HTTPS) or `None` (plain HTTP); `limits`
+/// size `MAX_CONNECTIONS` when it is not set.
 pub fn server(
     config: Config,
     listener: TcpListener,
-    open_files_limit: Option<u64>,
+    limits: http::ProcessLimits,
     certificate: Option<Arc<CertStore>>,
 ) -> Result<Server<App>, RunError> {
     let stats = Arc::new(Stats::default());
     let settings = config.http.clone();
     let tls = certificate.map(tls::server_config);
     let app = Arc::new(App::new(config, Arc::clone(&stats)));
-    Server::new(listener, app, settings, tls, open_files_limit, stats)
+    Server::new(listener, app, settings, tls, limits, stats)
         .map_err(|e| RunError::Startup(format!("cannot set up the poller: {e}")))
 }
 
@@ -232,9 +232,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     if config.encryption_secret.is_none() {
         log::warn!("ENCRYPTION_SECRET is not set: refresh tokens are handed to clients in clear");
     }
-    let open_files_limit = service::raise_open_files_limit();
+    let limits = service::process_limits();
     let https = config.tls.clone().zip(certificate.clone());
-    let server = server(config, listener, open_files_limit, certificate)?;
+    let server = server(config, listener, limits, certificate)?;
     let (shutdown, app) = (server.shutdown_handle(), Arc::clone(server.handler()));
     spawn("signals", move || {
         answer_signals(&shutdown, &app, https.as_ref())

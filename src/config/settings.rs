@@ -31,6 +31,18 @@ const MIN_CLIENT_IPV6_PREFIX: u8 = 32;
 /// Longest `CLIENT_IPV6_PREFIX`: one address.
 const MAX_CLIENT_IPV6_PREFIX: u8 = 128;
 
+/// `MAX_CONNECTIONS` unset, as `check-config` shows it: the server sizes it
+/// at start from its own limits; this process can only say what its own
+/// limits (open files, memory limit of its cgroup) would give.
+fn default_max_connections_shown(c: &super::Config) -> String {
+    let cap = crate::http::default_max_connections(
+        crate::service::process_limits(),
+        c.http.worker_threads,
+        c.tls.is_some(),
+    );
+    format!("(from the limits at start; under check-config's own: {cap})")
+}
+
 /// Every setting, in the order `check-config` and the README list them.
 pub(crate) static SETTINGS: &[Setting] = &[
     Setting {
@@ -180,16 +192,19 @@ pub(crate) static SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_CONNECTIONS",
         form: Form::PLAIN,
-        when_unset: WhenUnset::Off("from `RLIMIT_NOFILE`"),
-        about: "open connections at most. At start the server raises its soft open-files \
-                limit to the hard one, and by default keeps one descriptor per worker and 64 \
-                more for itself (4,000 under the shipped unit's `LimitNOFILE=4096`); past it, \
-                a new connection gets `503` with `Retry-After` (closed without a word on an \
-                HTTPS port)",
+        when_unset: WhenUnset::Off("from `RLIMIT_NOFILE` and the memory limit"),
+        about: "open connections at most. By default the smaller of what the open files leave \
+                (at start the server raises its soft open-files limit to the hard one, and keeps \
+                one descriptor per worker and 64 more for itself) and what fits in the memory \
+                limit of its cgroup (systemd's `MemoryMax=`) beside the workers, each connection \
+                counted at the most a peer can make it cost: 1,363 under the shipped unit \
+                (`MemoryMax=64M`, `LimitNOFILE=4096`). Past it, a new connection gets `503` with \
+                `Retry-After` (closed without a word on an HTTPS port); a value that does not fit \
+                in the memory limit is warned about at start",
         parse: |d, v| set(&mut d.max_connections, at_least_one(v)?),
         show: |c| match c.http.max_connections {
             Some(n) => n.to_string(),
-            None => "(from RLIMIT_NOFILE at start)".into(),
+            None => default_max_connections_shown(c),
         },
     },
     Setting {

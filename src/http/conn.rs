@@ -247,7 +247,8 @@ impl Conn {
                 break Next::Wait;
             }
             reads += 1;
-            match self.transport.receive(window.space()) {
+            let held = window.unparsed().len() + self.pending.as_ref().map_or(0, |p| p.held());
+            match self.transport.receive(window.space(), held) {
                 (Received::Data, n) => window.filled(n),
                 (Received::Nothing, _) => break Next::Wait,
                 (Received::Closed, _) => break Next::Close,
@@ -365,7 +366,7 @@ impl Conn {
                 let prepared = answer::prepare(cx.settings, self.peer, head, Vec::new(), started);
                 return Ok(self.answer(prepared, len, out, cx));
             }
-            self.pending = Some(Box::new(Pending::new(head, started)?));
+            self.pending = Some(Box::new(Pending::new(head, len, started)?));
             self.phase = Phase::Body;
             self.deadline = started + BODY_TIMEOUT;
             used = len;

@@ -16,6 +16,29 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 pub(crate) const MAX_HEADERS: usize = 64;
 /// Largest request body accepted, with `Content-Length` or chunked.
 pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024;
+/// Most bytes a TLS client may send before its handshake is over: real
+/// ClientHellos are under 2 KiB, post-quantum key shares included, and
+/// rustls alone would join fragments of one up to 64 KiB.
+pub(crate) const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
+/// Most bytes a TLS connection may make the server hold for requests not
+/// complete yet: its unparsed bytes or the request in progress (head and
+/// body so far), plus what rustls holds of a record it cannot decrypt yet.
+/// A request of the largest size (16 KiB) fits, in records of any size,
+/// with 4 KiB to spare; a client that sends more than this ahead of our
+/// answers is closed.
+pub(crate) const MAX_TLS_HELD_BYTES: usize = 20 * 1024;
+/// Receive and send buffer asked of the kernel for each client socket (it
+/// doubles the figure): a request or an answer that does not fit takes
+/// more round trips, and a peer that sends without reading our answers
+/// makes the kernel hold kilobytes for it, not megabytes. cgroup v2 counts
+/// socket buffers in the process's memory limit.
+pub(crate) const SOCKET_BUFFER_BYTES: usize = 4096;
+/// Bytes of answers the kernel may hold unsent for a connection (its peer
+/// not reading them) before the connection answers no more until they
+/// have gone: the kernel appends small answers to one unsent packet of up
+/// to 64 KiB whatever the send buffer. Also the socket's
+/// `TCP_NOTSENT_LOWAT`, so that it reports room to write only below it.
+pub(crate) const MAX_UNSENT_BYTES: usize = 4096;
 /// Time allowed for a TLS handshake, counted from accept.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a request head to arrive.

@@ -16,6 +16,7 @@
 //!   backlog of those waiting for a slot;
 //! - `admission` — the connection caps, and turning away those over them;
 //! - `transport` — bytes in and out, plain or TLS;
+//! - `intake` — how much a TLS peer may have rustls hold;
 //! - `body`, `head`, `chunked` — reading a request;
 //! - `forwarded` — the client's address behind a trusted proxy;
 //! - `access_log` — the one log line per answered request;
@@ -44,6 +45,7 @@ mod error;
 mod forwarded;
 mod handler;
 mod head;
+mod intake;
 mod limits;
 mod net;
 mod poll;
@@ -57,13 +59,14 @@ mod stats;
 mod transport;
 mod waiting;
 
+pub use admission::ProcessLimits;
 pub use chunked::ChunkedDecoder;
 pub use error::Error;
 pub use handler::{Handler, Record};
 pub use head::{HeadSummary, inspect_head};
-// Named at crate::http for the checks of the units and the README
-// against the server's own numbers (config/consistency).
-#[cfg(test)]
+// The default MAX_CONNECTIONS, for check-config and for the checks of the
+// units and the README against the server's own numbers
+// (config/consistency).
 pub(crate) use admission::default_max_connections;
 #[cfg(test)]
 pub(crate) use limits::LISTEN_BACKLOG;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
-use super::admission::Admission;
+use super::admission::{self, Admission, ProcessLimits};
 use super::answer::Context;
 use super::buffers::Buffers;
 use super::conn::{Conn, Next};
@@ -124,14 +124,14 @@ pub struct Server<H: Handler> {
 
 impl<H: Handler> Server<H> {
     /// Wraps a bound listener. `tls`: serve HTTPS with this configuration
-    /// (else plain HTTP); `open_files_limit` sizes `max_connections` when
-    /// the settings leave it unset.
+    /// (else plain HTTP); `limits` size `max_connections` when the
+    /// settings leave it unset.
     pub fn new(
         listener: TcpListener,
         handler: Arc<H>,
         settings: Settings,
         tls: Option<Arc<ServerConfig>>,
-        open_files_limit: Option<u64>,
+        limits: ProcessLimits,
         stats: Arc<Stats>,
     ) -> std::io::Result<Server<H>> {
         // SAFETY: listen(2) on the descriptor of the listener we own (bound
@@ -142,7 +142,8 @@ impl<H: Handler> Server<H> {
             libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG);
         }
         listener.set_nonblocking(true)?;
-        let admission = Admission::new(&settings, open_files_limit, Arc::clone(&stats));
+        admission::cap_socket_buffers(&listener);
+        let admission = Admission::new(&settings, limits, tls.is_some(), Arc::clone(&stats));
         admission.reserve_descriptors(&listener, settings.worker_threads);
         let slots = Slots::new(slow_slots(settings.worker_threads));
         let shared = Shared {

@@ -4,6 +4,9 @@
 //! `writer()` and out with `write_tls`. The handshake advances in the same
 //! non-blocking steps, on a worker; nothing here ever waits for the peer.
 //!
+//! What rustls takes in is metered ([`super::intake`]): at most 16 KiB of
+//! handshake, and after it a bounded amount of records not complete yet.
+//!
 //! On a TLS port the first byte decides: a TLS record starts with 0x16, an
 //! upper-case letter is a plain-HTTP request line. SECURITY: a TLS port
 //! never writes plaintext, except the one answer telling such a client to
@@ -11,9 +14,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use rustls::{ServerConfig, ServerConnection};
+
+use super::intake::{Intake, Metered};
+use super::limits::MAX_UNSENT_BYTES;
 
 /// Bytes read per call while discarding what a client still sends.
 pub(crate) const DISCARD_CHUNK_BYTES: usize = 4096;
@@ -57,6 +64,11 @@ pub(crate) struct Transport {
     written: usize,
     /// A write failed: the peer is gone.
     broken: bool,
+    /// TLS: what the peer has had rustls take in, for its caps.
+    intake: Intake,
+    /// The kernel holds [`MAX_UNSENT_BYTES`] or more of our answers unsent:
+    /// answer no more until they go.
+    backlogged: bool,
 }
 
 impl Transport {
@@ -72,6 +84,8 @@ impl Transport {
             output: Vec::new(),
             written: 0,
             broken: false,
+            intake: Intake::default(),
+            backlogged: false,
         }
     }
 
@@ -95,12 +109,14 @@ impl Transport {
         matches!(&self.kind, Kind::Tls(tls) if !tls.is_handshaking())
     }
 
-    /// Whether output waits for room in the socket.
+    /// Whether output waits for room in the socket (or for the kernel to
+    /// send what it holds).
     pub(crate) fn wants_write(&self) -> bool {
-        match &self.kind {
-            Kind::Tls(tls) => tls.wants_write(),
-            _ => self.written < self.output.len(),
-        }
+        self.backlogged
+            || match &self.kind {
+                Kind::Tls(tls) => tls.wants_write(),
+                _ => self.written < self.output.len(),
+            }
     }
 
     /// Whether [`Transport::flush`] has something to do (or to report).
@@ -166,13 +182,15 @@ impl Transport {
                     }
                 };
                 self.output.extend_from_slice(&bytes[taken..]);
+                self.backlogged = unsent_bytes(&self.stream) >= MAX_UNSENT_BYTES;
             }
             _ => self.output.extend_from_slice(bytes),
         }
     }
 
     /// Writes pending output as far as the socket takes it: `Ok(true)` when
-    /// all of it is out.
+    /// all of it is out, and the kernel holds less than [`MAX_UNSENT_BYTES`]
+    /// of it unsent.
     pub(crate) fn flush(&mut self) -> io::Result<bool> {
         if self.broken {
             return Err(io::ErrorKind::BrokenPipe.into());
@@ -200,13 +218,18 @@ impl Transport {
                 self.written = 0;
             }
         }
-        Ok(true)
+        // SECURITY: a peer that does not read our answers gets no more of
+        // them made while the kernel holds these (see MAX_UNSENT_BYTES).
+        self.backlogged = unsent_bytes(&self.stream) >= MAX_UNSENT_BYTES;
+        Ok(!self.backlogged)
     }
 
     /// Reads what is there into `space`, without waiting. TLS: plaintext
     /// rustls already holds comes first; then ciphertext from the socket
-    /// is decrypted (or advances the handshake).
-    pub(crate) fn receive(&mut self, space: &mut [u8]) -> (Received, usize) {
+    /// is decrypted (or advances the handshake), as much as the peer's caps
+    /// allow with `held` bytes of requests not complete yet kept by the
+    /// connection; a peer over them is refused (`Closed`).
+    pub(crate) fn receive(&mut self, space: &mut [u8], held: usize) -> (Received, usize) {
         if space.is_empty() {
             // Cannot happen: a head stops at MAX_HEAD_BYTES and a body is
             // taken out of the buffer as it arrives.
@@ -227,7 +250,21 @@ impl Transport {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return (Received::Closed, 0),
             }
-            match tls.read_tls(&mut self.stream) {
+            let handshaking = tls.is_handshaking();
+            let allowance = self.intake.allowance(handshaking, held);
+            if allowance == 0 {
+                // SECURITY: a ClientHello over 16 KiB, or more bytes sent
+                // ahead of our answers than a connection may make us hold.
+                log::debug!("TLS peer over its cap of buffered bytes: closed");
+                return (Received::Closed, 0);
+            }
+            let mut metered = Metered {
+                inner: &mut self.stream,
+                intake: &mut self.intake,
+                allowance,
+                handshaking,
+            };
+            match tls.read_tls(&mut metered) {
                 Ok(0) => return (Received::Closed, 0),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -265,6 +302,20 @@ impl Transport {
     /// is there.
     pub(crate) fn discard(&mut self, sink: &mut [u8]) -> io::Result<Option<usize>> {
         read_some(&mut self.stream, sink)
+    }
+}
+
+/// Bytes the kernel holds for `stream` that it has not sent yet (0 if it
+/// cannot say).
+fn unsent_bytes(stream: &TcpStream) -> usize {
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one c_int into `unsent`, which lives for
+    // the call, for the descriptor of a socket we own.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::SIOCOUTQNSD as _, &raw mut unsent) };
+    if rc == 0 {
+        usize::try_from(unsent).unwrap_or(0)
+    } else {
+        0
     }
 }
 

@@ -37,6 +37,7 @@ mod fairness;
 mod http_layer;
 mod https;
 mod journal;
+mod memory;
 mod metrics;
 mod mock_selftest;
 mod panic_isolation;

@@ -13,7 +13,7 @@ use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
 use spotify_token_swap::http::{
-    Handler, Record, Request, Response, Server, Settings, ShutdownHandle, Stats,
+    Handler, ProcessLimits, Record, Request, Response, Server, Settings, ShutdownHandle, Stats,
 };
 use support::{Conn, assert_error, raw_get, raw_get_close, request, wait_until};
 
@@ -90,7 +90,7 @@ impl Running {
             Arc::clone(&handler),
             settings,
             None,
-            None,
+            ProcessLimits::default(),
             Arc::clone(&stats),
         )
         .expect("set up the poller");

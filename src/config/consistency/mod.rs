@@ -23,10 +23,12 @@
 //!   on the same line, or else of the default rate.
 //! - **Units**: the socket's `Backlog=` is [`crate::http::LISTEN_BACKLOG`]
 //!   and its `ListenStream=` the default `LISTEN_ADDR`; the service's
-//!   `LimitNOFILE=` is what the README and `MAX_CONNECTIONS` say it is, and
-//!   the connections it leaves with the default workers are the number they
-//!   (and the unit's comment) state; `per worker and R` is the reserve
-//!   `MAX_CONNECTIONS` keeps; `TasksMax=` exceeds the default workers plus
+//!   `LimitNOFILE=` and `MemoryMax=` are what the README and
+//!   `MAX_CONNECTIONS` say they are, and the connections they leave with
+//!   the default workers are the number they state (`N under the shipped
+//!   unit`, `N connections by the open files`), as is each line
+//!   `MemoryMax=NM: A connections (B on an HTTPS port)` of the unit's
+//!   comments; `per worker and R` is the reserve `MAX_CONNECTIONS` keeps; `TasksMax=` exceeds the default workers plus
 //!   the margin `env.example` asks for; `TimeoutStopSec=` exceeds the default
 //!   `UPSTREAM_TIMEOUT_SECS` plus the shutdown grace the unit and the
 //!   README state (the same in both).
@@ -35,7 +37,7 @@
 //!   `LISTEN_BACKLOG`.
 //!
 //! Not checked: numbers that are the code's and not a setting's (the
-//! thread count the README gives, `MemoryMax=`, the queue and head limits).
+//! thread count the README gives, the queue and head limits).
 
 mod text;
 
@@ -275,17 +277,37 @@ fn the_socket_unit_listens_as_the_server_does() {
     verdict(problems);
 }
 
+/// The default `MAX_CONNECTIONS` under `LimitNOFILE=open_files` and,
+/// if given, `MemoryMax=` of `memory_mib` MiB, with the default workers.
+fn default_connections(open_files: u64, memory_mib: Option<u64>, tls: bool) -> u64 {
+    let limits = crate::http::ProcessLimits {
+        open_files: Some(open_files),
+        memory: memory_mib.map(|mib| mib << 20),
+    };
+    let workers = default_number("WORKER_THREADS") as usize;
+    crate::http::default_max_connections(limits, workers, tls).connections as u64
+}
+
+/// The unit's `MemoryMax=`, in MiB (the unit writes it with `M`).
+fn memory_max_mib(service: &Doc) -> u64 {
+    let (n, value) = service.directive("MemoryMax");
+    value
+        .strip_suffix('M')
+        .and_then(number_at)
+        .unwrap_or_else(|| panic!("{SERVICE}:{n}: write MemoryMax= in M (MiB), not {value}"))
+}
+
 #[test]
 fn open_files_and_connections_agree_with_the_service_unit() {
     let service = Doc::read(SERVICE);
     let (_, limit) = service.directive_number("LimitNOFILE");
-    let workers = default_number("WORKER_THREADS") as usize;
-    let connections = crate::http::default_max_connections(Some(limit), workers) as u64;
+    let memory = memory_max_mib(&service);
+    let by_files = default_connections(limit, None, false);
+    let shipped = default_connections(limit, Some(memory), false);
     // What the open-files limit leaves aside besides the workers.
+    let workers = default_number("WORKER_THREADS");
     let probe = 100_000;
-    let reserve =
-        (probe - workers - crate::http::default_max_connections(Some(probe as u64), workers))
-            as u64;
+    let reserve = probe - workers - default_connections(probe, None, false);
     let mut problems = Vec::new();
     for doc in [Doc::read(README), service] {
         for (n, line) in doc.lines() {
@@ -307,17 +329,35 @@ fn open_files_and_connections_agree_with_the_service_unit() {
                 limit,
                 "the unit's LimitNOFILE=",
             );
-            let default = "MAX_CONNECTIONS under the unit's LimitNOFILE= and default workers";
+            let default = "MAX_CONNECTIONS under the unit's LimitNOFILE=, MemoryMax= and default \
+                           workers";
             check(
                 numbers_before(line, " under the shipped unit"),
-                connections,
+                shipped,
                 default,
             );
-            if doc.path == SERVICE && line.starts_with('#') {
-                check(numbers_before(line, " connections"), connections, default);
-            }
             let what = "the descriptors MAX_CONNECTIONS leaves besides one per worker";
             check(numbers_after(line, "per worker and "), reserve, what);
+            let what = "MAX_CONNECTIONS under the unit's LimitNOFILE= alone";
+            check(
+                numbers_before(line, " connections by the open files"),
+                by_files,
+                what,
+            );
+            if doc.path == README {
+                let what = "the unit's MemoryMax= (MiB)";
+                check(numbers_after(line, "MemoryMax="), memory, what);
+            }
+            // `MemoryMax=NM: A connections (B on an HTTPS port)`, in the
+            // unit's comments: what each value implies.
+            let Some(mib) = numbers_after(line, "#   MemoryMax=").first().copied() else {
+                continue;
+            };
+            let what = format!("MAX_CONNECTIONS under MemoryMax={mib}M");
+            let plain = default_connections(limit, Some(mib), false);
+            check(numbers_before(line, " connections ("), plain, &what);
+            let tls = default_connections(limit, Some(mib), true);
+            check(numbers_before(line, " on an HTTPS port"), tls, &what);
         }
     }
     verdict(problems);
