@@ -47,6 +47,7 @@ mod endpoints;
 mod error;
 mod exchange;
 pub mod fields;
+mod healthcheck;
 pub mod http;
 pub mod journal;
 mod logging;
@@ -65,6 +66,7 @@ use std::time::Duration;
 
 pub use config::Config;
 pub use error::Error;
+pub use healthcheck::check_health;
 pub use logging::{init_logging, install_panic_hook};
 pub use tls::CertStore;
 

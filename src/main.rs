@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use spotify_token_swap::journal::eprint_error;
 use spotify_token_swap::{
-    Config, RunError, VERSION, init_logging, install_panic_hook, load_certificate, run, token,
+    Config, RunError, VERSION, check_health, init_logging, install_panic_hook, load_certificate,
+    run, token,
 };
 
 const USAGE: &str = "\
@@ -14,6 +15,7 @@ Usage:
   spotify-token-swap                  serve (configuration from the environment)
   spotify-token-swap check-config     validate the environment, print the effective configuration
   spotify-token-swap generate-secret  print a new random ENCRYPTION_SECRET
+  spotify-token-swap healthcheck      GET the server's own /health (exit 0: healthy, 1: not)
   spotify-token-swap --help | --version
 
 Required environment: SPOTIFY_CLIENT_ID, SPOTIFY_CLIENT_SECRET (or _FILE),
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     {
         [] => serve(),
         ["check-config"] => check_config(),
+        ["healthcheck"] => healthcheck(),
         ["generate-secret"] => match token::generate_secret() {
             Ok(secret) => {
                 println!("{secret}");
@@ -117,4 +120,20 @@ fn check_config() -> ExitCode {
     print!("{}", config.describe());
     println!("configuration ok");
     ExitCode::SUCCESS
+}
+
+/// A container's health check: exit 0 when the server this environment
+/// configures answers `/health` with 200, else 1 with the reason. A
+/// configuration problem is 1 as well: container runtimes reserve 2.
+fn healthcheck() -> ExitCode {
+    let outcome = Config::from_env()
+        .map_err(|errors| errors.to_string())
+        .and_then(|config| check_health(&config));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprint_error(&format!("unhealthy: {why}"));
+            ExitCode::FAILURE
+        }
+    }
 }

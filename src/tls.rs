@@ -73,7 +73,9 @@ fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     })
 }
 
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The certificate chain in the PEM file `path` (`TLS_CERT_FILE`), end
+/// entity first.
+pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path)
         .map_err(|e| format!("TLS_CERT_FILE: cannot read '{}': {e}", path.display()))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)

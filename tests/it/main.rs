@@ -34,6 +34,7 @@ mod clients;
 mod connections;
 mod dns;
 mod fairness;
+mod healthcheck;
 mod http_layer;
 mod https;
 mod journal;
