@@ -371,10 +371,12 @@ const NEW_CLIENTS_IN_BOUND: usize = 16;
 /// `GET /health` take a few milliseconds here, even in a debug build.
 const FIRST_ANSWER_BOUND: Duration = Duration::from_millis(20);
 
-/// One new HTTPS connection asking `GET /health` the way asyncio's client
-/// does: `TCP_NODELAY`, and the request handed to TLS before the handshake
-/// is over, so it leaves in the same write as the client's Finished. The
-/// answer, and the time from connect to its last byte.
+/// One new HTTPS connection asking `GET /health` with its request right
+/// behind its Finished, as asyncio's client sends it (two sends,
+/// microseconds apart): `TCP_NODELAY`, and the request handed to rustls
+/// before the handshake is over, so it leaves in the same write as the
+/// Finished. The answer's status, and the time from connect to its last
+/// byte.
 fn health_behind_the_finished(
     addr: SocketAddr,
     config: &Arc<rustls::ClientConfig>,
