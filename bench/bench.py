@@ -56,6 +56,15 @@ release binary). Everything runs on loopback and every phase is bounded:
    p50 / p99 / max from their scheduled start, the swaps answered, and the
    most upstream calls in flight at once.
    BENCH_ONLY=slow runs this phase alone (no nginx, no certificates).
+10. HTTPS arrivals (bench/tls_arrivals.py, Python asyncio), for each of
+    BENCH_TLS_RATES (20, 100 new TLS clients per second) for BENCH_TLS_SECS
+    (10 s): a second instance of our server serving HTTPS itself
+    (TLS_CERT_FILE / TLS_KEY_FILE) and nginx, both with the same self-signed
+    RSA-2048 certificate for 127.0.0.1; each client opens a new TLS
+    connection, sends one GET /health, reads the answer and closes: p50 / p99
+    / max from the scheduled arrival, handshake included, and errors.
+    BENCH_TLS_ROUNDS (3) rounds each, ours and nginx alternating: the median
+    by p99 is shown. `BENCH_ONLY=tls` runs this phase alone.
 
 Prints one table and writes it as Markdown and JSON under bench/results/.
 """
@@ -89,6 +98,15 @@ ARRIVAL_TIMEOUT = float(os.environ.get("BENCH_ARRIVAL_TIMEOUT", "10"))
 # Rounds per rate and server (ours and nginx alternating); the table shows
 # the round with the median p99, and the errors of all rounds.
 ARRIVAL_ROUNDS = max(1, int(os.environ.get("BENCH_ARRIVAL_ROUNDS", "3")))
+# HTTPS arrivals: new TLS clients per second, each rate for TLS_SECS, and
+# rounds per rate and server (the round with the median p99 is shown).
+TLS_ARRIVALS = ROOT / "bench/tls_arrivals.py"
+TLS_RATES = [float(r) for r in os.environ.get("BENCH_TLS_RATES", "20,100").split(",") if r]
+TLS_SECS = float(os.environ.get("BENCH_TLS_SECS", "10"))
+TLS_ROUNDS = max(1, int(os.environ.get("BENCH_TLS_ROUNDS", "3")))
+# New TLS clients per server before the HTTPS rounds, not counted (the
+# first handshakes of a process load the key and warm its caches).
+TLS_WARMUP_CLIENTS = 5
 # Client source addresses: SOURCES consecutive addresses from 127.1.0.1
 # (not 127.0.0.1, a default trusted proxy exempt from the per-client
 # connection cap), so each address holds one or two connections at a time,
@@ -245,6 +263,15 @@ def make_certs(d):
          "-extfile", ext])
 
 
+def make_rsa_cert(d):
+    """A self-signed RSA-2048 certificate for 127.0.0.1 (rsa.pem, rsa.key):
+    what an operator trying built-in HTTPS makes first. Served by our HTTPS
+    instance and by nginx alike; the clients trust it as their CA."""
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", d / "rsa.key", "-out", d / "rsa.pem", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+
+
 def hard_nofile():
     import resource
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -362,6 +389,48 @@ def arrivals_run(port, rate):
     limit = ARRIVAL_SECS + ARRIVAL_TIMEOUT + ARRIVAL_IDLE + 60
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tls_arrivals_run(port, rate, cafile, secs):
+    """One open-loop HTTPS phase (bench/tls_arrivals.py): `rate` new TLS
+    clients per second for `secs`, each one GET /health."""
+    cmd = [sys.executable, str(TLS_ARRIVALS), "--port", str(port), "--cafile", str(cafile),
+           "--rate", str(rate), "--secs", str(secs), "--timeout", str(ARRIVAL_TIMEOUT),
+           "--path", "/health", "--sources", str(SOURCES), "--src-base", SRC_BASE]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         timeout=secs + ARRIVAL_TIMEOUT + 60)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tls_arrivals_phase(d, env, nginx_pid, nginx_port):
+    """HTTPS arrivals at each of TLS_RATES: a second instance of our server
+    serving HTTPS itself with rsa.pem, and nginx serving the same
+    certificate, ours and nginx alternating, TLS_ROUNDS rounds each."""
+    port = free_port()
+    tls_env = dict(env, LISTEN_ADDR=f"127.0.0.1:{port}",
+                   TLS_CERT_FILE=str(d / "rsa.pem"), TLS_KEY_FILE=str(d / "rsa.key"))
+    proc = subprocess.Popen([str(BIN)], env=tls_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
+    try:
+        wait_port(port)
+        servers = (("ours", proc.pid, port), ("nginx", nginx_pid, nginx_port))
+        for _, _, p in servers:
+            tls_arrivals_run(p, TLS_WARMUP_CLIENTS, d / "rsa.pem", 1)
+        rows = []
+        for rate in TLS_RATES:
+            rounds = {key: [] for key, _, _ in servers}
+            for _ in range(TLS_ROUNDS):
+                for key, pid, p in servers:
+                    before_cpu = cpu_secs(pid)
+                    result = tls_arrivals_run(p, rate, d / "rsa.pem", TLS_SECS)
+                    result["server"] = key
+                    result["cpu_s"] = round(cpu_secs(pid) - before_cpu, 2)
+                    rounds[key].append(result)
+            rows += [median_tls_arrivals(r) for r in rounds.values()]
+        return rows
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def listen_overflows():
@@ -727,7 +796,9 @@ def main():
     procs = []
     try:
         make_certs(d)
+        make_rsa_cert(d)
         mock_port, proxy_port, our_port = free_port(), free_port(), free_port()
+        tls_proxy_port = free_port()
         mock_log = d / "mock" / "logs" / "access.log"
         # A fixed session-ticket key, so tickets the mock issued before a
         # reload still resume after it (without one, nginx 1.22 makes new
@@ -763,6 +834,12 @@ def main():
    proxy_ssl_trusted_certificate {d}/ca.pem;
    proxy_ssl_name 127.0.0.1;
   }}
+ }}
+ server {{
+  listen 127.0.0.1:{tls_proxy_port} ssl backlog=4096;
+  ssl_certificate {d}/rsa.pem;
+  ssl_certificate_key {d}/rsa.key;
+  location = /health {{ default_type application/json; return 200 '{{"status":"ok"}}'; }}
  }}""", workers="auto", connections=16384)
         procs.append(ceiling)
         wait_port(proxy_port)
@@ -778,6 +855,12 @@ def main():
             "LISTEN_ADDR": f"127.0.0.1:{our_port}",
         }
         settings = effective_settings(env)
+        if os.environ.get("BENCH_ONLY") == "tls":
+            only = {"tls_arrivals": tls_arrivals_phase(d, env, ceiling.pid, tls_proxy_port),
+                    "tls_config": tls_config()}
+            print("\n".join(render_tls_arrivals(only)))
+            print(json.dumps(only["tls_arrivals"]))
+            return
         first_swap_ms = time_to_first_swap(env, our_port)
         idle = idle_latency(env, mock_port, our_port) if IDLE_SECS > 0 else None
         if os.environ.get("BENCH_ONLY") == "idle":
@@ -839,6 +922,8 @@ def main():
                     result["settle_s"] = settle(port)
                     rounds[key].append(result)
             arrivals += [median_arrivals(r) for r in rounds.values()]
+        tls_arrivals = (tls_arrivals_phase(d, env, ceiling.pid, tls_proxy_port)
+                        if TLS_RATES else [])
         threads_after = threads(ours.pid)
         rss_peak_after_kib = status_kb(ours.pid, "VmHWM")
         slow = slow_upstream_run() if SLOW_SECS > 0 else None
@@ -875,6 +960,8 @@ def main():
                 "timeout_secs": ARRIVAL_TIMEOUT, "sources": SOURCES, "src_base": SRC_BASE,
                 "rounds": ARRIVAL_ROUNDS,
             },
+            "tls_arrivals": tls_arrivals,
+            "tls_config": tls_config(),
             "threads_after_all": threads_after,
             "loadavg_start": [round(x, 2) for x in load_start],
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
@@ -943,6 +1030,25 @@ def median_arrivals(rounds):
         row[k] = sum(r[k] for r in rounds)
     row["lag_p99_ms"] = max(r["lag_p99_ms"] or 0 for r in rounds)
     return row
+
+
+def median_tls_arrivals(rounds):
+    """The HTTPS round with the median p99 (no 200 at all sorts last), with
+    every round's p99 and the clients, answers and errors of all rounds."""
+    ordered = sorted(rounds, key=lambda r: float("inf") if r["p99_ms"] is None else r["p99_ms"])
+    row = dict(ordered[len(ordered) // 2])
+    row["rounds"] = len(rounds)
+    row["rounds_p99_ms"] = [r["p99_ms"] for r in rounds]
+    for k in ("clients", "ok", "errors_total", "cpu_s"):
+        row[k] = round(sum(r[k] for r in rounds), 2)
+    row["errors"] = {k: sum(r["errors"][k] for r in rounds) for k in row["errors"]}
+    row["lag_p99_ms"] = max(r["lag_p99_ms"] or 0 for r in rounds)
+    return row
+
+
+def tls_config():
+    return {"secs": TLS_SECS, "rounds": TLS_ROUNDS, "sources": SOURCES, "src_base": SRC_BASE,
+            "timeout_secs": ARRIVAL_TIMEOUT}
 
 
 def static_binaries():
@@ -1014,7 +1120,7 @@ def render_markdown(s):
             f"{idle['warm_p50_ms']} ms; after {idle['idle_secs']} s idle {idle['after_idle_ms']} ms "
             f"({idle['new_upstream_connections_after_idle']} new upstream connection(s))"
         )
-    out += render_hold(s) + render_arrivals(s) + render_slow(s)
+    out += render_hold(s) + render_arrivals(s) + render_slow(s) + render_tls_arrivals(s)
     out.append("")
     return "\n".join(out)
 
@@ -1103,6 +1209,48 @@ def render_arrivals(s):
             f"{' / bad answer ' + str(e['bad_response']) if e['bad_response'] else ''} | "
             f"{r['connection_close']} | {round(r['cpu_s'] * 1e6 / max(r['clients'], 1))} | "
             f"{r['upstream_connections']} | {r['listen_overflows']} | "
+            f"{ms_or_dash(r['lag_p99_ms'])} | {ratio} |"
+        )
+    return out
+
+
+def render_tls_arrivals(s):
+    rows = s.get("tls_arrivals") or []
+    if not rows:
+        return []
+    cfg = s["tls_config"]
+    out = [
+        "",
+        f"HTTPS arrivals: new TLS clients per second for {cfg['secs']:g} s, each a new "
+        f"connection from Python asyncio (TCP_NODELAY, certificate verified) sending one "
+        f"GET /health, reading the answer and closing; from {cfg['sources']} addresses "
+        f"({cfg['src_base']} on). Our server serves HTTPS itself (TLS_CERT_FILE / "
+        f"TLS_KEY_FILE), nginx the same self-signed RSA-2048 certificate. Latency of the 200 "
+        f"answers from each client's scheduled arrival to the answer's last byte, handshake "
+        f"included; no whole answer {cfg['timeout_secs']:g} s after the arrival is a timeout. "
+        + (f"{cfg['rounds']} rounds per row: the round with the median p99; clients, answers "
+           f"and errors of all rounds. " if cfg["rounds"] > 1 else "")
+        + f"Generator scheduling: {', '.join(sorted({r['sched'] for r in rows}))}.",
+        "",
+        "| new TLS clients/s | server | clients | answered 200 | p50 ms | p90 ms | p99 ms "
+        "| max ms | errors | p99 of every round ms | server CPU µs per client "
+        "| generator lag p99 ms | p99 ours / nginx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    by = {(r["rate"], r["server"]): r for r in rows}
+    for r in rows:
+        ratio = ""
+        if r["server"] == "ours":
+            ngx = by.get((r["rate"], "nginx"))
+            if ngx and ngx["p99_ms"] and r["p99_ms"] is not None:
+                ratio = f"{r['p99_ms'] / ngx['p99_ms']:.1f}×"
+        name = "spotify-token-swap" if r["server"] == "ours" else "nginx"
+        errs = ", ".join(f"{k} {v}" for k, v in r["errors"].items() if v)
+        out.append(
+            f"| {r['rate']:g} | {name} | {r['clients']} | {r['ok']} | {ms_or_dash(r['p50_ms'])} | "
+            f"{ms_or_dash(r['p90_ms'])} | {ms_or_dash(r['p99_ms'])} | {ms_or_dash(r['max_ms'])} | "
+            f"{errs or 0} | {', '.join(ms_or_dash(v) for v in r['rounds_p99_ms'])} | "
+            f"{round(r['cpu_s'] * 1e6 / max(r['clients'], 1))} | "
             f"{ms_or_dash(r['lag_p99_ms'])} | {ratio} |"
         )
     return out

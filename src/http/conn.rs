@@ -214,11 +214,15 @@ impl Conn {
         let mut answered = 0;
         let mut reads = 0;
         let next = loop {
-            if self.transport.needs_flush() {
-                match self.transport.flush() {
-                    Err(_) => break Next::Close,
-                    Ok(false) => break Next::Wait,
-                    Ok(true) => {}
+            // An answer goes out before the next request is taken: it
+            // never waits on a later one. Other output (a handshake
+            // flight, session tickets, `100 Continue`) goes when the turn
+            // has nothing more to add, before it waits for the peer: the
+            // answer to a request that came with the client's Finished
+            // then leaves in one write with the tickets.
+            if self.phase == Phase::Writing {
+                if let Some(next) = self.flush() {
+                    break next;
                 }
             }
             if let Some(next) = self.move_on(answered) {
@@ -244,13 +248,13 @@ impl Conn {
             }
             window.make_room();
             if reads == READS_PER_TURN {
-                break Next::Wait;
+                break self.flush().unwrap_or(Next::Wait);
             }
             reads += 1;
             let held = window.unparsed().len() + self.pending.as_ref().map_or(0, |p| p.held());
             match self.transport.receive(window.space(), held) {
                 (Received::Data, n) => window.filled(n),
-                (Received::Nothing, _) => break Next::Wait,
+                (Received::Nothing, _) => break self.flush().unwrap_or(Next::Wait),
                 (Received::Closed, _) => break Next::Close,
             }
         };
@@ -261,6 +265,19 @@ impl Conn {
             self.keep_unparsed(window.unparsed());
         }
         next
+    }
+
+    /// Writes the pending output as far as the socket takes it; `Some`
+    /// ends the turn (the socket is full, or the peer is gone).
+    fn flush(&mut self) -> Option<Next> {
+        if !self.transport.needs_flush() {
+            return None;
+        }
+        match self.transport.flush() {
+            Err(_) => Some(Next::Close),
+            Ok(false) => Some(Next::Wait),
+            Ok(true) => None,
+        }
     }
 
     /// On a TLS port whose first byte has not come yet: TLS starts its

@@ -236,6 +236,12 @@ impl<H: Handler> Poller<'_, H> {
         if stream.set_nonblocking(true).is_err() {
             return;
         }
+        // Every answer is written whole, as soon as it is ready: nothing
+        // gains from Nagle's algorithm holding a small one back until the
+        // client ACKs what went before — which a client delaying its ACK
+        // makes ~40 ms. Without it the connection still works, so a
+        // failure here is no reason to drop it.
+        let _ = stream.set_nodelay(true);
         match self.parts.admission.admit(peer) {
             Ok(slot) => {
                 let conn = Box::new(Conn::new(stream, peer, tls, slot, Instant::now()));

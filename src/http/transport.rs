@@ -278,8 +278,13 @@ impl Transport {
                 let _ = tls.write_tls(&mut self.stream);
                 return (Received::Closed, 0);
             }
-            if tls.wants_write() {
-                // A handshake flight to send: the turn writes it first.
+            if tls.wants_write() && tls.is_handshaking() {
+                // A flight of the handshake to send: back to the turn,
+                // which writes it before it waits for the peer. What
+                // rustls queues as the handshake ends (TLS 1.3 session
+                // tickets) waits instead for the answer to a request that
+                // came with the client's Finished, read next, to go out
+                // with it in one write.
                 return (Received::Data, 0);
             }
         }

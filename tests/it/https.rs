@@ -6,16 +6,17 @@
 //! for renewals.
 //!
 //! Covered: HTTPS on the start line, `/health` and `/swap`, TLS 1.2 and 1.3,
-//! ALPN `http/1.1`, bad certificate or key files (exit 2, no key material),
-//! an expired certificate, plain HTTP on the HTTPS port, stalled handshakes,
+//! ALPN `http/1.1`, the first answer to a new client (no wait for a
+//! delayed ACK), bad certificate or key files (exit 2, no key material), an
+//! expired certificate, plain HTTP on the HTTPS port, stalled handshakes,
 //! and `SIGHUP` certificate reloads (new connections get the new
 //! certificate, established ones keep working, a broken file keeps the old
 //! one, no request fails during the swap).
 
 use crate::support;
 
-use std::io::Write;
-use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use support::conns::{
-    TlsClient, client_hello, read_until_close, tls_client_config, tls_client_config_trusting,
-    tls_connect, tls_exchange,
+    TlsClient, client_hello, read_until_close, tls_client, tls_client_config,
+    tls_client_config_trusting, tls_connect, tls_exchange, tls_read_response,
 };
 use support::mock::MockSpotify;
 use support::pki::Pki;
@@ -288,6 +289,44 @@ fn alpn_settles_on_http_1_1_when_the_client_offers_h2() {
     assert_eq!(result.body, r#"{"status":"ok"}"#);
 }
 
+/// `Expect: 100-continue` over HTTPS: the 100 comes before the body is
+/// sent, Spotify is not called until the body comes, then the answer.
+#[test]
+fn expect_continue_over_https_gets_100_before_the_body() {
+    let (pki, mock, server) = serving_https(&[]);
+    mock.add_code("continue-code");
+    let body = "code=continue-code";
+    let head = format!(
+        "POST /swap HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    let mut tls = tls_connect(server.addr(), &tls_client_config(&pki)).expect("handshake");
+    tls.write_all(head.as_bytes())
+        .and_then(|()| tls.flush())
+        .expect("send the head");
+
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") && interim.len() < 1024 {
+        let n = tls
+            .read(&mut byte)
+            .expect("an interim answer before the body");
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&interim));
+        interim.push(byte[0]);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&interim),
+        "HTTP/1.1 100 Continue\r\n\r\n"
+    );
+    assert_eq!(mock.request_count(), 0, "Spotify called before the body");
+    let resp = tls_exchange(&mut tls, body.as_bytes()).expect("the answer");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let json: serde_json::Value = serde_json::from_str(&resp.body).expect("JSON body");
+    assert_eq!(json["access_token"], "access-continue-code");
+}
+
 #[test]
 fn ureq_client_trusting_the_ca_can_swap() {
     let (pki, mock, server) = serving_https(&[]);
@@ -315,6 +354,81 @@ fn ureq_client_trusting_the_ca_can_swap() {
     let body: serde_json::Value = serde_json::from_str(&text).expect("JSON body");
     assert_eq!(body["access_token"], "access-ureq-code");
     assert_eq!(body["token_type"], "Bearer");
+}
+
+// ---------------------------------------------------------------------------
+// First answer on a new connection
+// ---------------------------------------------------------------------------
+
+/// New connections opened one after another by
+/// [`new_clients_get_their_first_answer_without_a_delayed_ack`].
+const NEW_CLIENTS: usize = 20;
+/// How many of them must have their answer within [`FIRST_ANSWER_BOUND`]:
+/// most, so a slow one on a busy machine is not a failure.
+const NEW_CLIENTS_IN_BOUND: usize = 16;
+/// Well under the 40 ms a client's delayed ACK costs an answer held back
+/// by Nagle's algorithm behind the session tickets; a handshake and one
+/// `GET /health` take a few milliseconds here, even in a debug build.
+const FIRST_ANSWER_BOUND: Duration = Duration::from_millis(20);
+
+/// One new HTTPS connection asking `GET /health` with its request right
+/// behind its Finished, as asyncio's client sends it (two sends,
+/// microseconds apart): `TCP_NODELAY`, and the request handed to rustls
+/// before the handshake is over, so it leaves in the same write as the
+/// Finished. The answer's status, and the time from connect to its last
+/// byte.
+fn health_behind_the_finished(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> (Result<u16, String>, Duration) {
+    let started = Instant::now();
+    let outcome = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .and_then(|sock| {
+            sock.set_nodelay(true)?;
+            sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+            Ok(sock)
+        })
+        .map_err(|e| format!("connect: {e}"))
+        .and_then(|sock| {
+            let mut conn = tls_client(config, addr);
+            // Buffered by rustls until the handshake is done, then sent
+            // with the Finished.
+            conn.writer()
+                .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .map_err(|e| format!("request into rustls: {e}"))?;
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            tls_read_response(&mut tls)
+        })
+        .map(|resp| resp.status);
+    (outcome, started.elapsed())
+}
+
+/// A new client whose request rides with its Finished gets its answer at
+/// once, not ~40 ms later: the answer leaves with the session tickets in
+/// one write, on a socket with `TCP_NODELAY`, so it never waits for the
+/// client to ACK the tickets.
+#[test]
+fn new_clients_get_their_first_answer_without_a_delayed_ack() {
+    let _timed = timed();
+    let (pki, _mock, server) = serving_https(&[]);
+    let config = tls_client_config(&pki);
+    // The first handshake warms the server (certificate, key, workers).
+    let (warm, _) = health_behind_the_finished(server.addr(), &config);
+    assert_eq!(warm, Ok(200));
+
+    let mut took = Vec::with_capacity(NEW_CLIENTS);
+    for _ in 0..NEW_CLIENTS {
+        let (status, elapsed) = health_behind_the_finished(server.addr(), &config);
+        assert_eq!(status, Ok(200));
+        took.push(elapsed);
+    }
+
+    let in_bound = took.iter().filter(|t| **t < FIRST_ANSWER_BOUND).count();
+    assert!(
+        in_bound >= NEW_CLIENTS_IN_BOUND,
+        "{in_bound} of {NEW_CLIENTS} new clients had their answer within \
+         {FIRST_ANSWER_BOUND:?} (wanted {NEW_CLIENTS_IN_BOUND}): {took:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
