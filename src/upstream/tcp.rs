@@ -402,24 +402,25 @@ mod tests {
     #[test]
     fn a_read_gets_its_whole_deadline_although_the_socket_timeout_is_shorter() {
         let (mut conn, mut server) = pair();
-        // Leave a 150 ms socket timeout from an earlier call.
+        // Leave a 400 ms socket timeout from an earlier call.
         conn.stream
-            .set_read_timeout(Some(Duration::from_millis(150)))
+            .set_read_timeout(Some(Duration::from_millis(400)))
             .unwrap();
-        conn.read_timeout = Some(Duration::from_millis(150));
+        conn.read_timeout = Some(Duration::from_millis(400));
         let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(Duration::from_millis(500));
             server.write_all(b"late").unwrap();
             server
         });
         let started = Instant::now();
-        // 150 ms fits a 280 ms deadline (not above it, not below half), so
-        // the socket keeps it, fires early, and the read is retried.
+        // 400 ms fits a 790 ms deadline (not above it, not below half), so
+        // the socket keeps it, fires early, and the read is retried; the
+        // deadline leaves the writer 290 ms of slack on a busy machine.
         assert!(
-            conn.await_input(within(Duration::from_millis(280)))
+            conn.await_input(within(Duration::from_millis(790)))
                 .unwrap()
         );
-        assert!(started.elapsed() >= Duration::from_millis(240));
+        assert!(started.elapsed() >= Duration::from_millis(490));
         assert_eq!(conn.buffers.input(), b"late");
         drop(writer.join().unwrap());
     }
