@@ -88,6 +88,9 @@ fn call_spotify(
     if let Some(kind) = call.failure() {
         state.metrics.upstream_failure(kind);
     }
+    if let Some(reason) = call.rate_limit_reason() {
+        state.metrics.upstream_rate_limited(reason);
+    }
     let Answer {
         status,
         mut body,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::Stats;
-use crate::upstream::FailureKind;
+use crate::upstream::{FailureKind, RateLimitReason};
 
 /// Upper bounds (seconds) of the upstream latency histogram buckets.
 const LATENCY_BUCKETS_SECS: [f64; 11] = [
@@ -40,6 +40,8 @@ pub(crate) struct Metrics {
     /// Refresh tokens opened under the current key, and under a previous one.
     tokens_opened: [AtomicU64; 2],
     started_unix_secs: f64,
+    /// Spotify's 429s by reason, in [`RateLimitReason::ALL`]'s order.
+    upstream_rate_limited: [AtomicU64; RateLimitReason::ALL.len()],
     /// Age of the refresh tokens that carry a sign-in time, at refresh.
     token_age: TokenAge,
 }
@@ -66,6 +68,7 @@ impl Metrics {
             upstream_failures: Default::default(),
             rate_limited: AtomicU64::new(0),
             tokens_opened: Default::default(),
+            upstream_rate_limited: Default::default(),
             token_age: TokenAge::default(),
             started_unix_secs: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -109,6 +112,11 @@ impl Metrics {
         self.tokens_opened[usize::from(previous_key)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one of Spotify's 429s, by its reason.
+    pub(crate) fn upstream_rate_limited(&self, reason: RateLimitReason) {
+        self.upstream_rate_limited[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records the age of a refresh token at refresh (one that carries its
     /// sign-in time).
     pub(crate) fn refresh_token_age(&self, age: Duration) {
@@ -128,6 +136,7 @@ impl Metrics {
         let mut out = Exposition(String::with_capacity(4096));
         self.render_requests(&mut out);
         self.render_upstream(&mut out);
+        self.render_upstream_rate_limited(&mut out);
         out.family(&TOKENS_OPENED);
         for (key, count) in ["current", "previous"].iter().zip(&self.tokens_opened) {
             out.sample(TOKENS_OPENED.name, &format!("key=\"{key}\""), load(count));
@@ -181,6 +190,15 @@ impl Metrics {
             let failures = load(&self.upstream_failures[kind.index()]);
             let labels = format!("kind=\"{}\"", kind.label());
             out.sample(UPSTREAM_FAILURES.name, &labels, failures);
+        }
+    }
+
+    fn render_upstream_rate_limited(&self, out: &mut Exposition) {
+        out.family(&UPSTREAM_RATE_LIMITED);
+        for reason in RateLimitReason::ALL {
+            let labels = format!("reason=\"{}\"", reason.label());
+            let count = load(&self.upstream_rate_limited[reason.index()]);
+            out.sample(UPSTREAM_RATE_LIMITED.name, &labels, count);
         }
     }
 
@@ -254,6 +272,10 @@ const UPSTREAM_DURATION: Family = histogram(
 const UPSTREAM_FAILURES: Family = counter(
     "spotify_token_swap_upstream_failures_total",
     "Failed calls to Spotify, by kind.",
+);
+const UPSTREAM_RATE_LIMITED: Family = counter(
+    "spotify_token_swap_upstream_rate_limited_total",
+    "Spotify's 429 answers, by reason: quota (its reason QUOTA_EXCEEDED) or rate_limit (any other, or none).",
 );
 const TOKEN_AGE: Family = histogram(
     "spotify_token_swap_refresh_token_age_days",
@@ -349,6 +371,21 @@ mod tests {
             text.contains("spotify_token_swap_refresh_tokens_opened_total{key=\"previous\"} 2\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn upstream_429s_are_counted_by_reason() {
+        let m = Metrics::new(Vec::new());
+        m.upstream_rate_limited(RateLimitReason::Quota);
+        m.upstream_rate_limited(RateLimitReason::Quota);
+        let text = m.render(&Stats::default());
+        for line in [
+            "# TYPE spotify_token_swap_upstream_rate_limited_total counter\n",
+            "spotify_token_swap_upstream_rate_limited_total{reason=\"quota\"} 2\n",
+            "spotify_token_swap_upstream_rate_limited_total{reason=\"rate_limit\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
     }
 
     #[test]

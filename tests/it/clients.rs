@@ -197,6 +197,26 @@ fn spotifyapi_net_429_has_an_integer_retry_after() {
     );
 }
 
+#[test]
+fn spotifyapi_net_quota_429_has_a_string_error_and_an_integer_retry_after() {
+    let (mock, server) = start_both(&[]);
+    mock.push_reply(Reply::json_with_headers(
+        429,
+        r#"{"error":{"status":429,"message":"Quota exceeded","reason":"QUOTA_EXCEEDED"}}"#,
+        &[("Retry-After", "7200")],
+    ));
+
+    let resp = dotnet_post(server.addr(), "/swap", "code", "any");
+
+    assert_error(&resp, 429, "too_many_requests");
+    assert_eq!(resp.json()["reason"], "QUOTA_EXCEEDED", "{resp:?}");
+    assert_eq!(
+        resp.header("retry-after").map(str::parse::<i32>),
+        Some(Ok(7200)),
+        "{resp:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Spotify iOS SDK
 // ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 //! of Spotify's refresh-token lifetime as `refresh_token_expires_in`, a
 //! re-sealed token keeps its time, version-1 tokens still work and state
 //! nothing, Spotify's `invalid_grant` past the lifetime says the token
-//! expired; `/metrics` has the refresh-token age at refresh.
+//! expired; quota 429s carry Spotify's `reason` and are counted by reason;
+//! `/metrics` has the refresh-token age at refresh.
 
 use crate::support;
 
@@ -280,4 +281,49 @@ fn refresh_token_age_is_observed_for_tokens_that_carry_a_sign_in_time() {
         assert_eq!(sample(&text, &series), Some(count), "{series}\n{text}");
     }
     assert!(value(&text, &format!("{name}_sum")) < 0.001, "{text}");
+}
+
+/// `spotify_token_swap_upstream_rate_limited_total` of `server`: (quota,
+/// rate_limit).
+fn upstream_rate_limited(server: &ServerProc) -> (f64, f64) {
+    let text = scrape(server.addr());
+    let count = |reason: &str| {
+        let series =
+            format!("spotify_token_swap_upstream_rate_limited_total{{reason=\"{reason}\"}}");
+        value(&text, &series)
+    };
+    (count("quota"), count("rate_limit"))
+}
+
+#[test]
+fn a_quota_429_answers_with_its_reason_and_is_counted_by_reason() {
+    let mock = start_mock();
+    let (quota, rate) = (start_server(&mock, &[]), start_server(&mock, &[]));
+    mock.push_reply(Reply::json_with_headers(
+        429,
+        r#"{"error":{"status":429,"message":"Quota exceeded","reason":"QUOTA_EXCEEDED"}}"#,
+        &[("Retry-After", "18000")],
+    ));
+    let over_quota = swap(&quota, "c1");
+    mock.push_reply(Reply::too_many_requests(7));
+    let rate_limited = swap(&rate, "c2");
+
+    // OAuth-shaped: `error` a string, as SpotifyAPI-NET reads it.
+    assert_error(&over_quota, 429, "too_many_requests");
+    assert_eq!(
+        over_quota.json()["reason"],
+        "QUOTA_EXCEEDED",
+        "{over_quota:?}"
+    );
+    assert_eq!(over_quota.header("retry-after"), Some("18000"));
+    assert_error(&rate_limited, 429, "rate_limit_exceeded");
+    assert_eq!(rate_limited.json().get("reason"), None, "{rate_limited:?}");
+    assert_eq!(upstream_rate_limited(&quota), (1.0, 0.0));
+    assert_eq!(upstream_rate_limited(&rate), (0.0, 1.0));
+    // The window stays open for Spotify's hours, without calling it.
+    let later = swap(&quota, "c3");
+    support::assert_too_many_requests(&later, 18000);
+    let left: u64 = later.header("retry-after").unwrap().parse().unwrap();
+    assert!(left > 17_000, "{later:?}");
+    assert_eq!(mock.request_count(), 2);
 }
