@@ -2,13 +2,16 @@
 //! tokens, `/refresh` a refresh token for a new access token. Each reads
 //! its fields, (refresh) opens the sealed token, asks Spotify through the
 //! one shared client, and answers with Spotify's JSON, its refresh token
-//! sealed.
+//! sealed with the user's sign-in time (`/swap`: now; `/refresh`: the one
+//! the client's token carries) and what that time says about it
+//! (`lifetime.rs`).
 
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::fields::Fields;
 use crate::http::{Request, Response};
+use crate::lifetime;
 use crate::state::State;
 use crate::upstream::{Answer, Grant};
 
@@ -26,7 +29,9 @@ pub(crate) fn swap(state: &State, request: &Request) -> Result<Response, Error> 
         redirect_uri,
         code_verifier: fields.optional("code_verifier"),
     };
-    call_spotify(state, &grant, None)
+    // The user signs in now; taken before the call, so the lifetime stated
+    // never outlasts Spotify's.
+    call_spotify(state, &grant, None, Some(lifetime::unix_now()))
 }
 
 /// `POST {REFRESH_PATH}`: `refresh_token`, sealed when encryption is on.
@@ -35,36 +40,56 @@ pub(crate) fn refresh(state: &State, request: &Request) -> Result<Response, Erro
     let token = fields.required("refresh_token")?;
     let opened;
     let cipher = state.cipher();
-    let (refresh_token, reseal) = match &cipher {
+    let (refresh_token, reseal, signed_in_at) = match &cipher {
         // SECURITY: a token that fails authentication never reaches
         // Spotify, so this server cannot be used as an oracle or a relay
         // for guessed tokens.
         Some(cipher) => {
             opened = cipher.open(token).map_err(|_| Error::InvalidRefreshToken)?;
             state.metrics.token_opened(opened.used_previous_key);
+            note_token_age(state, opened.signed_in_at);
             // A token under a previous key is handed back under the
             // current one, so that key can be retired (see the README,
             // "Rotating the encryption secret").
             let reseal = opened
                 .used_previous_key
                 .then_some(opened.refresh_token.as_str());
-            (opened.refresh_token.as_str(), reseal)
+            (opened.refresh_token.as_str(), reseal, opened.signed_in_at)
         }
-        None => (token, None),
+        None => (token, None, None),
     };
-    call_spotify(state, &Grant::RefreshToken { refresh_token }, reseal)
+    let grant = Grant::RefreshToken { refresh_token };
+    call_spotify(state, &grant, reseal, signed_in_at)
+}
+
+/// Records the age of a refresh token that carries its sign-in time.
+fn note_token_age(state: &State, signed_in_at: Option<u64>) {
+    if let Some(signed_in_at) = signed_in_at {
+        let age = lifetime::age(signed_in_at, lifetime::unix_now());
+        state.metrics.refresh_token_age(age);
+    }
 }
 
 /// Calls Spotify and builds the answer. `reseal`: a refresh token (in
 /// clear) to return sealed under the current key when Spotify's 200
-/// carries no new one.
-fn call_spotify(state: &State, grant: &Grant<'_>, reseal: Option<&str>) -> Result<Response, Error> {
+/// carries no new one. `signed_in_at`: when the user signed in (Unix
+/// seconds), sealed into the answer's refresh token; `None` for a token
+/// that carries no time (version 1, or encryption off).
+fn call_spotify(
+    state: &State,
+    grant: &Grant<'_>,
+    reseal: Option<&str>,
+    signed_in_at: Option<u64>,
+) -> Result<Response, Error> {
     let call = state.spotify.call(grant);
     if let Some(duration) = call.duration {
         state.metrics.upstream_call(duration);
     }
     if let Some(kind) = call.failure() {
         state.metrics.upstream_failure(kind);
+    }
+    if let Some(reason) = call.rate_limit_reason() {
+        state.metrics.upstream_rate_limited(reason);
     }
     let Answer {
         status,
@@ -73,7 +98,16 @@ fn call_spotify(state: &State, grant: &Grant<'_>, reseal: Option<&str>) -> Resul
         ..
     } = call.result?;
     if status == 200 {
-        seal_refresh_token(state, &mut body, reseal);
+        seal_refresh_token(state, &mut body, reseal, signed_in_at);
+    } else if let Grant::RefreshToken { .. } = grant {
+        // A swap's refusal is about its code, never the refresh token.
+        let token_lifetime = state.config.refresh_token_lifetime;
+        lifetime::explain_expiry(
+            &mut body,
+            token_lifetime,
+            signed_in_at,
+            lifetime::unix_now(),
+        );
     }
     // `to_vec` writes straight into bytes; `to_string` would go through
     // `fmt::Display`, several times slower. Serialising a map of JSON
@@ -90,15 +124,25 @@ fn call_spotify(state: &State, grant: &Grant<'_>, reseal: Option<&str>) -> Resul
 /// is on; without one from Spotify, adds `reseal` (the client's token,
 /// opened under a previous key) sealed under the current key. RFC 6749 §6:
 /// a client replaces its refresh token when a refresh answer carries one.
-fn seal_refresh_token(state: &State, body: &mut Map<String, Value>, reseal: Option<&str>) {
+/// Either keeps the sign-in time `signed_in_at`, which the answer states
+/// as `refresh_token_expires_in`.
+fn seal_refresh_token(
+    state: &State,
+    body: &mut Map<String, Value>,
+    reseal: Option<&str>,
+    signed_in_at: Option<u64>,
+) {
     let Some(cipher) = state.cipher() else { return };
     match body.get_mut("refresh_token") {
-        Some(Value::String(token)) => *token = cipher.seal(token),
+        Some(Value::String(token)) => *token = cipher.seal(token, signed_in_at),
         Some(_) => {}
         None => {
             if let Some(clear) = reseal {
-                body.insert("refresh_token".into(), Value::String(cipher.seal(clear)));
+                let sealed = cipher.seal(clear, signed_in_at);
+                body.insert("refresh_token".into(), Value::String(sealed));
             }
         }
     }
+    let token_lifetime = state.config.refresh_token_lifetime;
+    lifetime::state_expiry(body, token_lifetime, signed_in_at, lifetime::unix_now());
 }

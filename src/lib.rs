@@ -50,6 +50,7 @@ pub mod fields;
 mod healthcheck;
 pub mod http;
 pub mod journal;
+mod lifetime;
 mod logging;
 mod metrics;
 mod ratelimit;

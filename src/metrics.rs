@@ -11,12 +11,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::Stats;
-use crate::upstream::FailureKind;
+use crate::upstream::{FailureKind, RateLimitReason};
 
 /// Upper bounds (seconds) of the upstream latency histogram buckets.
 const LATENCY_BUCKETS_SECS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Upper bounds (days) of the histogram of refresh-token age at refresh:
+/// fine near Spotify's 180 days, where users are about to be asked to
+/// sign in again.
+const TOKEN_AGE_BUCKETS_DAYS: [u64; 7] = [1, 7, 30, 90, 150, 170, 180];
+/// Seconds in a day.
+const SECS_PER_DAY: u64 = 86_400;
 
 /// All counters.
 #[derive(Debug)]
@@ -33,6 +40,19 @@ pub(crate) struct Metrics {
     /// Refresh tokens opened under the current key, and under a previous one.
     tokens_opened: [AtomicU64; 2],
     started_unix_secs: f64,
+    /// Spotify's 429s by reason, in [`RateLimitReason::ALL`]'s order.
+    upstream_rate_limited: [AtomicU64; RateLimitReason::ALL.len()],
+    /// Age of the refresh tokens that carry a sign-in time, at refresh.
+    token_age: TokenAge,
+}
+
+/// The refresh-token age histogram: cumulative counts per bucket of
+/// [`TOKEN_AGE_BUCKETS_DAYS`], the count, and the sum in seconds.
+#[derive(Debug, Default)]
+struct TokenAge {
+    buckets: [AtomicU64; TOKEN_AGE_BUCKETS_DAYS.len()],
+    count: AtomicU64,
+    sum_secs: AtomicU64,
 }
 
 impl Metrics {
@@ -48,6 +68,8 @@ impl Metrics {
             upstream_failures: Default::default(),
             rate_limited: AtomicU64::new(0),
             tokens_opened: Default::default(),
+            upstream_rate_limited: Default::default(),
+            token_age: TokenAge::default(),
             started_unix_secs: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -90,15 +112,36 @@ impl Metrics {
         self.tokens_opened[usize::from(previous_key)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one of Spotify's 429s, by its reason.
+    pub(crate) fn upstream_rate_limited(&self, reason: RateLimitReason) {
+        self.upstream_rate_limited[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the age of a refresh token at refresh (one that carries its
+    /// sign-in time).
+    pub(crate) fn refresh_token_age(&self, age: Duration) {
+        let secs = age.as_secs();
+        let histogram = &self.token_age;
+        for (days, count) in TOKEN_AGE_BUCKETS_DAYS.iter().zip(&histogram.buckets) {
+            if secs <= days * SECS_PER_DAY {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        histogram.count.fetch_add(1, Ordering::Relaxed);
+        histogram.sum_secs.fetch_add(secs, Ordering::Relaxed);
+    }
+
     /// The exposition text.
     pub(crate) fn render(&self, stats: &Stats) -> String {
         let mut out = Exposition(String::with_capacity(4096));
         self.render_requests(&mut out);
         self.render_upstream(&mut out);
+        self.render_upstream_rate_limited(&mut out);
         out.family(&TOKENS_OPENED);
         for (key, count) in ["current", "previous"].iter().zip(&self.tokens_opened) {
             out.sample(TOKENS_OPENED.name, &format!("key=\"{key}\""), load(count));
         }
+        self.render_token_age(&mut out);
         for (family, value) in self.single_values(stats) {
             out.family(&family);
             out.sample(family.name, "", value);
@@ -148,6 +191,30 @@ impl Metrics {
             let labels = format!("kind=\"{}\"", kind.label());
             out.sample(UPSTREAM_FAILURES.name, &labels, failures);
         }
+    }
+
+    fn render_upstream_rate_limited(&self, out: &mut Exposition) {
+        out.family(&UPSTREAM_RATE_LIMITED);
+        for reason in RateLimitReason::ALL {
+            let labels = format!("reason=\"{}\"", reason.label());
+            let count = load(&self.upstream_rate_limited[reason.index()]);
+            out.sample(UPSTREAM_RATE_LIMITED.name, &labels, count);
+        }
+    }
+
+    fn render_token_age(&self, out: &mut Exposition) {
+        out.family(&TOKEN_AGE);
+        let name = TOKEN_AGE.name;
+        let bucket = format!("{name}_bucket");
+        let histogram = &self.token_age;
+        for (days, count) in TOKEN_AGE_BUCKETS_DAYS.iter().zip(&histogram.buckets) {
+            out.sample(&bucket, &format!("le=\"{days}\""), load(count));
+        }
+        let count = load(&histogram.count);
+        out.sample(&bucket, "le=\"+Inf\"", count);
+        let sum_days = load(&histogram.sum_secs) as f64 / SECS_PER_DAY as f64;
+        out.sample(&format!("{name}_sum"), "", sum_days);
+        out.sample(&format!("{name}_count"), "", count);
     }
 
     /// The metrics that are one number each.
@@ -205,6 +272,14 @@ const UPSTREAM_DURATION: Family = histogram(
 const UPSTREAM_FAILURES: Family = counter(
     "spotify_token_swap_upstream_failures_total",
     "Failed calls to Spotify, by kind.",
+);
+const UPSTREAM_RATE_LIMITED: Family = counter(
+    "spotify_token_swap_upstream_rate_limited_total",
+    "Spotify's 429 answers, by reason: quota (its reason QUOTA_EXCEEDED) or rate_limit (any other, or none).",
+);
+const TOKEN_AGE: Family = histogram(
+    "spotify_token_swap_refresh_token_age_days",
+    "Days since the user signed in, of the refresh tokens refreshed that carry their sign-in time; Spotify ends them at REFRESH_TOKEN_LIFETIME_SECS.",
 );
 const TOKENS_OPENED: Family = counter(
     "spotify_token_swap_refresh_tokens_opened_total",
@@ -296,6 +371,53 @@ mod tests {
             text.contains("spotify_token_swap_refresh_tokens_opened_total{key=\"previous\"} 2\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn upstream_429s_are_counted_by_reason() {
+        let m = Metrics::new(Vec::new());
+        m.upstream_rate_limited(RateLimitReason::Quota);
+        m.upstream_rate_limited(RateLimitReason::Quota);
+        let text = m.render(&Stats::default());
+        for line in [
+            "# TYPE spotify_token_swap_upstream_rate_limited_total counter\n",
+            "spotify_token_swap_upstream_rate_limited_total{reason=\"quota\"} 2\n",
+            "spotify_token_swap_upstream_rate_limited_total{reason=\"rate_limit\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
+    }
+
+    #[test]
+    fn refresh_token_ages_fill_day_buckets() {
+        let m = Metrics::new(Vec::new());
+        let days = |n: u64| Duration::from_secs(n * SECS_PER_DAY);
+        m.refresh_token_age(Duration::from_secs(3600));
+        m.refresh_token_age(days(100));
+        m.refresh_token_age(days(175));
+        m.refresh_token_age(days(180) + Duration::from_secs(1));
+        let text = m.render(&Stats::default());
+        let name = "spotify_token_swap_refresh_token_age_days";
+        for line in [
+            format!("# TYPE {name} histogram\n"),
+            format!("{name}_bucket{{le=\"1\"}} 1\n"),
+            format!("{name}_bucket{{le=\"90\"}} 1\n"),
+            format!("{name}_bucket{{le=\"150\"}} 2\n"),
+            format!("{name}_bucket{{le=\"170\"}} 2\n"),
+            format!("{name}_bucket{{le=\"180\"}} 3\n"),
+            format!("{name}_bucket{{le=\"+Inf\"}} 4\n"),
+            format!("{name}_count 4\n"),
+        ] {
+            assert!(text.contains(&line), "{line}{text}");
+        }
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_sum ")))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expected = (3600.0 + (455.0 * 86_400.0) + 1.0) / 86_400.0;
+        assert!((sum - expected).abs() < 1e-9, "{sum} {expected}");
     }
 
     #[test]

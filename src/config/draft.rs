@@ -29,6 +29,8 @@ pub(crate) struct Draft {
     pub(super) upstream_proxy: Option<UpstreamProxy>,
     pub(super) encryption_secret: Option<Secret>,
     pub(super) encryption_secrets_previous: Option<Vec<Secret>>,
+    /// `REFRESH_TOKEN_LIFETIME_SECS`: `Some(None)` for `0`, never stated.
+    pub(super) refresh_token_lifetime: Option<Option<Duration>>,
     pub(super) listen: Option<Listen>,
     pub(super) worker_threads: Option<usize>,
     pub(super) swap_path: Option<String>,
@@ -92,6 +94,7 @@ impl Draft {
             upstream_proxy: self.upstream_proxy,
             encryption_secret: self.encryption_secret,
             encryption_secrets_previous: self.encryption_secrets_previous.unwrap_or_default(),
+            refresh_token_lifetime: self.refresh_token_lifetime?,
             listen: self.listen?,
             http: http::Settings {
                 worker_threads: self.worker_threads?,

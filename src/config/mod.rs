@@ -116,6 +116,9 @@ pub struct Config {
     pub(crate) encryption_secret: Option<Secret>,
     /// Older secrets, accepted for decryption only.
     pub(crate) encryption_secrets_previous: Vec<Secret>,
+    /// `REFRESH_TOKEN_LIFETIME_SECS`: how long after sign-in Spotify ends a
+    /// refresh token; `None` (`0`): never stated.
+    pub(crate) refresh_token_lifetime: Option<Duration>,
     pub(crate) listen: Listen,
     /// The HTTP layer's settings, as it takes them.
     pub(crate) http: http::Settings,

@@ -25,6 +25,13 @@ pub(crate) const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 pub(crate) const MAX_WORKER_THREADS: usize = 1024;
 /// Largest accepted `UPSTREAM_TIMEOUT_SECS`.
 pub(crate) const MAX_UPSTREAM_TIMEOUT_SECS: u64 = 300;
+/// Longest accepted `REFRESH_TOKEN_LIFETIME_SECS`: ten years of 365 days.
+/// So `refresh_token_expires_in` always fits a signed 32-bit integer, what
+/// clients written in C#, Java or Swift (`Int32`) may read it into, as they
+/// read `expires_in`.
+pub(crate) const MAX_REFRESH_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * SECS_PER_DAY;
+/// Seconds in a day, for lifetimes shown in days.
+const SECS_PER_DAY: u64 = 86_400;
 /// Shortest accepted `CLIENT_IPV6_PREFIX`: a /32 is a whole provider's
 /// allocation, so anything shorter lumps unrelated customers together.
 const MIN_CLIENT_IPV6_PREFIX: u8 = 32;
@@ -156,6 +163,31 @@ pub(crate) static SETTINGS: &[Setting] = &[
             Ok(())
         },
         show: |c| format!("{} secret(s)", c.encryption_secrets_previous.len()),
+    },
+    Setting {
+        name: "REFRESH_TOKEN_LIFETIME_SECS",
+        form: Form::PLAIN,
+        // Spotify's: 180 days after sign-in, whatever the refreshes.
+        when_unset: WhenUnset::Default("15552000"),
+        about: "how long after the user signs in Spotify ends a refresh token (180 days; \
+                refreshing does not extend it), 0–315360000. With encryption on, `200` answers \
+                state the seconds left as `refresh_token_expires_in`, and Spotify's \
+                `invalid_grant` past it says the token expired; `0`: never stated \
+                (see [Spotify's rules](#spotifys-rules))",
+        parse: |d, v| {
+            let secs = whole_number_between(v, 0, MAX_REFRESH_TOKEN_LIFETIME_SECS)?;
+            set(
+                &mut d.refresh_token_lifetime,
+                (secs > 0).then(|| Duration::from_secs(secs)),
+            )
+        },
+        show: |c| match c.refresh_token_lifetime {
+            Some(lifetime) => {
+                let secs = lifetime.as_secs();
+                format!("{secs} ({} days)", secs / SECS_PER_DAY)
+            }
+            None => "0 (never stated)".into(),
+        },
     },
     Setting {
         name: "LISTEN_ADDR",
@@ -433,6 +465,46 @@ mod tests {
             text.contains("SPOTIFY_CLIENT_SECRET=[redacted]\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn refresh_token_lifetime_is_180_days_by_default_0_never_and_at_most_ten_years() {
+        use crate::config::testing::with;
+        let lifetime = |value: &'static str| {
+            with(&[("REFRESH_TOKEN_LIFETIME_SECS", value)]).map(|c| c.refresh_token_lifetime)
+        };
+        let default = with(&[]).unwrap();
+        assert_eq!(
+            default.refresh_token_lifetime,
+            Some(Duration::from_secs(180 * SECS_PER_DAY))
+        );
+        assert!(
+            default
+                .describe()
+                .contains("REFRESH_TOKEN_LIFETIME_SECS=15552000 (180 days)\n"),
+            "{}",
+            default.describe()
+        );
+        assert_eq!(lifetime("0").unwrap(), None);
+        assert!(
+            with(&[("REFRESH_TOKEN_LIFETIME_SECS", "0")])
+                .unwrap()
+                .describe()
+                .contains("REFRESH_TOKEN_LIFETIME_SECS=0 (never stated)\n")
+        );
+        assert_eq!(lifetime("5").unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            lifetime("315360000").unwrap(),
+            Some(Duration::from_secs(MAX_REFRESH_TOKEN_LIFETIME_SECS))
+        );
+        assert!(MAX_REFRESH_TOKEN_LIFETIME_SECS <= i32::MAX as u64);
+        for bad in ["315360001", "-1", "180d"] {
+            let errs = lifetime(bad).unwrap_err().to_string();
+            assert!(
+                errs.contains("REFRESH_TOKEN_LIFETIME_SECS"),
+                "{bad}: {errs}"
+            );
+        }
     }
 
     #[test]

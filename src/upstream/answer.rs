@@ -6,7 +6,8 @@
 //!
 //! Spotify's 429 is decided here and only here: it opens the local
 //! [`Backoff`] window, is passed on with a `Retry-After` (Spotify's,
-//! clamped; ours when it sent none), and counts as a failed call.
+//! clamped; ours when it sent none) and Spotify's `reason` (a quota, or a
+//! rate limit: [`RateLimitReason`]), and counts as a failed call.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,8 +25,15 @@ pub(super) const MAX_UPSTREAM_BODY_BYTES: u64 = 64 * 1024;
 const UPSTREAM_BODY_CAPACITY: usize = 1024;
 /// Back-off used when Spotify answers 429 without a usable `Retry-After`.
 const DEFAULT_BACKOFF_SECS: u64 = 5;
-/// Longest back-off window honoured, whatever Spotify says.
-const MAX_BACKOFF_SECS: u64 = 3600;
+/// Longest back-off window honoured, whatever Spotify says: a day. Quota
+/// 429s come with a `Retry-After` of hours, and clients are told the wait
+/// Spotify stated, not a shorter one that only brings them back to another
+/// 429; the bound stops a bogus value from shutting the app out for good.
+/// A long window costs nothing while it lasts: it is an instant behind a
+/// lock, and a request in it is answered at once, holding no connection.
+const MAX_BACKOFF_SECS: u64 = 24 * 60 * 60;
+/// Spotify's `reason` for a 429 that means the app's quota is used up.
+const QUOTA_EXCEEDED: &str = "QUOTA_EXCEEDED";
 
 /// Spotify's answer, when it is one to pass on to the client. Its `Debug`
 /// shows the body's field names, not their values.
@@ -39,6 +47,8 @@ pub(crate) struct Answer {
     pub(crate) retry_after_secs: Option<u64>,
     /// For 429: the answer counts as a failed call.
     failure: Option<FailureKind>,
+    /// For 429: why, as `/metrics` counts it.
+    rate_limited: Option<RateLimitReason>,
 }
 
 impl std::fmt::Debug for Answer {
@@ -69,6 +79,54 @@ impl Call {
         match &self.result {
             Ok(answer) => answer.failure,
             Err(error) => error.failure_kind(),
+        }
+    }
+
+    /// Why Spotify answered 429, if it did.
+    pub(crate) fn rate_limit_reason(&self) -> Option<RateLimitReason> {
+        self.result
+            .as_ref()
+            .ok()
+            .and_then(|answer| answer.rate_limited)
+    }
+}
+
+/// Why Spotify answered 429, for
+/// `spotify_token_swap_upstream_rate_limited_total{reason}`: its `reason`
+/// `QUOTA_EXCEEDED` is the app's quota; any other reason, or none, is a
+/// rate limit (Spotify's answer to too many requests in a short time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RateLimitReason {
+    /// The app's quota is used up (`QUOTA_EXCEEDED`); the wait is hours.
+    Quota,
+    /// Any other 429.
+    RateLimit,
+}
+
+impl RateLimitReason {
+    /// Every reason, in the order `/metrics` lists them:
+    /// `ALL[reason.index()] == reason`.
+    pub(crate) const ALL: [RateLimitReason; 2] =
+        [RateLimitReason::Quota, RateLimitReason::RateLimit];
+
+    /// The `reason` label in metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            RateLimitReason::Quota => "quota",
+            RateLimitReason::RateLimit => "rate_limit",
+        }
+    }
+
+    /// Its place in [`RateLimitReason::ALL`], for a table of counters.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind of Spotify's `reason`.
+    fn of(reason: Option<&str>) -> RateLimitReason {
+        match reason {
+            Some(QUOTA_EXCEEDED) => RateLimitReason::Quota,
+            _ => RateLimitReason::RateLimit,
         }
     }
 }
@@ -125,6 +183,7 @@ pub(super) fn judge(mut response: Response<Body>, backoff: &Backoff) -> Result<A
             body,
             retry_after_secs: None,
             failure: None,
+            rate_limited: None,
         }),
         (200, None) => Err(Error::BadResponse(Unusable::NotJsonObject)),
         (400..=499, body) => Ok(refusal(status, body, retry_after, backoff)),
@@ -157,8 +216,8 @@ fn read_body(response: &mut Response<Body>) -> Result<Vec<u8>, Error> {
 
 /// Spotify's 4xx, as passed on to the client. For a 429 this is the one
 /// place that decides what follows: the back-off window opens for the
-/// clamped `Retry-After`, the client gets the same `Retry-After`, and the
-/// answer counts as a failed call.
+/// clamped `Retry-After`, the client gets the same `Retry-After` and
+/// Spotify's `reason`, and the answer counts as a failed call.
 fn refusal(
     status: u16,
     body: Option<Map<String, Value>>,
@@ -173,18 +232,37 @@ fn refusal(
         backoff.open(secs);
         secs
     });
+    let reason = rate_limited
+        .then(|| spotify_reason(body.as_ref()).map(str::to_owned))
+        .flatten();
     // Pass Spotify's body on only when its `error` is a string: clients
     // (SpotifyAPI-NET) read `error` as a string and fail on the Web API's
     // `{"error":{"status":..,"message":..}}`.
-    let body = body
+    let mut body = body
         .filter(|m| m.get("error").is_some_and(Value::is_string))
         .unwrap_or_else(|| own_error_body(status));
+    if let Some(reason) = &reason {
+        body.insert("reason".into(), Value::from(reason.as_str()));
+    }
     Answer {
         status,
         body,
         retry_after_secs,
         failure: rate_limited.then_some(FailureKind::RateLimited),
+        rate_limited: rate_limited.then(|| RateLimitReason::of(reason.as_deref())),
     }
+}
+
+/// Spotify's `reason` for a 429, when it gave one as a string: inside the
+/// Web API's error object (`{"error":{"status":429,"message":…,"reason":…}}`),
+/// or beside an OAuth `error` string.
+fn spotify_reason(body: Option<&Map<String, Value>>) -> Option<&str> {
+    let body = body?;
+    let reason = match body.get("error") {
+        Some(Value::Object(error)) => error.get("reason"),
+        _ => body.get("reason"),
+    };
+    reason.and_then(Value::as_str)
 }
 
 /// An error object of our own for a 4xx whose body is not Spotify's JSON.
@@ -238,16 +316,81 @@ mod tests {
     fn spotify_429_opens_the_window_is_passed_on_and_counts_as_a_failure() {
         let backoff = Backoff::default();
         let body = object(serde_json::json!({"error": "rate_limit_exceeded"}));
-        let answer = refusal(429, Some(body), Some(7200), &backoff);
+        let answer = refusal(429, Some(body), Some(2 * MAX_BACKOFF_SECS), &backoff);
         assert_eq!(answer.status, 429);
         assert_eq!(answer.body["error"], "rate_limit_exceeded");
         assert_eq!(answer.retry_after_secs, Some(MAX_BACKOFF_SECS));
         assert_eq!(answer.failure, Some(FailureKind::RateLimited));
+        assert_eq!(answer.rate_limited, Some(RateLimitReason::RateLimit));
         let left = backoff.remaining().unwrap();
         assert!(
             left > MAX_BACKOFF_SECS - 5 && left <= MAX_BACKOFF_SECS,
             "{left}"
         );
+    }
+
+    #[test]
+    fn a_quota_429_waits_the_hours_spotify_states() {
+        let backoff = Backoff::default();
+        let five_hours = 5 * 3600;
+        let answer = refusal(429, None, Some(five_hours), &backoff);
+        assert_eq!(answer.retry_after_secs, Some(five_hours));
+        let left = backoff.remaining().unwrap();
+        assert!(left > five_hours - 5 && left <= five_hours, "{left}");
+    }
+
+    #[test]
+    fn a_quota_429_is_oauth_shaped_with_spotifys_reason() {
+        let backoff = Backoff::default();
+        let body = object(serde_json::json!({"error": {
+            "status": 429,
+            "message": "Quota exceeded",
+            "reason": "QUOTA_EXCEEDED",
+        }}));
+        let answer = refusal(429, Some(body), Some(60), &backoff);
+        assert_eq!(
+            serde_json::to_string(&answer.body).unwrap(),
+            r#"{"error":"too_many_requests","error_description":"Spotify's accounts service answered 429","reason":"QUOTA_EXCEEDED"}"#
+        );
+        assert_eq!(answer.rate_limited, Some(RateLimitReason::Quota));
+    }
+
+    #[test]
+    fn a_429_reason_is_counted_as_quota_only_when_it_is_quota_exceeded() {
+        let reason_of =
+            |body: Value| refusal(429, Some(object(body)), None, &Backoff::default()).rate_limited;
+        let beside_a_string_error = serde_json::json!({
+            "error": "rate_limit_exceeded",
+            "reason": "QUOTA_EXCEEDED",
+        });
+        assert_eq!(
+            reason_of(beside_a_string_error),
+            Some(RateLimitReason::Quota)
+        );
+        for other in [
+            serde_json::json!({"error": {"status": 429, "reason": "RATE_LIMITED"}}),
+            serde_json::json!({"error": {"status": 429, "reason": 7}}),
+            serde_json::json!({"error": {"status": 429, "message": "slow down"}}),
+            serde_json::json!({"error": "rate_limit_exceeded"}),
+        ] {
+            assert_eq!(reason_of(other), Some(RateLimitReason::RateLimit));
+        }
+        let labels: Vec<_> = RateLimitReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels, ["quota", "rate_limit"]);
+        for (i, reason) in RateLimitReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
+    }
+
+    #[test]
+    fn a_429_without_a_reason_gets_none_and_other_4xx_are_left_alone() {
+        let answer = refusal(429, None, None, &Backoff::default());
+        assert_eq!(answer.body.get("reason"), None);
+        let body =
+            object(serde_json::json!({"error": {"status": 400, "reason": "QUOTA_EXCEEDED"}}));
+        let answer = refusal(400, Some(body), None, &Backoff::default());
+        assert_eq!(answer.body.get("reason"), None);
+        assert_eq!(answer.rate_limited, None);
     }
 
     #[test]
@@ -289,6 +432,7 @@ mod tests {
             body,
             retry_after_secs: None,
             failure: None,
+            rate_limited: None,
         };
         let debug = format!("{answer:?}");
         assert!(!debug.contains("BQC-access-token"), "{debug}");

@@ -40,7 +40,7 @@ mod error;
 mod grant;
 mod tcp;
 
-pub(crate) use answer::Answer;
+pub(crate) use answer::{Answer, RateLimitReason};
 pub(crate) use client::{Client, KEEP_WARM_INTERVAL, Settings};
 pub(crate) use error::{Error, FailureKind};
 pub(crate) use grant::Grant;

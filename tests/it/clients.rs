@@ -46,9 +46,31 @@ fn ios_post(addr: SocketAddr, path: &str, field: &str, value: &str) -> Resp {
     request(addr, raw.as_bytes())
 }
 
+/// The members SpotifyAPI-NET's token responses
+/// (`AuthorizationCodeTokenResponse`, `AuthorizationCodeRefreshResponse`)
+/// map, snake-cased by its `NewtonsoftJSONSerializer`. Newtonsoft skips any
+/// other member (`MissingMemberHandling.Ignore`, its default); one of
+/// these in an answer would be read into the client's object
+/// (`created_at` would replace the client's own clock reading).
+const DOTNET_MODEL_MEMBERS: &[&str] = &[
+    "access_token",
+    "token_type",
+    "expires_in",
+    "scope",
+    "refresh_token",
+    "created_at",
+    "is_expired",
+];
+/// What our answers add to Spotify's: a member no client model above maps,
+/// an integer that fits the `int` .NET, Java and Swift clients read
+/// `expires_in` into.
+const ADDED_MEMBER: &str = "refresh_token_expires_in";
+
 /// Asserts a 200 token response as SpotifyAPI-NET parses it: media type
 /// exactly `application/json`, `access_token`, `token_type`, integer
-/// `expires_in`, `scope`; returns the body.
+/// `expires_in`, `scope`, a string `refresh_token` if any, nothing that
+/// would land in another member of its model, and what we add an integer
+/// that fits 32 bits; returns the body.
 fn assert_token_response(resp: &Resp) -> Value {
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(
@@ -64,7 +86,33 @@ fn assert_token_response(resp: &Resp) -> Value {
         "expires_in must be an integer:\n{resp:?}"
     );
     assert!(body["scope"].is_string(), "{resp:?}");
+    let members = body.as_object().expect("a JSON object");
+    for name in members.keys() {
+        assert!(
+            (DOTNET_MODEL_MEMBERS.contains(&name.as_str()) && name != "created_at")
+                || name == ADDED_MEMBER,
+            "{name} is not a member the clients read as it is meant:\n{resp:?}"
+        );
+    }
+    if let Some(token) = members.get("refresh_token") {
+        assert!(token.is_string(), "{resp:?}");
+    }
+    if let Some(left) = members.get(ADDED_MEMBER) {
+        let fits = left.as_u64().is_some_and(|n| n <= i32::MAX as u64);
+        assert!(fits, "{ADDED_MEMBER} must be a 32-bit integer:\n{resp:?}");
+    }
     body
+}
+
+/// Asserts `body` (a 200 with encryption on, for a token sealed now)
+/// states the refresh token's lifetime: the default 180 days, less the
+/// seconds a test takes.
+fn assert_lifetime_stated(body: &Value) {
+    let left = body[ADDED_MEMBER].as_u64();
+    assert!(
+        left.is_some_and(|secs| (15_551_990..=15_552_000).contains(&secs)),
+        "{body}"
+    );
 }
 
 /// Asserts `resp` is 400 `invalid_request` and Spotify was not called.
@@ -120,7 +168,8 @@ fn spotifyapi_net_swap_then_refresh_with_encryption() {
 
     let resp = dotnet_post(server.addr(), "/refresh", "refresh_token", token);
 
-    assert_token_response(&resp);
+    assert_lifetime_stated(&swapped);
+    assert_lifetime_stated(&assert_token_response(&resp));
 }
 
 #[test]
@@ -148,6 +197,26 @@ fn spotifyapi_net_429_has_an_integer_retry_after() {
     );
 }
 
+#[test]
+fn spotifyapi_net_quota_429_has_a_string_error_and_an_integer_retry_after() {
+    let (mock, server) = start_both(&[]);
+    mock.push_reply(Reply::json_with_headers(
+        429,
+        r#"{"error":{"status":429,"message":"Quota exceeded","reason":"QUOTA_EXCEEDED"}}"#,
+        &[("Retry-After", "7200")],
+    ));
+
+    let resp = dotnet_post(server.addr(), "/swap", "code", "any");
+
+    assert_error(&resp, 429, "too_many_requests");
+    assert_eq!(resp.json()["reason"], "QUOTA_EXCEEDED", "{resp:?}");
+    assert_eq!(
+        resp.header("retry-after").map(str::parse::<i32>),
+        Some(Ok(7200)),
+        "{resp:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Spotify iOS SDK
 // ---------------------------------------------------------------------------
@@ -161,6 +230,7 @@ fn ios_sdk_token_swap_url_gets_json_tokens() {
     let body = assert_token_response(&resp);
     assert_eq!(body["access_token"], "access-ios-code");
     assert!(body["refresh_token"].is_string(), "{resp:?}");
+    assert_lifetime_stated(&body);
 }
 
 #[test]
@@ -173,6 +243,7 @@ fn ios_sdk_token_refresh_url_gets_json_tokens() {
 
     let body = assert_token_response(&resp);
     assert_eq!(body["access_token"], "access-refreshed-1");
+    assert_lifetime_stated(&body);
 }
 
 // ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ mod panic_isolation;
 mod rate_limit;
 mod service;
 mod slow_spotify;
+mod spotify_rules;
 mod tokens;
 mod upstream;
 mod upstream_proxy;

@@ -202,12 +202,14 @@ fn spotify_429_with_an_http_date_retry_after_becomes_the_seconds_until_then() {
 }
 
 #[test]
-fn spotify_429_retry_after_is_clamped_to_1_to_3600_seconds() {
+fn spotify_429_retry_after_is_clamped_to_1_to_86400_seconds() {
     let mock = start_mock();
     for (retry_after, expected) in [
         ("Thu, 01 Jan 1970 00:00:00 GMT", "1"),
         ("0", "1"),
-        ("99999999999999999999999", "3600"),
+        // A quota's wait of hours is passed on whole.
+        ("18000", "18000"),
+        ("99999999999999999999999", "86400"),
     ] {
         // A fresh server per case: each 429 opens the back-off window.
         let server = start_server(&mock, &[]);

@@ -64,6 +64,7 @@ const NOT_SETTINGS: &[(&str, &str)] = &[
     ("AF_INET6", "RestrictAddressFamilies= (systemd)"),
     ("AF_UNIX", "RestrictAddressFamilies= (systemd)"),
     ("REFRESH_TOKEN", "a shell variable of a curl example"),
+    ("QUOTA_EXCEEDED", "Spotify's reason for a quota 429"),
     // Proxy variables the server ignores (UPSTREAM_PROXY sets a proxy).
     ("HTTP_PROXY", "ignored proxy variable"),
     ("HTTPS_PROXY", "ignored proxy variable"),
