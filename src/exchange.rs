@@ -1,24 +1,25 @@
 //! The two token endpoints: `/swap` trades an authorization code for
-//! tokens, `/refresh` a refresh token for a new access token. Each reads
-//! its fields, (refresh) opens the sealed token, asks Spotify through the
-//! one shared client, and answers with Spotify's JSON, its refresh token
-//! sealed.
+//! tokens, `/refresh` a refresh token for a new access token, each for one
+//! app (`endpoints.rs` picked it). Each reads its fields, (refresh) opens
+//! the sealed token with the app's cipher, asks Spotify through the one
+//! shared client with the app's credentials, and answers with Spotify's
+//! JSON, its refresh token sealed for the app.
 
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::fields::Fields;
 use crate::http::{Request, Response};
-use crate::state::State;
+use crate::state::{AppState, State};
 use crate::upstream::{Answer, Grant};
 
 /// `POST {SWAP_PATH}`: `code`, optional `redirect_uri` and `code_verifier`.
-pub(crate) fn swap(state: &State, request: &Request) -> Result<Response, Error> {
+pub(crate) fn swap(state: &State, app: &AppState, request: &Request) -> Result<Response, Error> {
     let fields = Fields::parse(request, &["code", "redirect_uri", "code_verifier"])?;
     let code = fields.required("code")?;
     let redirect_uri = match fields.optional("redirect_uri") {
-        None => state.config.redirect_uri.as_str(),
-        Some(uri) if state.config.redirect_uri_allowed(uri) => uri,
+        None => app.config.redirect_uri.as_str(),
+        Some(uri) if app.config.redirect_uri_allowed(uri) => uri,
         Some(_) => return Err(Error::RedirectUriNotAllowed),
     };
     let grant = Grant::AuthorizationCode {
@@ -26,19 +27,20 @@ pub(crate) fn swap(state: &State, request: &Request) -> Result<Response, Error> 
         redirect_uri,
         code_verifier: fields.optional("code_verifier"),
     };
-    call_spotify(state, &grant, None)
+    call_spotify(state, app, &grant, None)
 }
 
 /// `POST {REFRESH_PATH}`: `refresh_token`, sealed when encryption is on.
-pub(crate) fn refresh(state: &State, request: &Request) -> Result<Response, Error> {
+pub(crate) fn refresh(state: &State, app: &AppState, request: &Request) -> Result<Response, Error> {
     let fields = Fields::parse(request, &["refresh_token"])?;
     let token = fields.required("refresh_token")?;
     let opened;
-    let cipher = state.cipher();
+    let cipher = app.cipher();
     let (refresh_token, reseal) = match &cipher {
         // SECURITY: a token that fails authentication never reaches
         // Spotify, so this server cannot be used as an oracle or a relay
-        // for guessed tokens.
+        // for guessed tokens. The app's client id is the associated data:
+        // a token sealed for another app fails here too.
         Some(cipher) => {
             opened = cipher.open(token).map_err(|_| Error::InvalidRefreshToken)?;
             state.metrics.token_opened(opened.used_previous_key);
@@ -52,19 +54,24 @@ pub(crate) fn refresh(state: &State, request: &Request) -> Result<Response, Erro
         }
         None => (token, None),
     };
-    call_spotify(state, &Grant::RefreshToken { refresh_token }, reseal)
+    call_spotify(state, app, &Grant::RefreshToken { refresh_token }, reseal)
 }
 
 /// Calls Spotify and builds the answer. `reseal`: a refresh token (in
 /// clear) to return sealed under the current key when Spotify's 200
 /// carries no new one.
-fn call_spotify(state: &State, grant: &Grant<'_>, reseal: Option<&str>) -> Result<Response, Error> {
-    let call = state.spotify.call(grant);
+fn call_spotify(
+    state: &State,
+    app: &AppState,
+    grant: &Grant<'_>,
+    reseal: Option<&str>,
+) -> Result<Response, Error> {
+    let call = state.spotify.call(&app.account, grant);
     if let Some(duration) = call.duration {
-        state.metrics.upstream_call(duration);
+        state.metrics.upstream_call(app.index, duration);
     }
     if let Some(kind) = call.failure() {
-        state.metrics.upstream_failure(kind);
+        state.metrics.upstream_failure(app.index, kind);
     }
     let Answer {
         status,
@@ -73,7 +80,7 @@ fn call_spotify(state: &State, grant: &Grant<'_>, reseal: Option<&str>) -> Resul
         ..
     } = call.result?;
     if status == 200 {
-        seal_refresh_token(state, &mut body, reseal);
+        seal_refresh_token(app, &mut body, reseal);
     }
     // `to_vec` writes straight into bytes; `to_string` would go through
     // `fmt::Display`, several times slower. Serialising a map of JSON
@@ -90,8 +97,8 @@ fn call_spotify(state: &State, grant: &Grant<'_>, reseal: Option<&str>) -> Resul
 /// is on; without one from Spotify, adds `reseal` (the client's token,
 /// opened under a previous key) sealed under the current key. RFC 6749 §6:
 /// a client replaces its refresh token when a refresh answer carries one.
-fn seal_refresh_token(state: &State, body: &mut Map<String, Value>, reseal: Option<&str>) {
-    let Some(cipher) = state.cipher() else { return };
+fn seal_refresh_token(app: &AppState, body: &mut Map<String, Value>, reseal: Option<&str>) {
+    let Some(cipher) = app.cipher() else { return };
     match body.get_mut("refresh_token") {
         Some(Value::String(token)) => *token = cipher.seal(token),
         Some(_) => {}
