@@ -170,9 +170,8 @@ impl Endpoint {
             "OPTIONS" if preflight => (Ok(Response::empty(204)), route.app),
             method if self.methods.allows(method) => match self.respond {
                 Respond::Server(handler) => {
-                    let limited = self.rate_limited.then(|| state.rate_limit(request, None));
-                    let answer = limited
-                        .unwrap_or(Ok(()))
+                    let answer = self
+                        .limit(state, request, None)
                         .and_then(|()| handler(state, request));
                     (answer, None)
                 }
@@ -181,11 +180,8 @@ impl Endpoint {
                         Ok(app) => app,
                         Err(error) => return (Err(error), route.app),
                     };
-                    let limited = self
-                        .rate_limited
-                        .then(|| state.rate_limit(request, Some(app.index)));
-                    let answer = limited
-                        .unwrap_or(Ok(()))
+                    let answer = self
+                        .limit(state, request, Some(app.index))
                         .and_then(|()| handler(state, app, request));
                     (answer, Some(app.index))
                 }
@@ -196,6 +192,16 @@ impl Endpoint {
                 }),
                 route.app,
             ),
+        }
+    }
+
+    /// Takes the request from the client's allowance, if the row is
+    /// rate-limited; a refusal is counted for `app`.
+    fn limit(&self, state: &State, request: &Request, app: Option<usize>) -> Result<(), Error> {
+        if self.rate_limited {
+            state.rate_limit(request, app)
+        } else {
+            Ok(())
         }
     }
 
@@ -519,5 +525,28 @@ mod tests {
         .filter(|(method, path)| app.is_slow(&request(method, path, None)))
         .collect();
         assert_eq!(slow, [("POST", "/swap"), ("POST", "/refresh")]);
+    }
+
+    #[test]
+    fn each_app_is_served_under_its_name_before_the_configured_paths() {
+        let vars = [
+            ("SPOTIFY_APPS", "music,tv"),
+            ("SPOTIFY_APP_MUSIC_CLIENT_ID", "id-music"),
+            ("SPOTIFY_APP_MUSIC_CLIENT_SECRET", "s"),
+            ("SPOTIFY_APP_MUSIC_REDIRECT_URI", "music://cb"),
+            ("SPOTIFY_APP_TV_CLIENT_ID", "id-tv"),
+            ("SPOTIFY_APP_TV_CLIENT_SECRET", "s"),
+            ("SPOTIFY_APP_TV_REDIRECT_URI", "tv://cb"),
+            ("SWAP_PATH", "/api/token"),
+        ];
+        let app = App::new(Config::from_vars(vars).unwrap(), Arc::new(Stats::default()));
+        let route = |path: &str| app.route(path).map(|(route, e)| (e.label, route.app));
+        assert_eq!(route("/tv/api/token"), Some(("swap", Some(1))));
+        assert_eq!(route("/music/refresh"), Some(("refresh", Some(0))));
+        assert_eq!(route("/api/token"), Some(("swap", None)));
+        assert_eq!(route("/tv/swap"), None);
+        assert_eq!(route("/tv/health"), None);
+        assert!(app.is_slow(&request("POST", "/tv/api/token", None)));
+        assert!(!app.is_slow(&request("GET", "/tv/api/token", None)));
     }
 }
