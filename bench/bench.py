@@ -65,6 +65,16 @@ release binary). Everything runs on loopback and every phase is bounded:
     / max from the scheduled arrival, handshake included, and errors.
     BENCH_TLS_ROUNDS (3) rounds each, ours and nginx alternating: the median
     by p99 is shown. `BENCH_ONLY=tls` runs this phase alone.
+11. several apps (BENCH_APPS_ROUNDS, 5; 0 skips it): two more servers of
+    ours against the same mock, default settings, one with the single-app
+    settings and one with BENCH_APPS (25) apps in SPOTIFY_APPS; wrk c=64
+    POSTs `code=…&client_id=…` to /swap on each, the 25-app server's
+    requests naming each of its apps in turn (so every request is a lookup
+    of its app by client id, and every app's credentials and cipher are
+    used), the one-app server's naming its own app (which it ignores); the
+    two alternate, BENCH_SECS each, and the table shows each one's median
+    req/s and CPU per request, and their ratio.
+    BENCH_ONLY=apps runs this phase alone (the mock, no ceiling).
 
 Prints one table and writes it as Markdown and JSON under bench/results/.
 """
@@ -124,11 +134,8 @@ TOKEN_JSON = (
     '"refresh_token":"AQD-bench-refresh-token-0123456789abcdefghijklmnopqrstuvwxyz",'
     '"scope":"user-read-private user-read-email"}'
 )
-WRK_SCRIPT = r"""
-wrk.method = "POST"
-wrk.body = "code=bench-authorization-code"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-done = function(summary, latency, requests)
+# What every wrk script ends with: its summary as one JSON line.
+WRK_DONE = r"""done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     'WRKJSON {"requests":%d,"duration_us":%d,"non2xx":%d,"socket_errors":%d,' ..
@@ -138,6 +145,11 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), latency.max))
 end
 """
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.body = "code=bench-authorization-code"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+""" + WRK_DONE
 
 
 IDLE_SECS = int(os.environ.get("BENCH_IDLE_SECS", "60"))
@@ -147,6 +159,22 @@ SLOW_SECS = float(os.environ.get("BENCH_SLOW_SECS", "10"))
 SLOW_UPSTREAM_MS = int(os.environ.get("BENCH_SLOW_UPSTREAM_MS", "2000"))
 SLOW_PROBE_EVERY = 0.02
 DELAY_MS = int(os.environ.get("BENCH_DELAY_MS", "20"))
+# The several-apps phase: how many apps the second server has, and how many
+# rounds of each server (alternating); 0 skips it.
+APPS = int(os.environ.get("BENCH_APPS", "25"))
+APPS_ROUNDS = int(os.environ.get("BENCH_APPS_ROUNDS", "5"))
+APPS_CONNECTIONS = 64
+# wrk's script for the phase: POST /swap naming the next app by client_id.
+APPS_WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+local ids = {IDS}
+local i = 0
+request = function()
+  i = i % #ids + 1
+  return wrk.format(nil, nil, nil, "code=bench-authorization-code&client_id=" .. ids[i])
+end
+""" + WRK_DONE
 # Reloads of the mock after the sequential swaps, and swaps after each.
 RELOADS = 3
 SWAPS_PER_RELOAD = 2
@@ -508,9 +536,9 @@ def swap_once(port, timeout=2.0):
     return data.split(b" ", 2)[1] == b"200"
 
 
-def wrk(port, connections, d):
-    script = d / "post.lua"
-    script.write_text(WRK_SCRIPT)
+def wrk(port, connections, d, text=WRK_SCRIPT, name="post.lua"):
+    script = d / name
+    script.write_text(text)
     out = run(["wrk", "-t2", f"-c{connections}", f"-d{SECS}s", "--timeout", "5s",
                "-s", str(script), f"http://127.0.0.1:{port}/swap"]).stdout
     for line in out.splitlines():
@@ -756,6 +784,124 @@ def slow_upstream_run():
     }
 
 
+def apps_env(base, port, names):
+    """A server's environment: the single-app settings without `names`,
+    else SPOTIFY_APPS and each app's own."""
+    env = dict(base, LISTEN_ADDR=f"127.0.0.1:{port}")
+    if not names:
+        env.update(SPOTIFY_CLIENT_ID="bench-client", SPOTIFY_CLIENT_SECRET="bench-secret",
+                   SPOTIFY_REDIRECT_URI="bench://callback")
+        return env
+    env["SPOTIFY_APPS"] = ",".join(names)
+    for name in names:
+        var = f"SPOTIFY_APP_{name.upper()}_"
+        env[var + "CLIENT_ID"] = f"bench-client-{name}"
+        env[var + "CLIENT_SECRET"] = f"bench-secret-{name}"
+        env[var + "REDIRECT_URI"] = f"bench-{name}://callback"
+    return env
+
+
+def apps_run(d, mock_port):
+    """Phase 10: wrk c=64 on /swap of a one-app server and of a server with
+    APPS apps (every request naming the next app by client_id), against the
+    HTTPS mock, alternating, APPS_ROUNDS rounds each."""
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "SPOTIFY_ACCOUNTS_URL": f"https://127.0.0.1:{mock_port}",
+        "SPOTIFY_CA_FILE": str(d / "ca.pem"),
+        "ENCRYPTION_SECRET": "bench-encryption-secret-0123456789abcdef",
+    }
+    names = [f"app{i:02}" for i in range(1, APPS + 1)]
+    servers = {}
+    for key, apps in (("one", []), ("many", names)):
+        port = free_port()
+        ids = [f"bench-client-{n}" for n in apps] or ["bench-client"]
+        script = APPS_WRK_SCRIPT.replace("{IDS}", "{" + ",".join(f'"{i}"' for i in ids) + "}")
+        proc = subprocess.Popen([str(BIN)], env=apps_env(base, port, apps),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=raise_nofile)
+        servers[key] = {"proc": proc, "port": port, "script": script, "rounds": []}
+    try:
+        # Warm up at the measured concurrency, so each server's pool of
+        # upstream connections is full before its first round.
+        for key, srv in servers.items():
+            wait_port(srv["port"])
+            (d / f"apps-{key}.lua").write_text(srv["script"])
+            run(["wrk", "-t2", f"-c{APPS_CONNECTIONS}", "-d2s", "-s",
+                 str(d / f"apps-{key}.lua"), f"http://127.0.0.1:{srv['port']}/swap"])
+        for i in range(APPS_ROUNDS):
+            order = ["one", "many"] if i % 2 == 0 else ["many", "one"]
+            for key in order:
+                srv = servers[key]
+                before = cpu_secs(srv["proc"].pid)
+                result = wrk(srv["port"], APPS_CONNECTIONS, d, srv["script"], f"apps-{key}.lua")
+                cpu = cpu_secs(srv["proc"].pid) - before
+                srv["rounds"].append({
+                    "req_per_sec": round(result["requests"] / (result["duration_us"] / 1e6)),
+                    "p99_ms": round(result["p99_us"] / 1000, 2),
+                    "cpu_us_per_req": round(cpu * 1e6 / max(result["requests"], 1), 1),
+                    "non2xx": result["non2xx"],
+                    "socket_errors": result["socket_errors"],
+                })
+    finally:
+        for srv in servers.values():
+            srv["proc"].terminate()
+            srv["proc"].wait(timeout=30)
+    out = {"apps": APPS, "rounds": APPS_ROUNDS, "secs": SECS, "connections": APPS_CONNECTIONS}
+    for key, srv in servers.items():
+        rounds = srv["rounds"]
+        out[key] = {
+            "median_req_per_sec": statistics.median(r["req_per_sec"] for r in rounds),
+            "median_cpu_us_per_req": statistics.median(r["cpu_us_per_req"] for r in rounds),
+            "median_p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+            "rounds_req_per_sec": [r["req_per_sec"] for r in rounds],
+            "rounds_cpu_us_per_req": [r["cpu_us_per_req"] for r in rounds],
+            "non2xx": sum(r["non2xx"] for r in rounds),
+            "socket_errors": sum(r["socket_errors"] for r in rounds),
+        }
+    out["many_over_one"] = round(
+        out["many"]["median_req_per_sec"] / max(out["one"]["median_req_per_sec"], 1), 3)
+    # Each round's two runs are next to each other in time, so their ratio
+    # carries less of the machine's changing load than the medians' ratio.
+    pairs = list(zip(servers["one"]["rounds"], servers["many"]["rounds"]))
+    out["round_ratio_median_req_per_sec"] = round(statistics.median(
+        m["req_per_sec"] / max(o["req_per_sec"], 1) for o, m in pairs), 3)
+    out["round_ratio_median_cpu_us_per_req"] = round(statistics.median(
+        m["cpu_us_per_req"] / max(o["cpu_us_per_req"], 0.1) for o, m in pairs), 3)
+    return out
+
+
+def render_apps(s):
+    apps = s.get("apps")
+    if not apps:
+        return []
+    out = [
+        "",
+        f"Several apps: wrk c={apps['connections']} POST /swap for {apps['secs']} s, "
+        f"{apps['rounds']} rounds of each server alternating; the {apps['apps']}-app server's "
+        f"requests name each of its apps in turn by client_id:",
+        "",
+        "| server | median req/s | every round req/s | median CPU µs/req | median p99 ms "
+        "| non-2xx | socket errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, label in (("one", "1 app"), ("many", f"{apps['apps']} apps")):
+        r = apps[key]
+        out.append(
+            f"| {label} | {r['median_req_per_sec']:g} | "
+            f"{', '.join(str(v) for v in r['rounds_req_per_sec'])} | "
+            f"{r['median_cpu_us_per_req']:g} | {r['median_p99_ms']:g} | {r['non2xx']} | "
+            f"{r['socket_errors']} |"
+        )
+    out += [
+        "",
+        f"- {apps['apps']} apps / 1 app: median req/s {apps['many_over_one']}; median of "
+        f"each round's ratio: req/s {apps['round_ratio_median_req_per_sec']}, CPU per request "
+        f"{apps['round_ratio_median_cpu_us_per_req']}",
+    ]
+    return out
+
+
 def render_slow(s):
     slow = s.get("slow_upstream")
     if not slow:
@@ -817,6 +963,11 @@ def main():
  }}""", workers=1)
         procs.append(mock)
         wait_port(mock_port)
+        if os.environ.get("BENCH_ONLY") == "apps":
+            apps = apps_run(d, mock_port)
+            print("\n".join(render_apps({"apps": apps})))
+            print(json.dumps(apps))
+            return
 
         ceiling = start_nginx(d, "ceiling", f"""
  access_log off;
@@ -927,6 +1078,7 @@ def main():
         threads_after = threads(ours.pid)
         rss_peak_after_kib = status_kb(ours.pid, "VmHWM")
         slow = slow_upstream_run() if SLOW_SECS > 0 else None
+        apps = apps_run(d, mock_port) if APPS_ROUNDS > 0 else None
 
         size = BIN.stat().st_size
         stripped = d / "stripped"
@@ -955,6 +1107,7 @@ def main():
             "hold": hold,
             "arrivals": arrivals,
             "slow_upstream": slow,
+            "apps": apps,
             "arrivals_config": {
                 "secs": ARRIVAL_SECS, "idle_secs": ARRIVAL_IDLE,
                 "timeout_secs": ARRIVAL_TIMEOUT, "sources": SOURCES, "src_base": SRC_BASE,
@@ -1121,6 +1274,7 @@ def render_markdown(s):
             f"({idle['new_upstream_connections_after_idle']} new upstream connection(s))"
         )
     out += render_hold(s) + render_arrivals(s) + render_slow(s) + render_tls_arrivals(s)
+    out += render_apps(s)
     out.append("")
     return "\n".join(out)
 

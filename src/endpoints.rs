@@ -8,11 +8,17 @@
 //! applied here, the same way for every row; the handler only does its
 //! endpoint's own work. A new endpoint is one row and its handler.
 //!
+//! The token endpoints answer for one Spotify app ([`Respond::ForApp`]):
+//! with `SPOTIFY_APPS`, each app is also served under its own name,
+//! `/{name}{SWAP_PATH}`, and on the plain paths a `client_id` field may name
+//! it (`State::pick_app`). A row's CORS origins are then its app's.
+//!
 //! [`App`] is the [`Handler`] the HTTP layer calls: it looks the path up
-//! once (a map built at start from the table and the configuration),
-//! answers, and records the answer under the row's label. It tells the
-//! layer which requests are slow — those that may call Spotify — so they
-//! never take the workers kept for the others.
+//! once (a map built at start from the table and the configuration: path →
+//! row and, for an app's own path, the app), answers, and records the
+//! answer under the row's label and the app it was for. It tells the layer
+//! which requests are slow — those that may call Spotify — so they never
+//! take the workers kept for the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use std::sync::Arc;
 use crate::config::{Config, Cors};
 use crate::error::Error;
 use crate::http::{Handler, Record, Request, Response, Stats, any_contains};
-use crate::state::State;
+use crate::state::{AppState, State};
 use crate::{cors, exchange};
 
 /// Every endpoint, in the order `/metrics` lists them.
@@ -34,7 +40,7 @@ static ENDPOINTS: &[Endpoint] = &[
         rate_limited: true,
         private: false,
         calls_upstream: true,
-        handler: exchange::swap,
+        respond: Respond::ForApp(exchange::swap),
     },
     Endpoint {
         label: "refresh",
@@ -45,7 +51,7 @@ static ENDPOINTS: &[Endpoint] = &[
         rate_limited: true,
         private: false,
         calls_upstream: true,
-        handler: exchange::refresh,
+        respond: Respond::ForApp(exchange::refresh),
     },
     Endpoint {
         label: "health",
@@ -56,7 +62,7 @@ static ENDPOINTS: &[Endpoint] = &[
         rate_limited: false,
         private: false,
         calls_upstream: false,
-        handler: health,
+        respond: Respond::Server(health),
     },
     Endpoint {
         label: "metrics",
@@ -67,7 +73,7 @@ static ENDPOINTS: &[Endpoint] = &[
         rate_limited: false,
         private: true,
         calls_upstream: false,
-        handler: metrics,
+        respond: Respond::Server(metrics),
     },
 ];
 
@@ -85,7 +91,8 @@ struct Endpoint {
     /// (RFC 6749 §5.1: token responses must not be cached).
     no_store: bool,
     /// Takes CORS preflights, and its answers — the HTTP layer's own
-    /// errors too — carry CORS headers for an allowed origin.
+    /// errors too — carry CORS headers for an allowed origin (its app's,
+    /// or before the app is known any app's).
     cors: bool,
     /// Each request takes one from the client's `RATE_LIMIT_PER_MINUTE`.
     rate_limited: bool,
@@ -97,7 +104,26 @@ struct Endpoint {
     /// 405s never call it.
     calls_upstream: bool,
     /// Answers a request with an allowed method.
-    handler: fn(&State, &Request) -> Result<Response, Error>,
+    respond: Respond,
+}
+
+/// What answers a request with an allowed method.
+enum Respond {
+    /// An app's endpoint: answers for the app the request is for. With
+    /// `SPOTIFY_APPS`, also served at `/{name}{path}` for each app.
+    ForApp(fn(&State, &AppState, &Request) -> Result<Response, Error>),
+    /// The server's own.
+    Server(fn(&State, &Request) -> Result<Response, Error>),
+}
+
+/// Where a path leads: a row of the table and, for an app's own path (or
+/// the one app of the single-app settings), that app.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    /// Index in [`ENDPOINTS`].
+    endpoint: usize,
+    /// Index of the app the path serves.
+    app: Option<usize>,
 }
 
 /// The methods an endpoint takes.
@@ -129,21 +155,53 @@ impl Methods {
 }
 
 impl Endpoint {
-    /// The answer before the row's headers: a preflight, a 405, a 429, or
-    /// what the handler says.
-    fn answer(&self, state: &State, request: &Request) -> Result<Response, Error> {
-        let preflight = self.cors && state.config.cors != Cors::Off;
+    /// The answer before the row's headers — a preflight, a 405, a 429, or
+    /// what the handler says — and the app it is for, if known. For an
+    /// app's endpoint: the app is picked first (path, `client_id`), then
+    /// the rate limit applies (counted for that app), then the handler.
+    fn answer(
+        &self,
+        state: &State,
+        route: Route,
+        request: &Request,
+    ) -> (Result<Response, Error>, Option<usize>) {
+        let preflight = self.cors && *state.cors(route.app) != Cors::Off;
         match request.method.as_str() {
-            "OPTIONS" if preflight => Ok(Response::empty(204)),
-            method if self.methods.allows(method) => {
-                if self.rate_limited {
-                    state.rate_limit(request)?;
+            "OPTIONS" if preflight => (Ok(Response::empty(204)), route.app),
+            method if self.methods.allows(method) => match self.respond {
+                Respond::Server(handler) => {
+                    let answer = self
+                        .limit(state, request, None)
+                        .and_then(|()| handler(state, request));
+                    (answer, None)
                 }
-                (self.handler)(state, request)
-            }
-            _ => Err(Error::MethodNotAllowed {
-                allow: self.methods.allow(preflight),
-            }),
+                Respond::ForApp(handler) => {
+                    let app = match state.pick_app(route.app, request) {
+                        Ok(app) => app,
+                        Err(error) => return (Err(error), route.app),
+                    };
+                    let answer = self
+                        .limit(state, request, Some(app.index))
+                        .and_then(|()| handler(state, app, request));
+                    (answer, Some(app.index))
+                }
+            },
+            _ => (
+                Err(Error::MethodNotAllowed {
+                    allow: self.methods.allow(preflight),
+                }),
+                route.app,
+            ),
+        }
+    }
+
+    /// Takes the request from the client's allowance, if the row is
+    /// rate-limited; a refusal is counted for `app`.
+    fn limit(&self, state: &State, request: &Request, app: Option<usize>) -> Result<(), Error> {
+        if self.rate_limited {
+            state.rate_limit(request, app)
+        } else {
+            Ok(())
         }
     }
 
@@ -158,8 +216,15 @@ impl Endpoint {
                 .is_some_and(|client| any_contains(&state.config.metrics_allow, client))
     }
 
-    /// Adds what every answer on this path carries.
-    fn decorate(&self, state: &State, request: &Request, response: Response) -> Response {
+    /// Adds what every answer on this path carries; CORS for `app`'s
+    /// origins (`None`: any app's).
+    fn decorate(
+        &self,
+        state: &State,
+        request: &Request,
+        app: Option<usize>,
+        response: Response,
+    ) -> Response {
         let response = if self.no_store {
             response
                 .with_header("Cache-Control", "no-store")
@@ -168,7 +233,7 @@ impl Endpoint {
             response
         };
         if self.cors {
-            cors::decorate(&state.config.cors, request, response)
+            cors::decorate(state.cors(app), request, response)
         } else {
             response
         }
@@ -199,8 +264,9 @@ fn no_endpoint(request: &Request) -> Response {
 /// The application: the shared state and the table's paths.
 pub struct App {
     state: State,
-    /// Path → index in [`ENDPOINTS`], for the endpoints switched on.
-    routes: HashMap<String, usize>,
+    /// Path → route, for the endpoints switched on: one lookup per
+    /// request, whatever the number of apps.
+    routes: HashMap<String, Route>,
 }
 
 impl App {
@@ -211,19 +277,16 @@ impl App {
             .map(|endpoint| endpoint.label)
             .chain([OTHER_LABEL])
             .collect();
-        let routes = ENDPOINTS
-            .iter()
-            .enumerate()
-            .filter_map(|(index, endpoint)| Some(((endpoint.path)(&config)?.to_string(), index)))
-            .collect();
+        let routes = routes(&config);
         App {
             state: State::new(config, stats, labels),
             routes,
         }
     }
 
-    fn endpoint(&self, path: &str) -> Option<&'static Endpoint> {
-        self.routes.get(path).map(|&index| &ENDPOINTS[index])
+    fn route(&self, path: &str) -> Option<(Route, &'static Endpoint)> {
+        let route = *self.routes.get(path)?;
+        Some((route, &ENDPOINTS[route.endpoint]))
     }
 
     /// Keeps the upstream connection warm (see `upstream::Client::keep_warm`).
@@ -232,9 +295,43 @@ impl App {
     }
 
     /// Applies re-read secrets (SIGHUP); what changed, by variable name.
-    pub(crate) fn reload_secrets(&self, fresh: &Config) -> Vec<&'static str> {
+    pub(crate) fn reload_secrets(&self, fresh: &Config) -> Vec<String> {
         self.state.reload_secrets(fresh)
     }
+}
+
+/// Every path the configuration switches on, and where it leads. With one
+/// app, an app's endpoint serves it on its path; with `SPOTIFY_APPS`, the
+/// plain path serves whichever app the request names, and each app has
+/// its own path `/{name}{path}` besides.
+fn routes(config: &Config) -> HashMap<String, Route> {
+    let mut routes = HashMap::new();
+    for (endpoint, row) in ENDPOINTS.iter().enumerate() {
+        let Some(path) = (row.path)(config) else {
+            continue;
+        };
+        let for_app = matches!(row.respond, Respond::ForApp(_));
+        let one_app = (for_app && config.one_app().is_some()).then_some(0);
+        routes.insert(
+            path.to_string(),
+            Route {
+                endpoint,
+                app: one_app,
+            },
+        );
+        if !for_app || one_app.is_some() {
+            continue;
+        }
+        for (index, app) in config.apps.iter().enumerate() {
+            let name = app.name.as_deref().unwrap_or_default();
+            let route = Route {
+                endpoint,
+                app: Some(index),
+            };
+            routes.insert(format!("/{name}{path}"), route);
+        }
+    }
+    routes
 }
 
 impl Handler for App {
@@ -244,36 +341,39 @@ impl Handler for App {
         // counted under the endpoint's label, so an operator sees refused
         // scrapes).
         let visible = self
-            .endpoint(&request.path)
-            .filter(|endpoint| endpoint.visible_to(&self.state, request));
-        let Some(endpoint) = visible else {
+            .route(&request.path)
+            .filter(|(_, endpoint)| endpoint.visible_to(&self.state, request));
+        let Some((route, endpoint)) = visible else {
             return no_endpoint(request);
         };
-        let response = endpoint
-            .answer(&self.state, request)
-            .unwrap_or_else(|error| error.response());
-        endpoint.decorate(&self.state, request, response)
+        let (answer, app) = endpoint.answer(&self.state, route, request);
+        let response = answer.unwrap_or_else(|error| error.response());
+        let mut response = endpoint.decorate(&self.state, request, app, response);
+        // For `record`: the app the answer was for.
+        response.note = app.and_then(|index| u32::try_from(index).ok());
+        response
     }
 
     fn is_slow(&self, request: &Request) -> bool {
-        self.endpoint(&request.path).is_some_and(|endpoint| {
+        self.route(&request.path).is_some_and(|(_, endpoint)| {
             endpoint.calls_upstream && endpoint.methods.allows(&request.method)
         })
     }
 
     fn record(&self, record: &Record<'_>) {
-        let index = self.routes.get(record.path).copied();
+        let endpoint = self.routes.get(record.path).map(|route| route.endpoint);
+        let app = record.note.and_then(|note| usize::try_from(note).ok());
         self.state
             .metrics
-            .request(index.unwrap_or(ENDPOINTS.len()), record.status);
+            .request(endpoint.unwrap_or(ENDPOINTS.len()), app, record.status);
     }
 
     fn decorate_error(&self, request: &Request, response: Response) -> Response {
-        match self.endpoint(&request.path) {
+        match self.route(&request.path) {
             // A browser app reads the HTTP layer's errors on the token
             // paths only if they carry its CORS headers.
-            Some(endpoint) if endpoint.cors => {
-                cors::decorate(&self.state.config.cors, request, response)
+            Some((route, endpoint)) if endpoint.cors => {
+                cors::decorate(self.state.cors(route.app), request, response)
             }
             _ => response,
         }
@@ -354,7 +454,11 @@ mod tests {
     fn requests_are_counted_under_their_rows_label() {
         let app = app(&[]);
         for path in ["/health", "/health", "/nowhere"] {
-            app.record(&Record { path, status: 200 });
+            app.record(&Record {
+                path,
+                status: 200,
+                note: None,
+            });
         }
         let text = app.state.metrics.render(&app.state.stats);
         assert!(
@@ -421,5 +525,28 @@ mod tests {
         .filter(|(method, path)| app.is_slow(&request(method, path, None)))
         .collect();
         assert_eq!(slow, [("POST", "/swap"), ("POST", "/refresh")]);
+    }
+
+    #[test]
+    fn each_app_is_served_under_its_name_before_the_configured_paths() {
+        let vars = [
+            ("SPOTIFY_APPS", "music,tv"),
+            ("SPOTIFY_APP_MUSIC_CLIENT_ID", "id-music"),
+            ("SPOTIFY_APP_MUSIC_CLIENT_SECRET", "s"),
+            ("SPOTIFY_APP_MUSIC_REDIRECT_URI", "music://cb"),
+            ("SPOTIFY_APP_TV_CLIENT_ID", "id-tv"),
+            ("SPOTIFY_APP_TV_CLIENT_SECRET", "s"),
+            ("SPOTIFY_APP_TV_REDIRECT_URI", "tv://cb"),
+            ("SWAP_PATH", "/api/token"),
+        ];
+        let app = App::new(Config::from_vars(vars).unwrap(), Arc::new(Stats::default()));
+        let route = |path: &str| app.route(path).map(|(route, e)| (e.label, route.app));
+        assert_eq!(route("/tv/api/token"), Some(("swap", Some(1))));
+        assert_eq!(route("/music/refresh"), Some(("refresh", Some(0))));
+        assert_eq!(route("/api/token"), Some(("swap", None)));
+        assert_eq!(route("/tv/swap"), None);
+        assert_eq!(route("/tv/health"), None);
+        assert!(app.is_slow(&request("POST", "/tv/api/token", None)));
+        assert!(!app.is_slow(&request("GET", "/tv/api/token", None)));
     }
 }

@@ -27,6 +27,12 @@ pub enum Error {
     RedirectUriNotAllowed,
     /// The refresh token failed authentication (tampered, wrong key, wrong app).
     InvalidRefreshToken,
+    /// The `client_id` field names no app of this server, or not the app
+    /// the path serves (`path_app`); with `SPOTIFY_APPS` only.
+    InvalidClient {
+        /// It names another app than the path's.
+        path_app: bool,
+    },
     /// No route for this path.
     NotFound,
     /// The path exists but not for this method; `allow` lists what does.
@@ -58,6 +64,7 @@ impl Error {
             | Error::MalformedBody(_)
             | Error::RedirectUriNotAllowed => (400, "invalid_request"),
             Error::InvalidRefreshToken => (400, "invalid_grant"),
+            Error::InvalidClient { .. } => (400, "invalid_client"),
             Error::NotFound => (404, "not_found"),
             Error::MethodNotAllowed { .. } => (405, "method_not_allowed"),
             Error::UnsupportedMediaType => (415, "unsupported_media_type"),
@@ -103,6 +110,12 @@ impl fmt::Display for Error {
                 f.write_str("redirect_uri is not one this server is configured for")
             }
             Error::InvalidRefreshToken => f.write_str("the refresh token is invalid"),
+            Error::InvalidClient { path_app: false } => {
+                f.write_str("client_id names no app this server serves")
+            }
+            Error::InvalidClient { path_app: true } => {
+                f.write_str("client_id is not the client id of the app this path serves")
+            }
             Error::NotFound => f.write_str("no such endpoint"),
             Error::MethodNotAllowed { allow } => write!(f, "method not allowed; use {allow}"),
             Error::UnsupportedMediaType => f.write_str(
@@ -133,6 +146,7 @@ mod tests {
         let all = [
             Error::MissingField("code"),
             Error::InvalidRefreshToken,
+            Error::InvalidClient { path_app: false },
             Error::NotFound,
             Error::MethodNotAllowed { allow: "POST" },
             Error::UnsupportedMediaType,
@@ -143,7 +157,7 @@ mod tests {
         ];
         let statuses: Vec<u16> = all.iter().map(|e| e.status_and_code().0).collect();
         // The HTTP layer's own (408, 411, 413, 431, 503, 505): http/error.rs.
-        assert_eq!(statuses, [400, 400, 404, 405, 415, 429, 504]);
+        assert_eq!(statuses, [400, 400, 400, 404, 405, 415, 429, 504]);
     }
 
     #[test]
@@ -152,6 +166,22 @@ mod tests {
             Error::InvalidRefreshToken.status_and_code(),
             (400, "invalid_grant")
         );
+    }
+
+    #[test]
+    fn a_client_id_of_no_app_is_invalid_client_and_names_no_id() {
+        for path_app in [false, true] {
+            let r = Error::InvalidClient { path_app }.response();
+            assert_eq!(r.status, 400);
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["error"], "invalid_client");
+            assert!(
+                v["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("client_id")
+            );
+        }
     }
 
     #[test]

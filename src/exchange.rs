@@ -1,10 +1,11 @@
 //! The two token endpoints: `/swap` trades an authorization code for
-//! tokens, `/refresh` a refresh token for a new access token. Each reads
-//! its fields, (refresh) opens the sealed token, asks Spotify through the
-//! one shared client, and answers with Spotify's JSON, its refresh token
-//! sealed with the user's sign-in time (`/swap`: now; `/refresh`: the one
-//! the client's token carries) and what that time says about it
-//! (`lifetime.rs`).
+//! tokens, `/refresh` a refresh token for a new access token, each for one
+//! app (`endpoints.rs` picked it). Each reads its fields, (refresh) opens
+//! the sealed token with the app's cipher, asks Spotify through the one
+//! shared client with the app's credentials, and answers with Spotify's
+//! JSON, its refresh token sealed for the app with the user's sign-in time
+//! (`/swap`: now; `/refresh`: the one the client's token carries) and what
+//! that time says about it (`lifetime.rs`).
 
 use serde_json::{Map, Value};
 
@@ -12,16 +13,16 @@ use crate::error::Error;
 use crate::fields::Fields;
 use crate::http::{Request, Response};
 use crate::lifetime;
-use crate::state::State;
+use crate::state::{AppState, State};
 use crate::upstream::{Answer, Grant};
 
 /// `POST {SWAP_PATH}`: `code`, optional `redirect_uri` and `code_verifier`.
-pub(crate) fn swap(state: &State, request: &Request) -> Result<Response, Error> {
+pub(crate) fn swap(state: &State, app: &AppState, request: &Request) -> Result<Response, Error> {
     let fields = Fields::parse(request, &["code", "redirect_uri", "code_verifier"])?;
     let code = fields.required("code")?;
     let redirect_uri = match fields.optional("redirect_uri") {
-        None => state.config.redirect_uri.as_str(),
-        Some(uri) if state.config.redirect_uri_allowed(uri) => uri,
+        None => app.config.redirect_uri.as_str(),
+        Some(uri) if app.config.redirect_uri_allowed(uri) => uri,
         Some(_) => return Err(Error::RedirectUriNotAllowed),
     };
     let grant = Grant::AuthorizationCode {
@@ -31,19 +32,20 @@ pub(crate) fn swap(state: &State, request: &Request) -> Result<Response, Error> 
     };
     // The user signs in now; taken before the call, so the lifetime stated
     // never outlasts Spotify's.
-    call_spotify(state, &grant, None, Some(lifetime::unix_now()))
+    call_spotify(state, app, &grant, None, Some(lifetime::unix_now()))
 }
 
 /// `POST {REFRESH_PATH}`: `refresh_token`, sealed when encryption is on.
-pub(crate) fn refresh(state: &State, request: &Request) -> Result<Response, Error> {
+pub(crate) fn refresh(state: &State, app: &AppState, request: &Request) -> Result<Response, Error> {
     let fields = Fields::parse(request, &["refresh_token"])?;
     let token = fields.required("refresh_token")?;
     let opened;
-    let cipher = state.cipher();
+    let cipher = app.cipher();
     let (refresh_token, reseal, signed_in_at) = match &cipher {
         // SECURITY: a token that fails authentication never reaches
         // Spotify, so this server cannot be used as an oracle or a relay
-        // for guessed tokens.
+        // for guessed tokens. The app's client id is the associated data:
+        // a token sealed for another app fails here too.
         Some(cipher) => {
             opened = cipher.open(token).map_err(|_| Error::InvalidRefreshToken)?;
             state.metrics.token_opened(opened.used_previous_key);
@@ -59,7 +61,7 @@ pub(crate) fn refresh(state: &State, request: &Request) -> Result<Response, Erro
         None => (token, None, None),
     };
     let grant = Grant::RefreshToken { refresh_token };
-    call_spotify(state, &grant, reseal, signed_in_at)
+    call_spotify(state, app, &grant, reseal, signed_in_at)
 }
 
 /// Records the age of a refresh token that carries its sign-in time.
@@ -77,16 +79,17 @@ fn note_token_age(state: &State, signed_in_at: Option<u64>) {
 /// that carries no time (version 1, or encryption off).
 fn call_spotify(
     state: &State,
+    app: &AppState,
     grant: &Grant<'_>,
     reseal: Option<&str>,
     signed_in_at: Option<u64>,
 ) -> Result<Response, Error> {
-    let call = state.spotify.call(grant);
+    let call = state.spotify.call(&app.account, grant);
     if let Some(duration) = call.duration {
-        state.metrics.upstream_call(duration);
+        state.metrics.upstream_call(app.index, duration);
     }
     if let Some(kind) = call.failure() {
-        state.metrics.upstream_failure(kind);
+        state.metrics.upstream_failure(app.index, kind);
     }
     if let Some(reason) = call.rate_limit_reason() {
         state.metrics.upstream_rate_limited(reason);
@@ -98,7 +101,7 @@ fn call_spotify(
         ..
     } = call.result?;
     if status == 200 {
-        seal_refresh_token(state, &mut body, reseal, signed_in_at);
+        seal_refresh_token(state, app, &mut body, reseal, signed_in_at);
     } else if let Grant::RefreshToken { .. } = grant {
         // A swap's refusal is about its code, never the refresh token.
         let token_lifetime = state.config.refresh_token_lifetime;
@@ -128,11 +131,12 @@ fn call_spotify(
 /// as `refresh_token_expires_in`.
 fn seal_refresh_token(
     state: &State,
+    app: &AppState,
     body: &mut Map<String, Value>,
     reseal: Option<&str>,
     signed_in_at: Option<u64>,
 ) {
-    let Some(cipher) = state.cipher() else { return };
+    let Some(cipher) = app.cipher() else { return };
     match body.get_mut("refresh_token") {
         Some(Value::String(token)) => *token = cipher.seal(token, signed_in_at),
         Some(_) => {}

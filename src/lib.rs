@@ -16,13 +16,16 @@
 //!    poller enforces the deadlines), and hands a [`http::Request`] to the
 //!    handler (`http/answer.rs`);
 //! 3. `endpoints.rs` finds the path's row in the table of endpoints,
-//!    checks the method and the client's rate limit (`state.rs`), and calls
-//!    the row's handler: `exchange.rs`'s `swap` reads the form or JSON
-//!    fields (`fields.rs`) and calls
+//!    checks the method, picks the Spotify app the request is for (by its
+//!    path or `client_id`: `state.rs`) and the client's rate limit, and
+//!    calls the row's handler: `exchange.rs`'s `swap` reads the form or
+//!    JSON fields (`fields.rs`) and calls
 //! 4. `upstream/`, which posts to the accounts service through the one
-//!    shared `ureq` agent (`upstream/client.rs`) and judges its answer
+//!    shared `ureq` agent (`upstream/client.rs`) with the app's
+//!    credentials (`upstream/account.rs`) and judges its answer
 //!    (`upstream/answer.rs`);
-//! 5. [`token`] encrypts the refresh token in the answer (when enabled);
+//! 5. [`token`] encrypts the refresh token in the answer for the app (when
+//!    enabled);
 //! 6. `endpoints.rs` adds what the row says every answer carries
 //!    (`no-store`, CORS from `cors.rs`); `http/answer.rs` writes the JSON
 //!    response (`http/response.rs`) and its log line
@@ -163,10 +166,22 @@ pub fn server(
         .map_err(|e| RunError::Startup(format!("cannot set up the poller: {e}")))
 }
 
-/// The start line: version, address, paths, encryption on/off.
+/// The start line: version, address, paths, encryption on/off, and with
+/// `SPOTIFY_APPS` the apps.
 pub fn start_line(config: &Config, addr: std::net::SocketAddr) -> String {
+    let apps = match config.one_app() {
+        Some(_) => String::new(),
+        None => {
+            let names: Vec<&str> = config
+                .apps
+                .iter()
+                .filter_map(|a| a.name.as_deref())
+                .collect();
+            format!(" apps={}", names.join(","))
+        }
+    };
     format!(
-        "{VERSION} listening on {}://{addr} swap={} refresh={} encryption={} workers={}",
+        "{VERSION} listening on {}://{addr} swap={} refresh={} encryption={} workers={}{apps}",
         if config.tls.is_some() {
             "https"
         } else {

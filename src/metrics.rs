@@ -2,7 +2,15 @@
 //!
 //! Plain atomics and one small mutex-guarded table; recording a request costs
 //! a lock of a few nanoseconds, nothing allocates after the first request of
-//! each (endpoint, status) pair.
+//! each (endpoint, app, status).
+//!
+//! With several apps (`SPOTIFY_APPS`), the request, upstream and rate-limit
+//! families carry an `app` label: the app a request was answered for, and
+//! upstream calls and refusals by app. A request that names no app (`/health`,
+//! `/metrics`, an unknown path, a token request refused before its app was
+//! known, the HTTP layer's own refusals) has no `app` label, which
+//! Prometheus reads as `app=""`. With one app there is no `app` label at
+//! all: the same series as ever.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,13 +38,15 @@ const SECS_PER_DAY: u64 = 86_400;
 pub(crate) struct Metrics {
     /// Each endpoint's label, by its index in the table of endpoints.
     endpoint_labels: Vec<&'static str>,
-    /// Answered requests by (endpoint index, status).
-    requests: Mutex<BTreeMap<(usize, u16), u64>>,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS_SECS.len()],
-    latency_count: AtomicU64,
-    latency_sum_micros: AtomicU64,
-    upstream_failures: [AtomicU64; FailureKind::ALL.len()],
-    rate_limited: AtomicU64,
+    /// Each app's `app` label, by its index; empty with one app (no label).
+    app_names: Vec<String>,
+    /// Answered requests by (endpoint index, app index, status).
+    requests: Mutex<BTreeMap<RequestKey, u64>>,
+    /// Calls to Spotify, by app (one with one app).
+    upstream: Vec<Upstream>,
+    /// Requests refused by `RATE_LIMIT_PER_MINUTE`, by app; the last: of no
+    /// app.
+    rate_limited: Vec<AtomicU64>,
     /// Refresh tokens opened under the current key, and under a previous one.
     tokens_opened: [AtomicU64; 2],
     started_unix_secs: f64,
@@ -55,18 +65,31 @@ struct TokenAge {
     sum_secs: AtomicU64,
 }
 
+/// What answered requests are counted by: endpoint index, app index (none
+/// for a request of no app), status.
+type RequestKey = (usize, Option<usize>, u16);
+
+/// One app's calls to Spotify.
+#[derive(Debug, Default)]
+struct Upstream {
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_SECS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+    failures: [AtomicU64; FailureKind::ALL.len()],
+}
+
 impl Metrics {
     /// Fresh counters; the process start time is now. `endpoint_labels`:
-    /// the label of each endpoint, in the order `/metrics` lists them.
-    pub(crate) fn new(endpoint_labels: Vec<&'static str>) -> Metrics {
+    /// the label of each endpoint, in the order `/metrics` lists them;
+    /// `app_names`: each app's `app` label, none with one app.
+    pub(crate) fn new(endpoint_labels: Vec<&'static str>, app_names: Vec<String>) -> Metrics {
+        let apps = app_names.len().max(1);
         Metrics {
             endpoint_labels,
             requests: Mutex::new(BTreeMap::new()),
-            latency_buckets: Default::default(),
-            latency_count: AtomicU64::new(0),
-            latency_sum_micros: AtomicU64::new(0),
-            upstream_failures: Default::default(),
-            rate_limited: AtomicU64::new(0),
+            upstream: (0..apps).map(|_| Upstream::default()).collect(),
+            rate_limited: (0..=apps).map(|_| AtomicU64::new(0)).collect(),
+            app_names,
             tokens_opened: Default::default(),
             upstream_rate_limited: Default::default(),
             token_age: TokenAge::default(),
@@ -77,34 +100,49 @@ impl Metrics {
     }
 
     /// Counts one answered request; `endpoint` indexes the labels given
-    /// to [`Metrics::new`].
-    pub(crate) fn request(&self, endpoint: usize, status: u16) {
+    /// to [`Metrics::new`], `app` the apps (`None`: no app).
+    pub(crate) fn request(&self, endpoint: usize, app: Option<usize>, status: u16) {
         let mut table = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *table.entry((endpoint, status)).or_insert(0) += 1;
+        *table.entry((endpoint, app, status)).or_insert(0) += 1;
     }
 
-    /// Records the duration of one upstream call that got an answer or
-    /// failed.
-    pub(crate) fn upstream_call(&self, duration: Duration) {
+    /// Records the duration of one upstream call for `app` that got an
+    /// answer or failed.
+    pub(crate) fn upstream_call(&self, app: usize, duration: Duration) {
+        let Some(upstream) = self.upstream.get(app) else {
+            return;
+        };
         let secs = duration.as_secs_f64();
-        for (bound, count) in LATENCY_BUCKETS_SECS.iter().zip(&self.latency_buckets) {
+        for (bound, count) in LATENCY_BUCKETS_SECS.iter().zip(&upstream.latency_buckets) {
             if secs <= *bound {
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_micros
+        upstream.latency_count.fetch_add(1, Ordering::Relaxed);
+        upstream
+            .latency_sum_micros
             .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// Counts an upstream failure.
-    pub(crate) fn upstream_failure(&self, kind: FailureKind) {
-        self.upstream_failures[kind.index()].fetch_add(1, Ordering::Relaxed);
+    /// Counts an upstream failure of a call for `app`.
+    pub(crate) fn upstream_failure(&self, app: usize, kind: FailureKind) {
+        if let Some(upstream) = self.upstream.get(app) {
+            upstream.failures[kind.index()].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Counts a request refused by `RATE_LIMIT_PER_MINUTE`.
-    pub(crate) fn rate_limited(&self) {
-        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    /// Counts a request refused by `RATE_LIMIT_PER_MINUTE`, for `app`.
+    pub(crate) fn rate_limited(&self, app: Option<usize>) {
+        let last = self.rate_limited.len() - 1;
+        let slot = app.filter(|&index| index < last).unwrap_or(last);
+        self.rate_limited[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `app` label of the app at `index`, if labels are shown.
+    fn app_label(&self, index: Option<usize>) -> Option<&str> {
+        index
+            .and_then(|i| self.app_names.get(i))
+            .map(String::as_str)
     }
 
     /// Counts a refresh token that opened, by the key it opened with.
@@ -142,6 +180,7 @@ impl Metrics {
             out.sample(TOKENS_OPENED.name, &format!("key=\"{key}\""), load(count));
         }
         self.render_token_age(&mut out);
+        self.render_rate_limited(&mut out);
         for (family, value) in self.single_values(stats) {
             out.family(&family);
             out.sample(family.name, "", value);
@@ -161,13 +200,16 @@ impl Metrics {
             .lock()
             .map(|t| t.clone())
             .unwrap_or_else(|e| e.into_inner().clone());
-        for ((endpoint, status), n) in &table {
+        for ((endpoint, app, status), n) in &table {
             let label = self
                 .endpoint_labels
                 .get(*endpoint)
                 .copied()
                 .unwrap_or("other");
-            let labels = format!("endpoint=\"{label}\",status=\"{status}\"");
+            let labels = format!(
+                "{}endpoint=\"{label}\",status=\"{status}\"",
+                app_prefix(self.app_label(*app))
+            );
             out.sample(REQUESTS.name, &labels, n);
         }
     }
@@ -176,20 +218,48 @@ impl Metrics {
         out.family(&UPSTREAM_DURATION);
         let name = UPSTREAM_DURATION.name;
         let bucket = format!("{name}_bucket");
-        for (bound, count) in LATENCY_BUCKETS_SECS.iter().zip(&self.latency_buckets) {
-            out.sample(&bucket, &format!("le=\"{bound}\""), load(count));
+        for (index, upstream) in self.upstream.iter().enumerate() {
+            let app = app_prefix(self.app_label(Some(index)));
+            for (bound, count) in LATENCY_BUCKETS_SECS.iter().zip(&upstream.latency_buckets) {
+                out.sample(&bucket, &format!("{app}le=\"{bound}\""), load(count));
+            }
+            let count = load(&upstream.latency_count);
+            out.sample(&bucket, &format!("{app}le=\"+Inf\""), count);
+            let sum_secs = load(&upstream.latency_sum_micros) as f64 / 1e6;
+            let app = app.trim_end_matches(',');
+            out.sample(&format!("{name}_sum"), app, sum_secs);
+            out.sample(&format!("{name}_count"), app, count);
         }
-        let count = load(&self.latency_count);
-        out.sample(&bucket, "le=\"+Inf\"", count);
-        let sum_secs = load(&self.latency_sum_micros) as f64 / 1e6;
-        out.sample(&format!("{name}_sum"), "", sum_secs);
-        out.sample(&format!("{name}_count"), "", count);
 
         out.family(&UPSTREAM_FAILURES);
-        for kind in FailureKind::ALL {
-            let failures = load(&self.upstream_failures[kind.index()]);
-            let labels = format!("kind=\"{}\"", kind.label());
-            out.sample(UPSTREAM_FAILURES.name, &labels, failures);
+        for (index, upstream) in self.upstream.iter().enumerate() {
+            let app = app_prefix(self.app_label(Some(index)));
+            for kind in FailureKind::ALL {
+                let failures = load(&upstream.failures[kind.index()]);
+                let labels = format!("{app}kind=\"{}\"", kind.label());
+                out.sample(UPSTREAM_FAILURES.name, &labels, failures);
+            }
+        }
+    }
+
+    /// One sample with one app (all of them together), one per app with
+    /// several, and one without a label for refusals of no app if any.
+    fn render_rate_limited(&self, out: &mut Exposition) {
+        out.family(&RATE_LIMITED);
+        let Some((no_app, apps)) = self.rate_limited.split_last() else {
+            return;
+        };
+        if self.app_names.is_empty() {
+            let all: u64 = self.rate_limited.iter().map(load).sum();
+            out.sample(RATE_LIMITED.name, "", all);
+            return;
+        }
+        for (index, count) in apps.iter().enumerate() {
+            let app = app_prefix(self.app_label(Some(index)));
+            out.sample(RATE_LIMITED.name, app.trim_end_matches(','), load(count));
+        }
+        if load(no_app) > 0 {
+            out.sample(RATE_LIMITED.name, "", load(no_app));
         }
     }
 
@@ -218,10 +288,9 @@ impl Metrics {
     }
 
     /// The metrics that are one number each.
-    fn single_values(&self, stats: &Stats) -> [(Family, u64); 5] {
+    fn single_values(&self, stats: &Stats) -> [(Family, u64); 4] {
         let gauge = |n: &std::sync::atomic::AtomicUsize| n.load(Ordering::Relaxed) as u64;
         [
-            (RATE_LIMITED, load(&self.rate_limited)),
             (REJECTED_OVERLOADED, load(&stats.rejected_overloaded)),
             (REJECTED_CAP, load(&stats.rejected_per_client_cap)),
             (OPEN_CONNECTIONS, gauge(&stats.open_connections)),
@@ -315,6 +384,12 @@ fn load(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
+/// `app="name",` before a sample's other labels, or nothing.
+fn app_prefix(app: Option<&str>) -> String {
+    app.map(|name| format!("app=\"{name}\","))
+        .unwrap_or_default()
+}
+
 /// Text in the exposition format, a line at a time.
 struct Exposition(String);
 
@@ -341,10 +416,10 @@ mod tests {
 
     #[test]
     fn counts_requests_by_endpoint_and_status() {
-        let m = Metrics::new(vec!["swap", "refresh"]);
-        m.request(0, 200);
-        m.request(0, 200);
-        m.request(1, 400);
+        let m = Metrics::new(vec!["swap", "refresh"], Vec::new());
+        m.request(0, Some(0), 200);
+        m.request(0, Some(0), 200);
+        m.request(1, Some(0), 400);
         let text = m.render(&Stats::default());
         assert!(
             text.contains(
@@ -358,7 +433,7 @@ mod tests {
 
     #[test]
     fn refresh_tokens_opened_are_counted_by_key() {
-        let m = Metrics::new(Vec::new());
+        let m = Metrics::new(Vec::new(), Vec::new());
         m.token_opened(false);
         m.token_opened(true);
         m.token_opened(true);
@@ -375,7 +450,7 @@ mod tests {
 
     #[test]
     fn upstream_429s_are_counted_by_reason() {
-        let m = Metrics::new(Vec::new());
+        let m = Metrics::new(Vec::new(), Vec::new());
         m.upstream_rate_limited(RateLimitReason::Quota);
         m.upstream_rate_limited(RateLimitReason::Quota);
         let text = m.render(&Stats::default());
@@ -390,7 +465,7 @@ mod tests {
 
     #[test]
     fn refresh_token_ages_fill_day_buckets() {
-        let m = Metrics::new(Vec::new());
+        let m = Metrics::new(Vec::new(), Vec::new());
         let days = |n: u64| Duration::from_secs(n * SECS_PER_DAY);
         m.refresh_token_age(Duration::from_secs(3600));
         m.refresh_token_age(days(100));
@@ -422,14 +497,64 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative() {
-        let m = Metrics::new(Vec::new());
-        m.upstream_call(Duration::from_millis(7));
-        m.upstream_call(Duration::from_millis(300));
+        let m = Metrics::new(Vec::new(), Vec::new());
+        m.upstream_call(0, Duration::from_millis(7));
+        m.upstream_call(0, Duration::from_millis(300));
         let text = m.render(&Stats::default());
         assert!(text.contains("_bucket{le=\"0.005\"} 0\n"));
         assert!(text.contains("_bucket{le=\"0.01\"} 1\n"));
         assert!(text.contains("_bucket{le=\"0.5\"} 2\n"));
         assert!(text.contains("_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("_count 2\n"));
+    }
+
+    #[test]
+    fn with_several_apps_requests_upstream_calls_and_refusals_carry_the_app() {
+        let m = Metrics::new(vec!["swap", "health"], vec!["music".into(), "tv".into()]);
+        m.request(0, Some(1), 200);
+        m.request(1, None, 200);
+        m.upstream_call(1, Duration::from_millis(7));
+        m.upstream_failure(0, FailureKind::Timeout);
+        m.rate_limited(Some(1));
+        m.rate_limited(Some(1));
+        let text = m.render(&Stats::default());
+        for line in [
+            "spotify_token_swap_requests_total{app=\"tv\",endpoint=\"swap\",status=\"200\"} 1\n",
+            "spotify_token_swap_requests_total{endpoint=\"health\",status=\"200\"} 1\n",
+            "spotify_token_swap_upstream_duration_seconds_bucket{app=\"tv\",le=\"0.01\"} 1\n",
+            "spotify_token_swap_upstream_duration_seconds_bucket{app=\"music\",le=\"+Inf\"} 0\n",
+            "spotify_token_swap_upstream_duration_seconds_count{app=\"tv\"} 1\n",
+            "spotify_token_swap_upstream_failures_total{app=\"music\",kind=\"timeout\"} 1\n",
+            "spotify_token_swap_upstream_failures_total{app=\"tv\",kind=\"timeout\"} 0\n",
+            "spotify_token_swap_rate_limited_total{app=\"tv\"} 2\n",
+            "spotify_token_swap_rate_limited_total{app=\"music\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
+        assert!(
+            !text.contains("spotify_token_swap_rate_limited_total 0"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE spotify_token_swap_upstream_duration_seconds ")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn with_one_app_no_sample_has_an_app_label() {
+        let m = Metrics::new(vec!["swap"], Vec::new());
+        m.request(0, Some(0), 200);
+        m.upstream_call(0, Duration::from_millis(7));
+        m.rate_limited(Some(0));
+        m.rate_limited(None);
+        let text = m.render(&Stats::default());
+        assert!(!text.contains("app="), "{text}");
+        assert!(
+            text.contains("\nspotify_token_swap_rate_limited_total 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nspotify_token_swap_upstream_duration_seconds_count 1\n"));
     }
 }

@@ -11,7 +11,7 @@ use log::LevelFilter;
 
 use super::env::Env;
 use super::error::ConfigError;
-use super::{Config, Cors, Listen, TlsFiles, UpstreamProxy};
+use super::{AppConfig, Config, Cors, Listen, TlsFiles, UpstreamProxy};
 use crate::http::{self, IpNet};
 use crate::secret::Secret;
 
@@ -23,6 +23,10 @@ pub(crate) struct Draft {
     pub(super) client_secret: Option<Secret>,
     pub(super) redirect_uri: Option<String>,
     pub(super) allowed_redirect_uris: Option<Vec<String>>,
+    /// `SPOTIFY_APPS`: the apps' names.
+    pub(super) app_names: Option<Vec<String>>,
+    /// Each app of `SPOTIFY_APPS`, as its own variables gave it.
+    pub(super) apps: Vec<AppDraft>,
     pub(super) token_url: Option<String>,
     /// `SPOTIFY_CA_FILE` and the certificates (DER) read from it.
     pub(super) ca_file: Option<(PathBuf, Vec<Vec<u8>>)>,
@@ -47,6 +51,32 @@ pub(crate) struct Draft {
     pub(super) tls_key: Option<PathBuf>,
     pub(super) metrics: Option<bool>,
     pub(super) metrics_allow: Option<Vec<IpNet>>,
+}
+
+/// One app's values while they are read; `None` until its row fills it.
+#[derive(Default)]
+pub(crate) struct AppDraft {
+    /// Its name in `SPOTIFY_APPS`.
+    pub(super) name: String,
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<Secret>,
+    pub(super) redirect_uri: Option<String>,
+    pub(super) allowed_redirect_uris: Option<Vec<String>>,
+    pub(super) cors: Option<Cors>,
+}
+
+impl AppDraft {
+    /// The app, once every required field holds its value.
+    pub(super) fn into_app(self) -> Option<AppConfig> {
+        Some(AppConfig {
+            name: Some(self.name),
+            client_id: self.client_id?,
+            client_secret: self.client_secret?,
+            redirect_uri: self.redirect_uri?,
+            allowed_redirect_uris: self.allowed_redirect_uris.unwrap_or_default(),
+            cors: self.cors.unwrap_or(Cors::Off),
+        })
+    }
 }
 
 impl Draft {
@@ -83,11 +113,23 @@ impl Draft {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             _ => None,
         };
+        let apps = match self.app_names {
+            Some(_) => self
+                .apps
+                .into_iter()
+                .map(AppDraft::into_app)
+                .collect::<Option<Vec<_>>>()?,
+            None => vec![AppConfig {
+                name: None,
+                client_id: self.client_id?,
+                client_secret: self.client_secret?,
+                redirect_uri: self.redirect_uri?,
+                allowed_redirect_uris: self.allowed_redirect_uris.unwrap_or_default(),
+                cors: self.cors.unwrap_or(Cors::Off),
+            }],
+        };
         Some(Config {
-            client_id: self.client_id?,
-            client_secret: self.client_secret?,
-            redirect_uri: self.redirect_uri?,
-            allowed_redirect_uris: self.allowed_redirect_uris.unwrap_or_default(),
+            apps,
             token_url: self.token_url?,
             extra_roots,
             ca_file,
@@ -107,7 +149,6 @@ impl Draft {
             },
             swap_path: self.swap_path?,
             refresh_path: self.refresh_path?,
-            cors: self.cors.unwrap_or(Cors::Off),
             upstream_timeout: self.upstream_timeout?,
             log_level: self.log_level?,
             rate_limit_per_minute: self.rate_limit_per_minute?,

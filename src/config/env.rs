@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Problem};
 
+/// The variable that names the apps.
+pub(crate) const APPS_VAR: &str = "SPOTIFY_APPS";
+/// What every app's own variables begin with.
+pub(super) const APP_PREFIX: &str = "SPOTIFY_APP_";
+
 /// How a setting may be given, besides under its own name.
 pub(super) struct Form {
     /// Other names for it; set together, they must agree.
@@ -24,6 +29,22 @@ pub(super) struct Form {
     pub(super) fallback: Option<Fallback>,
     /// Set but empty is a value (an empty list), not "unset".
     pub(super) empty_is_a_value: bool,
+    /// What becomes of it when `SPOTIFY_APPS` is set.
+    pub(super) with_apps: WithApps,
+}
+
+/// What becomes of a setting when `SPOTIFY_APPS` is set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum WithApps {
+    /// It applies as ever: to the server, or to every app.
+    Applies,
+    /// It is the single-app form of an app's own setting
+    /// `SPOTIFY_APP_<NAME>_{0}`: with `SPOTIFY_APPS`, setting it is a
+    /// problem (each app gives its own).
+    Replaced(&'static str),
+    /// It is not read: the single-app form of an app's secret, which the
+    /// shipped systemd unit always sets (as `_FILE`).
+    Unread,
 }
 
 impl Form {
@@ -34,6 +55,7 @@ impl Form {
         secret: false,
         fallback: None,
         empty_is_a_value: false,
+        with_apps: WithApps::Applies,
     };
     /// A secret, also readable from `{name}_FILE` (systemd `LoadCredential=`).
     pub(super) const SECRET: Form = Form {
@@ -67,6 +89,11 @@ impl Env {
             .collect())
     }
 
+    /// Every variable's name.
+    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     /// `name`'s value, trimmed; empty counts as unset.
     pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
@@ -89,16 +116,19 @@ impl Env {
     /// fallback. `None`: unset.
     pub(super) fn value_of(
         &self,
-        setting: &'static str,
+        setting: &str,
         form: &Form,
     ) -> Result<Option<(String, String)>, ConfigError> {
-        let names = std::iter::once(&setting).chain(form.aliases);
-        let given: Vec<(&'static str, String)> = names
-            .filter_map(|&name| Some((name, self.get_for(form, name)?)))
+        let names = std::iter::once(setting).chain(form.aliases.iter().copied());
+        let given: Vec<(&str, String)> = names
+            .filter_map(|name| Some((name, self.get_for(form, name)?)))
             .collect();
         if let [(name, text), rest @ ..] = given.as_slice() {
             if let Some((alias, _)) = rest.iter().find(|(_, other)| other != text) {
-                return Err(ConfigError::Differ { name, alias });
+                return Err(ConfigError::Differ {
+                    name: name.to_string(),
+                    alias: alias.to_string(),
+                });
             }
         }
         let file = if form.file_form {
@@ -107,7 +137,9 @@ impl Env {
             None
         };
         match (given.into_iter().next(), file) {
-            (Some(_), Some(_)) => Err(ConfigError::BothSet { name: setting }),
+            (Some(_), Some(_)) => Err(ConfigError::BothSet {
+                name: setting.to_string(),
+            }),
             (Some((name, text)), None) => Ok(Some((name.to_string(), text))),
             (None, Some(path)) => match read_secret_file(&path) {
                 Ok(text) => Ok(Some((setting.to_string(), text))),
@@ -122,6 +154,18 @@ impl Env {
             })),
         }
     }
+}
+
+/// The variable of `field` for the app `name`: `SPOTIFY_APP_TV_CLIENT_ID`
+/// (NAME upper-cased, `-` as `_`).
+pub(crate) fn app_var(name: &str, field: &str) -> String {
+    let upper = name.to_ascii_uppercase().replace('-', "_");
+    format!("{APP_PREFIX}{upper}_{field}")
+}
+
+/// The pattern of `field`'s variables: `SPOTIFY_APP_<NAME>_CLIENT_ID`.
+pub(super) fn app_pattern(field: &str) -> String {
+    format!("{APP_PREFIX}<NAME>_{field}")
 }
 
 /// The variable that names a file holding `name`'s value.
@@ -172,7 +216,7 @@ mod tests {
             ("SPOTIFY_CLIENT_CALLBACK_URL", "myapp://cb"),
         ])
         .unwrap();
-        assert_eq!(c.redirect_uri, "myapp://cb");
+        assert_eq!(c.apps[0].redirect_uri, "myapp://cb");
     }
 
     #[test]
@@ -187,7 +231,7 @@ mod tests {
             ("SPOTIFY_REDIRECT_URI", "x://y"),
         ])
         .unwrap();
-        assert_eq!(c.client_secret.expose(), "from-file");
+        assert_eq!(c.apps[0].client_secret.expose(), "from-file");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -199,8 +243,8 @@ mod tests {
             ("SPOTIFY_REDIRECT_URI", "x://y"),
         ])
         .unwrap();
-        assert_eq!(c.client_id, "cid");
-        assert_eq!(c.client_secret.expose(), " spaced ");
+        assert_eq!(c.apps[0].client_id, "cid");
+        assert_eq!(c.apps[0].client_secret.expose(), " spaced ");
     }
 
     #[test]
@@ -239,7 +283,7 @@ mod tests {
         assert_eq!(
             errs.0,
             vec![ConfigError::BothSet {
-                name: "SPOTIFY_CLIENT_SECRET"
+                name: "SPOTIFY_CLIENT_SECRET".into()
             }]
         );
     }

@@ -14,16 +14,13 @@ use crate::secret::MIN_ENCRYPTION_SECRET_CHARS;
 pub(crate) enum ConfigError {
     /// A required setting is unset, under every name it may be given.
     Missing {
-        name: &'static str,
+        name: String,
         alternatives: Vec<String>,
     },
     /// A secret is set both directly and through `{name}_FILE`.
-    BothSet { name: &'static str },
+    BothSet { name: String },
     /// A setting and its alias hold different values.
-    Differ {
-        name: &'static str,
-        alias: &'static str,
-    },
+    Differ { name: String, alias: String },
     /// The value of `var` (the variable it came from) is unusable.
     Invalid { var: String, problem: Problem },
     /// `SWAP_PATH` and `REFRESH_PATH` are the same path.
@@ -32,19 +29,46 @@ pub(crate) enum ConfigError {
     PreviousWithoutCurrent,
     /// Only one of `TLS_CERT_FILE` and `TLS_KEY_FILE` is set.
     HalfTls,
+    /// `var`, one app's setting of the single-app form, is set together
+    /// with `SPOTIFY_APPS`, where each app has its own
+    /// `SPOTIFY_APP_<NAME>_{field}`.
+    ReplacedByApps { var: String, field: &'static str },
+    /// `var` looks like an app's setting, but `SPOTIFY_APPS` is unset.
+    AppSettingWithoutApps { var: String },
+    /// `var` looks like an app's setting, but names no app of
+    /// `SPOTIFY_APPS` or no setting of one.
+    NotAnAppSetting {
+        var: String,
+        /// The fields an app has, for the message.
+        fields: String,
+    },
+    /// Two apps have the same client id: `var` repeats `first`'s.
+    SameClientId { var: String, first: String },
+    /// An app's path `path` is also the plain path of `setting`.
+    AppPathTaken {
+        app: String,
+        path: String,
+        setting: &'static str,
+    },
 }
 
 /// What is wrong with one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Problem {
     NotWholeNumber(String),
-    OutOfRange { min: String, max: String },
+    OutOfRange {
+        min: String,
+        max: String,
+    },
     Zero,
     ContainsColon,
     NotHttpUrl(String),
     PlainHttpNotLoopback(String),
     NotProxyUrl,
-    Unreadable { path: PathBuf, error: String },
+    Unreadable {
+        path: PathBuf,
+        error: String,
+    },
     EmptyFile(PathBuf),
     NotPem(PathBuf),
     NoCertificate(PathBuf),
@@ -57,6 +81,16 @@ pub(crate) enum Problem {
     NotIpRanges(Vec<String>),
     NotLogLevel(String),
     NotOnOff(String),
+    NoApps,
+    NotAppNames {
+        names: Vec<String>,
+        max_chars: usize,
+    },
+    AppListedTwice(String),
+    TooManyApps {
+        count: usize,
+        max: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -83,6 +117,30 @@ impl fmt::Display for ConfigError {
             ConfigError::HalfTls => {
                 f.write_str("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
             }
+            ConfigError::ReplacedByApps { var, field } => write!(
+                f,
+                "{var} is set together with SPOTIFY_APPS: give each app its own \
+                 SPOTIFY_APP_<NAME>_{field}, and unset {var}"
+            ),
+            ConfigError::AppSettingWithoutApps { var } => write!(
+                f,
+                "{var} is an app's setting, but SPOTIFY_APPS is not set: list the apps \
+                 there (SPOTIFY_APPS=name,name,…)"
+            ),
+            ConfigError::NotAnAppSetting { var, fields } => write!(
+                f,
+                "{var} is no setting of an app in SPOTIFY_APPS (SPOTIFY_APP_<NAME>_{fields}, \
+                 with NAME upper-cased and - as _)"
+            ),
+            ConfigError::SameClientId { var, first } => write!(
+                f,
+                "{var} is the same client id as {first}; each app has its own"
+            ),
+            ConfigError::AppPathTaken { app, path, setting } => write!(
+                f,
+                "SPOTIFY_APPS: app '{app}' is served at {path}, which is {setting}; rename \
+                 the app or change {setting}"
+            ),
         }
     }
 }
@@ -147,6 +205,18 @@ fn write_problem(f: &mut fmt::Formatter<'_>, var: &str, problem: &Problem) -> fm
             "{var}: '{t}' is not one of error, warn, info, debug, trace"
         ),
         Problem::NotOnOff(t) => write!(f, "{var}: '{t}' is not 'on' or 'off'"),
+        Problem::NoApps => write!(f, "{var} names no app"),
+        Problem::NotAppNames { names, max_chars } => {
+            let names = match names.as_slice() {
+                [one] => format!("'{one}' is not an app name"),
+                many => format!("{} are not app names", quoted(many)),
+            };
+            write!(f, "{var}: {names} (1 to {max_chars} of a-z, 0-9 and -)")
+        }
+        Problem::AppListedTwice(name) => write!(f, "{var}: '{name}' is listed twice"),
+        Problem::TooManyApps { count, max } => {
+            write!(f, "{var} lists {count} apps; at most {max}")
+        }
     }
 }
 

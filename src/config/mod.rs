@@ -16,13 +16,21 @@
 //! never a secret's value. Secrets live in [`Secret`], whose `Debug` and
 //! `Display` print `[redacted]`.
 //!
+//! Several apps (`SPOTIFY_APPS`): each app's own settings have names made
+//! from the app's, `SPOTIFY_APP_<NAME>_CLIENT_ID`; `apps.rs` has their
+//! table, one row per field of an app, and reads them after the table of
+//! `settings.rs`. The configuration holds one [`AppConfig`] per app — one
+//! made of the single-app settings when `SPOTIFY_APPS` is unset.
+//!
 //! The files, top down: `settings.rs` (the table) over `setting.rs` (what a
-//! row is and how it is read) and `parse.rs` (text → typed value);
+//! row is and how it is read) and `parse.rs` (text → typed value); `apps.rs`
+//! (the apps' table and what involves several apps);
 //! `draft.rs` (values not given yet → the `Config`); `env.rs` (which
 //! variable gives a value, and its text); `error.rs` (what can be wrong,
 //! one line each); `secret.rs`. The tests in `consistency/` hold the README
 //! and `systemd/` to the table.
 
+mod apps;
 mod draft;
 mod env;
 mod error;
@@ -96,14 +104,45 @@ pub(crate) struct TlsFiles {
     pub(crate) key: PathBuf,
 }
 
-/// The validated configuration.
+/// One Spotify app the server serves: its credentials, redirect URIs and
+/// the browser origins it allows.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct AppConfig {
+    /// Its name in `SPOTIFY_APPS`, which it is served under
+    /// (`/{name}{SWAP_PATH}`); `None`: the one app of the single-app
+    /// settings.
+    pub(crate) name: Option<String>,
     pub(crate) client_id: String,
     pub(crate) client_secret: Secret,
     pub(crate) redirect_uri: String,
-    /// Extra redirect URIs a client may name in `/swap`.
+    /// Extra redirect URIs a client may name in a swap.
     pub(crate) allowed_redirect_uris: Vec<String>,
+    pub(crate) cors: Cors,
+}
+
+impl AppConfig {
+    /// Whether `uri` may be sent as `redirect_uri` in a swap for this app:
+    /// the one place that decides it.
+    pub(crate) fn redirect_uri_allowed(&self, uri: &str) -> bool {
+        uri == self.redirect_uri || self.allowed_redirect_uris.iter().any(|u| u == uri)
+    }
+
+    /// The variable its client secret comes from (or its `_FILE` form).
+    pub(crate) fn secret_var(&self) -> String {
+        match &self.name {
+            Some(name) => env::app_var(name, "CLIENT_SECRET"),
+            None => "SPOTIFY_CLIENT_SECRET".into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Every app, at least one: those of `SPOTIFY_APPS` in its order (the
+    /// first serves requests that name none), or the one of the single-app
+    /// settings.
+    pub(crate) apps: Vec<AppConfig>,
     /// Full URL of the token endpoint, `{base}/api/token`.
     pub(crate) token_url: String,
     /// Extra trusted root certificates (DER) from `SPOTIFY_CA_FILE`.
@@ -124,7 +163,6 @@ pub struct Config {
     pub(crate) http: http::Settings,
     pub(crate) swap_path: String,
     pub(crate) refresh_path: String,
-    pub(crate) cors: Cors,
     pub(crate) upstream_timeout: Duration,
     /// `LOG_LEVEL`: the most verbose records logged.
     pub log_level: LevelFilter,
@@ -156,7 +194,9 @@ impl Config {
             .iter()
             .filter_map(|setting| setting.apply(&env, &mut draft).err())
             .collect();
+        errors.extend(apps::read(&env, &mut draft));
         errors.extend(draft.settle(&env));
+        errors.extend(apps::settle(&draft));
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -168,9 +208,13 @@ impl Config {
             .expect("every required or defaulted setting is filled or reported"))
     }
 
-    /// Whether `uri` may be sent as `redirect_uri` in a swap.
-    pub(crate) fn redirect_uri_allowed(&self, uri: &str) -> bool {
-        uri == self.redirect_uri || self.allowed_redirect_uris.iter().any(|u| u == uri)
+    /// The one app, when the single-app settings made it; `None` with
+    /// `SPOTIFY_APPS`.
+    pub(crate) fn one_app(&self) -> Option<&AppConfig> {
+        match self.apps.as_slice() {
+            [app] if app.name.is_none() => Some(app),
+            _ => None,
+        }
     }
 
     /// The effective configuration for `check-config`, one `NAME=value`
@@ -228,7 +272,7 @@ mod tests {
         assert_eq!(c.rate_limit_per_minute, 60);
         assert_eq!(c.http.max_connections_per_client, 256);
         assert_eq!(c.http.max_connections, None);
-        assert_eq!(c.cors, Cors::Off);
+        assert_eq!(c.apps[0].cors, Cors::Off);
         assert!(c.encryption_secret.is_none());
         let nets =
             |list: &[&str]| -> Vec<IpNet> { list.iter().map(|n| n.parse().unwrap()).collect() };
@@ -322,17 +366,18 @@ mod tests {
     #[test]
     fn cors_star_allows_any_origin() {
         let c = with(&[("CORS_ALLOW_ORIGINS", "*")]).unwrap();
-        assert!(c.cors.allows("https://anything.example"));
+        assert!(c.apps[0].cors.allows("https://anything.example"));
         let c = with(&[("CORS_ALLOW_ORIGINS", "https://a.example, https://b.example")]).unwrap();
-        assert!(c.cors.allows("https://b.example"));
-        assert!(!c.cors.allows("https://c.example"));
+        assert!(c.apps[0].cors.allows("https://b.example"));
+        assert!(!c.apps[0].cors.allows("https://c.example"));
     }
 
     #[test]
     fn redirect_uri_allow_list() {
         let c = with(&[("ALLOWED_REDIRECT_URIS", "other://cb,third://cb")]).unwrap();
-        assert!(c.redirect_uri_allowed("myapp://callback"));
-        assert!(c.redirect_uri_allowed("third://cb"));
-        assert!(!c.redirect_uri_allowed("evil://cb"));
+        let app = c.one_app().unwrap();
+        assert!(app.redirect_uri_allowed("myapp://callback"));
+        assert!(app.redirect_uri_allowed("third://cb"));
+        assert!(!app.redirect_uri_allowed("evil://cb"));
     }
 }

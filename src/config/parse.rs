@@ -114,6 +114,15 @@ pub(super) fn upstream_proxy(text: &str) -> Result<UpstreamProxy, Problem> {
         shown,
     })
 }
+/// A Spotify client id: it becomes the user part of HTTP Basic
+/// authentication, so it cannot hold a `:`.
+pub(super) fn client_id(text: &str) -> Result<String, Problem> {
+    if text.contains(':') {
+        return Err(Problem::ContainsColon);
+    }
+    Ok(text.to_string())
+}
+
 pub(super) fn listen_addr(text: &str) -> Result<SocketAddr, Problem> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);

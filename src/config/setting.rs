@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use super::Config;
 use super::draft::Draft;
-use super::env::{Env, Form, file_var};
+use super::env::{APPS_VAR, Env, Form, WithApps, app_pattern, file_var};
 use super::error::{ConfigError, Problem};
 
 /// One environment variable: everything parsing, `check-config` and the
@@ -41,12 +41,19 @@ pub(super) enum WhenUnset {
 impl Setting {
     /// Reads this setting from `env` into its field of `draft`.
     pub(super) fn apply(&self, env: &Env, draft: &mut Draft) -> Result<(), ConfigError> {
+        if env.get(APPS_VAR).is_some() {
+            match self.form.with_apps {
+                WithApps::Applies => {}
+                WithApps::Unread => return Ok(()),
+                WithApps::Replaced(field) => return self.refuse_beside_apps(env, field),
+            }
+        }
         let (var, text) = match env.value_of(self.name, &self.form)? {
             Some(value) => value,
             None => match self.when_unset {
                 WhenUnset::Required => {
                     return Err(ConfigError::Missing {
-                        name: self.name,
+                        name: self.name.to_string(),
                         alternatives: self.alternatives(),
                     });
                 }
@@ -55,6 +62,19 @@ impl Setting {
             },
         };
         (self.parse)(draft, &text).map_err(|problem| ConfigError::Invalid { var, problem })
+    }
+
+    /// With `SPOTIFY_APPS`, an app's setting of the single-app form is a
+    /// problem if it is set, under any of its names.
+    fn refuse_beside_apps(&self, env: &Env, field: &'static str) -> Result<(), ConfigError> {
+        let names = std::iter::once(&self.name).chain(self.form.aliases);
+        match names.copied().find(|name| env.get(name).is_some()) {
+            Some(var) => Err(ConfigError::ReplacedByApps {
+                var: var.to_string(),
+                field,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The other variables that can give this setting.
@@ -85,14 +105,33 @@ impl Setting {
         if self.form.file_form {
             let _ = write!(names, " or `{}`", file_var(name));
         }
-        let default = match self.when_unset {
-            WhenUnset::Required => "(required)".to_string(),
-            WhenUnset::Default(value) => format!("`{value}`"),
-            WhenUnset::Off(meaning) => meaning.to_string(),
+        let default = match (&self.when_unset, self.form.with_apps) {
+            (WhenUnset::Required, WithApps::Applies) => "(required)".to_string(),
+            (WhenUnset::Required, _) => format!("(required without `{APPS_VAR}`)"),
+            (WhenUnset::Default(value), _) => format!("`{value}`"),
+            (WhenUnset::Off(meaning), _) => meaning.to_string(),
         };
         let mut about = self.about.to_string();
         for alias in self.form.aliases {
             let _ = write!(about, "; `{alias}` is accepted as an alias");
+        }
+        match self.form.with_apps {
+            WithApps::Applies => {}
+            WithApps::Replaced(field) => {
+                let _ = write!(
+                    about,
+                    "; with `{APPS_VAR}`, each app's `{}` instead (see \
+                     [Several apps](#several-apps))",
+                    app_pattern(field)
+                );
+            }
+            WithApps::Unread => {
+                let _ = write!(
+                    about,
+                    "; not read when `{APPS_VAR}` is set (the shipped unit always sets \
+                     the `_FILE` form)"
+                );
+            }
         }
         let row = format!("| {names} | {default} | {about} |");
         // An empty cell is one space, as people write it.

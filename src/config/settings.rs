@@ -8,14 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::env::{Fallback, Form};
+use super::apps;
+use super::env::{APPS_VAR, Fallback, Form, WithApps, app_pattern};
 use super::error::Problem;
 use super::parse::{
-    TOKEN_PATH, at_least_one, cors, endpoint_path, ip_nets, list, listen_addr, log_level, on_off,
-    pem_certs, token_url, too_short, upstream_proxy, whole_number, whole_number_between,
+    TOKEN_PATH, at_least_one, client_id, cors, endpoint_path, ip_nets, list, listen_addr,
+    log_level, on_off, pem_certs, token_url, too_short, upstream_proxy, whole_number,
+    whole_number_between,
 };
 use super::setting::{Setting, WhenUnset, set};
-use super::{Cors, Listen};
+use super::{AppConfig, Config, Listen};
 use crate::http::IpNet;
 use crate::secret::Secret;
 
@@ -54,37 +56,53 @@ fn default_max_connections_shown(c: &super::Config) -> String {
 pub(crate) static SETTINGS: &[Setting] = &[
     Setting {
         name: "SPOTIFY_CLIENT_ID",
-        form: Form::PLAIN,
+        form: Form {
+            with_apps: WithApps::Replaced("CLIENT_ID"),
+            ..Form::PLAIN
+        },
         when_unset: WhenUnset::Required,
         about: "the Spotify app's client id",
-        parse: |d, v| {
-            // It becomes the user part of HTTP Basic authentication.
-            if v.contains(':') {
-                return Err(Problem::ContainsColon);
-            }
-            set(&mut d.client_id, v.to_string())
-        },
-        show: |c| c.client_id.clone(),
+        parse: |d, v| set(&mut d.client_id, client_id(v)?),
+        show: |c| one_app(c, "CLIENT_ID", |app| app.client_id.clone()),
     },
     Setting {
         name: "SPOTIFY_CLIENT_SECRET",
-        form: Form::SECRET,
+        form: Form {
+            with_apps: WithApps::Unread,
+            ..Form::SECRET
+        },
         when_unset: WhenUnset::Required,
         about: "the app's client secret",
         parse: |d, v| set(&mut d.client_secret, Secret::new(v)),
-        show: |c| c.client_secret.to_string(),
+        show: |c| match c.one_app() {
+            Some(app) => app.client_secret.to_string(),
+            None => format!("(not read: {APPS_VAR} is set)"),
+        },
     },
     Setting {
         name: "SPOTIFY_REDIRECT_URI",
         // The name the Ruby service used.
         form: Form {
             aliases: &["SPOTIFY_CLIENT_CALLBACK_URL"],
+            with_apps: WithApps::Replaced("REDIRECT_URI"),
             ..Form::PLAIN
         },
         when_unset: WhenUnset::Required,
         about: "the redirect URI registered for the app",
         parse: |d, v| set(&mut d.redirect_uri, v.to_string()),
-        show: |c| c.redirect_uri.clone(),
+        show: |c| one_app(c, "REDIRECT_URI", |app| app.redirect_uri.clone()),
+    },
+    Setting {
+        name: APPS_VAR,
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off("(one app)"),
+        about: "several Spotify apps on one server: their names, comma-separated (1–32 of `a-z`, \
+                `0-9` and `-`; at most 64). Each app is served at `/NAME{SWAP_PATH}` and \
+                `/NAME{REFRESH_PATH}`, or on the plain paths for a `client_id` field naming it; \
+                the first serves requests that name none. Its own settings follow, NAME \
+                upper-cased with `-` as `_` (see [Several apps](#several-apps))",
+        parse: |d, v| set(&mut d.app_names, apps::app_names(v)?),
+        show: apps::shown,
     },
     Setting {
         name: "SPOTIFY_ACCOUNTS_URL",
@@ -257,23 +275,29 @@ pub(crate) static SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "ALLOWED_REDIRECT_URIS",
-        form: Form::PLAIN,
+        form: Form {
+            with_apps: WithApps::Replaced("ALLOWED_REDIRECT_URIS"),
+            ..Form::PLAIN
+        },
         when_unset: WhenUnset::Off(""),
         about: "extra redirect URIs a client may name in `/swap` (comma-separated)",
         parse: |d, v| set(&mut d.allowed_redirect_uris, list(v)),
-        show: |c| c.allowed_redirect_uris.join(","),
+        show: |c| {
+            one_app(c, "ALLOWED_REDIRECT_URIS", |app| {
+                app.allowed_redirect_uris.join(",")
+            })
+        },
     },
     Setting {
         name: "CORS_ALLOW_ORIGINS",
-        form: Form::PLAIN,
+        form: Form {
+            with_apps: WithApps::Replaced("CORS_ALLOW_ORIGINS"),
+            ..Form::PLAIN
+        },
         when_unset: WhenUnset::Off("(CORS off)"),
         about: "comma-separated origins, or `*`",
         parse: |d, v| set(&mut d.cors, cors(v)?),
-        show: |c| match &c.cors {
-            Cors::Off => "off".into(),
-            Cors::Any => "*".into(),
-            Cors::List(origins) => origins.join(","),
-        },
+        show: |c| one_app(c, "CORS_ALLOW_ORIGINS", |app| apps::shown_cors(&app.cors)),
     },
     Setting {
         name: "UPSTREAM_TIMEOUT_SECS",
@@ -406,6 +430,15 @@ pub(crate) static SETTINGS: &[Setting] = &[
     },
 ];
 
+/// A single-app setting as `check-config` shows it: the one app's value,
+/// or with `SPOTIFY_APPS` where each app's is.
+fn one_app(c: &Config, field: &str, value: fn(&AppConfig) -> String) -> String {
+    match c.one_app() {
+        Some(app) => value(app),
+        None => format!("(per app: {})", app_pattern(field)),
+    }
+}
+
 /// Addresses and ranges as a setting lists them.
 fn joined(nets: &[IpNet]) -> String {
     let shown: Vec<String> = nets.iter().map(IpNet::to_string).collect();
@@ -420,6 +453,11 @@ pub(crate) fn settings_table() -> String {
     for setting in SETTINGS {
         table.push_str(&setting.readme_row());
         table.push('\n');
+        // Each app's own settings, one row per field, under the list of
+        // apps.
+        if setting.name == APPS_VAR {
+            table.push_str(&apps::readme_rows());
+        }
     }
     table
 }

@@ -13,6 +13,7 @@ pub(crate) fn log_and_record<H: Handler + ?Sized>(
     method: &str,
     path: &str,
     status: u16,
+    note: Option<u32>,
     started: Instant,
     client: Option<IpAddr>,
 ) {
@@ -28,7 +29,7 @@ pub(crate) fn log_and_record<H: Handler + ?Sized>(
         duration.as_millis(),
         ClientOrDash(client)
     );
-    handler.record(&Record { path, status });
+    handler.record(&Record { path, status, note });
 }
 
 /// A path as it may appear in a log line: at most 200 characters, escaped.

@@ -103,6 +103,7 @@ pub(crate) fn respond<H: Handler + ?Sized>(
         &request.method,
         &request.path,
         response.status,
+        response.note,
         started,
         request.client,
     );
@@ -125,5 +126,13 @@ pub(crate) fn reject<H: Handler + ?Sized>(
     let response = handler.decorate_error(shape, error.response());
     write_response(out, &response, 1, false, true);
     transport.queue(out);
-    log_and_record(handler, "-", "-", response.status, started, Some(peer));
+    log_and_record(
+        handler,
+        "-",
+        "-",
+        response.status,
+        None,
+        started,
+        Some(peer),
+    );
 }

@@ -10,6 +10,9 @@ pub struct Record<'a> {
     /// The request's path (`-` when the HTTP layer could not read one).
     pub path: &'a str,
     pub(crate) status: u16,
+    /// The note the handler put on its answer (`Response::note`); `None`
+    /// for the layer's own answers.
+    pub(crate) note: Option<u32>,
 }
 
 /// What the HTTP layer calls for each request.

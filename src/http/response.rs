@@ -13,6 +13,10 @@ pub struct Response {
     /// JSON unless `content_type` says otherwise; empty for 204.
     pub(crate) body: Vec<u8>,
     pub(crate) content_type: &'static str,
+    /// The handler's own note about this answer, handed back to it in the
+    /// [`Record`](super::Record) of the request (the layer does nothing
+    /// else with it); `None` unless the handler sets one.
+    pub(crate) note: Option<u32>,
 }
 
 /// Media type of every body the server writes, except `/metrics`.
@@ -26,6 +30,7 @@ impl Response {
             headers: Vec::new(),
             body,
             content_type: JSON,
+            note: None,
         }
     }
 
@@ -36,6 +41,7 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             content_type: JSON,
+            note: None,
         }
     }
 

@@ -1,26 +1,26 @@
 //! The accounts-service client: one `ureq` [`Agent`] for the whole process,
-//! its configuration, the `Authorization: Basic …` value, the token call
-//! and keep-warm.
+//! its configuration, the token call and keep-warm.
 //!
 //! One agent, so consecutive calls reuse kept-alive TLS connections; its
 //! idle pool is sized to the worker count (ureq keeps only 3 idle
-//! connections per host by default). Its connector and resolver are ours
-//! ([`super::tcp`], [`super::dns`]). The `Authorization` value is built
-//! once, and again only when `SIGHUP` brings a new secret. A call is: the
-//! back-off window ([`Backoff`]) → post the form ([`super::grant`]) →
-//! judge the answer ([`super::answer`]).
+//! connections per host by default). Every app shares it: they all call
+//! the same host, and the workers bound the calls at once whatever the
+//! number of apps. Its connector and resolver are ours ([`super::tcp`],
+//! [`super::dns`]). A call is made for one app's [`Account`] (its
+//! credentials and back-off window): the back-off window
+//! ([`super::answer::Backoff`]) → post the form with its `Authorization`
+//! ([`super::grant`]) → judge the answer ([`super::answer`]).
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use ureq::http::{Response, Uri};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, RustlsConnector};
 use ureq::{Agent, Body, Proxy};
 
-use super::answer::{self, Backoff, Call};
+use super::account::Account;
+use super::answer::{self, Call};
 use super::dns::SingleFlightResolver;
 use super::error::Error;
 use super::grant::{Grant, encode_form};
@@ -71,24 +71,16 @@ pub(crate) struct Settings<'a> {
     /// Most calls running at once (the worker count): the idle pool keeps
     /// as many connections.
     pub(crate) concurrent_calls: usize,
-    /// The app's client id and secret, for the `Authorization` header.
-    pub(crate) client_id: &'a str,
-    /// See `client_id`.
-    pub(crate) client_secret: &'a Secret,
     /// `UPSTREAM_PROXY`: an HTTP proxy's URL (credentials may be in it),
     /// checked to parse when the settings were read; `None`: direct.
     pub(crate) proxy: Option<&'a Secret>,
 }
 
-/// The accounts-service client, shared by all workers.
+/// The accounts-service client, shared by all workers and all apps.
 pub(crate) struct Client {
     agent: Agent,
     /// The token endpoint, parsed once instead of on every call.
     token_uri: Uri,
-    /// `Basic base64(id:secret)`; replaced when SIGHUP brings a new secret.
-    basic_auth: RwLock<Arc<Secret>>,
-    /// Open after Spotify answered 429, until its `Retry-After` passes.
-    backoff: Backoff,
     /// When the last token call and the last call of any kind were made.
     activity: Mutex<Activity>,
 }
@@ -100,17 +92,12 @@ struct Activity {
 }
 
 impl Client {
-    /// Builds the agent and the `Authorization` value once.
+    /// Builds the agent once.
     pub(crate) fn new(settings: &Settings<'_>) -> Client {
         Client {
             agent: agent(settings),
             token_uri: Uri::try_from(settings.token_url)
                 .expect("the token URL is checked to parse when the settings are read"),
-            basic_auth: RwLock::new(Arc::new(basic_auth(
-                settings.client_id,
-                settings.client_secret,
-            ))),
-            backoff: Backoff::default(),
             activity: Mutex::new(Activity {
                 last_token_call: None,
                 last_call: None,
@@ -118,18 +105,13 @@ impl Client {
         }
     }
 
-    /// Uses a new client secret from now on (SIGHUP).
-    pub(crate) fn set_client_secret(&self, client_id: &str, secret: &Secret) {
-        *self.basic_auth.write().unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(basic_auth(client_id, secret));
-    }
-
-    /// Calls the token endpoint, unless Spotify's back-off window is open.
-    /// The [`Call`] carries Spotify's answer to pass on (200 or 4xx) or the
-    /// [`Error`], and what there is to count.
-    pub(crate) fn call(&self, grant: &Grant<'_>) -> Call {
+    /// Calls the token endpoint for `account`'s app, unless Spotify's
+    /// back-off window for it is open. The [`Call`] carries Spotify's
+    /// answer to pass on (200 or 4xx) or the [`Error`], and what there is
+    /// to count.
+    pub(crate) fn call(&self, account: &Account, grant: &Grant<'_>) -> Call {
         let started = Instant::now();
-        if let Some(secs) = self.backoff.remaining() {
+        if let Some(secs) = account.backoff.remaining() {
             return Call {
                 result: Err(Error::Backoff {
                     retry_after_secs: secs.max(1),
@@ -139,8 +121,8 @@ impl Client {
         }
         self.note_token_call();
         let result = self
-            .post(grant)
-            .and_then(|response| answer::judge(response, &self.backoff));
+            .post(account, grant)
+            .and_then(|response| answer::judge(response, &account.backoff));
         Call {
             result,
             duration: Some(started.elapsed()),
@@ -149,9 +131,9 @@ impl Client {
 
     /// Posts the grant's form with the app's credentials; the response
     /// head is in, its body not read yet.
-    fn post(&self, grant: &Grant<'_>) -> Result<Response<Body>, Error> {
+    fn post(&self, account: &Account, grant: &Grant<'_>) -> Result<Response<Body>, Error> {
         let form = encode_form(grant);
-        let auth = Arc::clone(&self.basic_auth.read().unwrap_or_else(|e| e.into_inner()));
+        let auth = account.authorization();
         self.agent
             .post(self.token_uri.clone())
             .header("Authorization", auth.expose())
@@ -264,12 +246,6 @@ fn tls_config(extra_roots: &[Vec<u8>]) -> TlsConfig {
     tls.build()
 }
 
-/// The `Authorization` value for the token endpoint.
-fn basic_auth(client_id: &str, secret: &Secret) -> Secret {
-    let credentials = format!("{client_id}:{}", secret.expose());
-    Secret::new(format!("Basic {}", STANDARD.encode(credentials)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,8 +281,6 @@ mod tests {
             extra_roots: &[],
             timeout: Duration::from_secs(10),
             concurrent_calls: 32,
-            client_id: "cid",
-            client_secret: &Secret::new("topsecret"),
             proxy: None,
         })
     }

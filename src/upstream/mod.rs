@@ -2,18 +2,19 @@
 //! this grant to the token endpoint" and "here is the answer to pass on, or
 //! the one typed [`Error`] saying why there is none".
 //!
-//! It owns the one `ureq` agent and its connection pool, the app's
-//! `Authorization` header, the local back-off window a Spotify 429 opens,
-//! keep-warm requests, the host-name resolver and the TCP layer under TLS.
-//! It names nothing of the rest of the crate but
-//! [`Secret`](crate::secret::Secret): the routes build it from a small
-//! [`Settings`], call it with a [`Grant`], and turn the
+//! It owns the one `ureq` agent and its connection pool, shared by every
+//! app, keep-warm requests, the host-name resolver and the TCP layer under
+//! TLS; each app's [`Account`] holds its `Authorization` header and the
+//! local back-off window a Spotify 429 opens for its client id. It names
+//! nothing of the rest of the crate but [`Secret`](crate::secret::Secret):
+//! the routes build it from a small [`Settings`] and an account per app,
+//! call it with an account and a [`Grant`], and turn the
 //! [`Call`](answer::Call) it returns into a response.
 //!
 //! One file per step, arrows only downward:
 //!
-//! - `client.rs`: the agent, its configuration, Basic auth, the call,
-//!   keep-warm;
+//! - `client.rs`: the agent, its configuration, the call, keep-warm;
+//! - `account.rs`: one app's Basic auth and back-off window;
 //! - `grant.rs`: what is asked for, as the form body;
 //! - `answer.rs`: reading and judging the response; the 429 rule and the
 //!   back-off window;
@@ -32,6 +33,7 @@
 //! `Cargo.lock` holds, and an upgrade is a deliberate change made here
 //! (docs/design.md, "Why ureq is pinned").
 
+mod account;
 mod answer;
 mod client;
 mod date;
@@ -40,6 +42,7 @@ mod error;
 mod grant;
 mod tcp;
 
+pub(crate) use account::Account;
 pub(crate) use answer::{Answer, RateLimitReason};
 pub(crate) use client::{Client, KEEP_WARM_INTERVAL, Settings};
 pub(crate) use error::{Error, FailureKind};

@@ -14,6 +14,10 @@
 //! or `google-chrome`. Without one, the browser tests print a SKIPPED line
 //! and pass — unless `CI` or `STS_REQUIRE_BROWSER` is set, where they fail.
 //!
+//! Several apps (`SPOTIFY_APPS`): the page reads the answers of an app that
+//! allows its origin and not those of one that does not, and names its app
+//! by `client_id` on the plain path (raw sockets: `apps.rs`).
+//!
 //! Raw sockets: the preflight's and real responses' headers, a disallowed
 //! origin, and CORS off.
 
@@ -57,15 +61,26 @@ enum Body {
 /// A page that POSTs `code` to `target` and writes `STATUS <n> <body>` or
 /// `ERROR <name>: <message>` into `<pre id="out">`.
 fn page(target: &str, body: Body, code: &str) -> String {
+    page_with(target, body, &[("code", code)])
+}
+
+/// A page that POSTs `fields` to `target`, as [`page`] does.
+fn page_with(target: &str, body: Body, fields: &[(&str, &str)]) -> String {
     let (content_type, payload) = match body {
         Body::Form => (
             "application/x-www-form-urlencoded",
-            support::form_body(&[("code", code)]),
+            support::form_body(fields),
         ),
-        Body::Json => (
-            "application/json",
-            serde_json::json!({ "code": code }).to_string(),
-        ),
+        Body::Json => {
+            let object: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).into()))
+                .collect();
+            (
+                "application/json",
+                serde_json::Value::Object(object).to_string(),
+            )
+        }
     };
     // serde_json string literals are valid JavaScript string literals.
     let js = |s: &str| serde_json::Value::from(s).to_string();
@@ -478,6 +493,105 @@ fn browser_json_post_fails_at_the_preflight_with_cors_off() {
         scene.server.stderr()
     );
     assert_eq!(scene.mock.request_count(), 0, "the POST reached Spotify");
+}
+
+// ---------------------------------------------------------------------------
+// Several apps, in the browser
+// ---------------------------------------------------------------------------
+
+/// Two apps: `music` (the first) allows only `https://music.example`, `tv`
+/// the page's origin. A page server, a mock knowing both, the server.
+fn two_apps() -> (PageServer, MockSpotify, ServerProc) {
+    let pages = PageServer::start();
+    let mock = MockSpotify::start("music-id", "music-secret", "music://cb");
+    mock.add_client("tv-id", "tv-secret", "tv://cb");
+    let origin = pages.origin();
+    let accounts = mock.base_url();
+    let server = ServerProc::start(&[
+        ("SPOTIFY_APPS", "music,tv"),
+        ("SPOTIFY_APP_MUSIC_CLIENT_ID", "music-id"),
+        ("SPOTIFY_APP_MUSIC_CLIENT_SECRET", "music-secret"),
+        ("SPOTIFY_APP_MUSIC_REDIRECT_URI", "music://cb"),
+        (
+            "SPOTIFY_APP_MUSIC_CORS_ALLOW_ORIGINS",
+            "https://music.example",
+        ),
+        ("SPOTIFY_APP_TV_CLIENT_ID", "tv-id"),
+        ("SPOTIFY_APP_TV_CLIENT_SECRET", "tv-secret"),
+        ("SPOTIFY_APP_TV_REDIRECT_URI", "tv://cb"),
+        ("SPOTIFY_APP_TV_CORS_ALLOW_ORIGINS", &origin),
+        ("SPOTIFY_ACCOUNTS_URL", &accounts),
+        ("WORKER_THREADS", "4"),
+    ]);
+    (pages, mock, server)
+}
+
+#[test]
+fn browser_reads_the_answers_of_the_app_that_allows_its_origin_and_not_the_others() {
+    let Some(chromium) = chromium_or_skip(
+        "browser_reads_the_answers_of_the_app_that_allows_its_origin_and_not_the_others",
+    ) else {
+        return;
+    };
+    let (pages, mock, server) = two_apps();
+    mock.add_code_for("tv-id", "tv-code");
+    mock.add_code_for("music-id", "music-code");
+    let url = format!("{}/", pages.origin());
+
+    pages.set_page(page(
+        &format!("http://{}/tv/swap", server.addr()),
+        Body::Form,
+        "tv-code",
+    ));
+    let tv = run_page(&chromium, &url);
+    pages.set_page(page(
+        &format!("http://{}/music/swap", server.addr()),
+        Body::Form,
+        "music-code",
+    ));
+    let music = run_page(&chromium, &url);
+
+    assert!(tv.starts_with("STATUS 200 "), "{tv}\n{}", server.stderr());
+    assert!(tv.contains(r#""access_token":"access-tv-code""#), "{tv}");
+    assert!(music.starts_with("ERROR TypeError"), "{music}");
+    assert!(!music.contains("access-music-code"), "{music}");
+    // The form POST was sent and answered all the same.
+    assert!(
+        server.wait_for_stderr("POST /music/swap 200", LOG_TIMEOUT),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(mock.request_count(), 2);
+}
+
+#[test]
+fn browser_names_its_app_by_client_id_in_a_preflighted_json_post_to_the_plain_path() {
+    let Some(chromium) = chromium_or_skip(
+        "browser_names_its_app_by_client_id_in_a_preflighted_json_post_to_the_plain_path",
+    ) else {
+        return;
+    };
+    let (pages, mock, server) = two_apps();
+    mock.add_code_for("tv-id", "tv-json");
+    pages.set_page(page_with(
+        &format!("http://{}/swap", server.addr()),
+        Body::Json,
+        &[("code", "tv-json"), ("client_id", "tv-id")],
+    ));
+
+    let out = run_page(&chromium, &format!("{}/", pages.origin()));
+
+    assert!(out.starts_with("STATUS 200 "), "{out}\n{}", server.stderr());
+    assert!(out.contains(r#""access_token":"access-tv-json""#), "{out}");
+    let logs = server.stderr();
+    let preflight = logs.find("OPTIONS /swap 204");
+    let post = logs.find("POST /swap 200");
+    assert!(
+        preflight.is_some() && preflight < post,
+        "no preflight before the POST:\n{logs}"
+    );
+    let caller = mock.last_request().and_then(|r| r.basic_client_id());
+    assert_eq!(caller.as_deref(), Some("tv-id"));
 }
 
 // ---------------------------------------------------------------------------

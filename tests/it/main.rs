@@ -28,6 +28,7 @@
 mod support;
 
 mod adversarial;
+mod apps;
 mod browser;
 mod cli;
 mod clients;

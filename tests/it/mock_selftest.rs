@@ -182,6 +182,63 @@ fn mock_refreshes_with_and_without_rotation() {
     );
 }
 
+/// Several apps: each authenticates with its own secret, and a code or a
+/// refresh token issued to one is no use with another's credentials.
+#[test]
+fn mock_authenticates_each_app_by_its_own_secret_and_keeps_their_grants_apart() {
+    let mock = start_mock();
+    mock.add_client("tv-id", "tv-secret", "tv://cb");
+    mock.add_code_for("tv-id", "tv-code");
+    mock.add_refresh_token_for("tv-id", "tv-refresh");
+    mock.add_code("first-code");
+    let tv = mock.basic_auth_for("tv-id");
+    let first = mock.basic_auth();
+    let post = |auth: &str, fields: &[(&str, &str)]| {
+        request(mock.addr(), &token_request(auth, fields, true))
+    };
+    let tv_swap = [
+        ("grant_type", "authorization_code"),
+        ("code", "tv-code"),
+        ("redirect_uri", "tv://cb"),
+    ];
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "tv-refresh"),
+    ];
+
+    // Another app's secret with this app's id is no client at all.
+    let wrong = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "tv-id:x")
+    );
+    assert_eq!(post(&wrong, &tv_swap).json()["error"], "invalid_client");
+    // The first app's credentials with the tv app's code and token.
+    assert_eq!(post(&first, &tv_swap).json()["error"], "invalid_grant");
+    assert_eq!(post(&first, &refresh).json()["error"], "invalid_grant");
+    // The tv app's redirect URI is not the first app's.
+    let first_swap_with_tv_uri = [
+        ("grant_type", "authorization_code"),
+        ("code", "first-code"),
+        ("redirect_uri", "tv://cb"),
+    ];
+    assert_eq!(
+        post(&first, &first_swap_with_tv_uri).json()["error_description"],
+        "Invalid redirect URI"
+    );
+    // Each with its own: 200.
+    assert_eq!(post(&tv, &tv_swap).status, 200);
+    assert_eq!(post(&tv, &refresh).status, 200);
+    assert_eq!(post(&first, &swap_fields("first-code")).status, 200);
+    let ids: Vec<Option<String>> = mock
+        .requests()
+        .iter()
+        .map(|r| r.basic_client_id())
+        .collect();
+    assert_eq!(ids[0].as_deref(), Some("tv-id"));
+    assert_eq!(ids[1].as_deref(), Some(CLIENT_ID));
+    assert_eq!(ids.last().cloned().flatten().as_deref(), Some(CLIENT_ID));
+}
+
 #[test]
 fn mock_keeps_connections_alive_and_records_their_ids() {
     let _timed = timed();

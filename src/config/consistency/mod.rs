@@ -8,8 +8,10 @@
 //! - **The README's configuration table** is exactly [`settings_table`].
 //! - **Every variable named** — a word of capitals, digits and `_` that has
 //!   a `_` or is followed by `=` — in the README, `env.example` or a unit
-//!   is a setting, an alias, a `_FILE` form or a fallback of one, or one of
-//!   [`NOT_SETTINGS`], which says why each is there.
+//!   is a setting, an alias, a `_FILE` form or a fallback of one, an app's
+//!   setting (`SPOTIFY_APP_TV_CLIENT_ID`, or the pattern
+//!   `SPOTIFY_APP_<NAME>_…`), or one of [`NOT_SETTINGS`], which says why
+//!   each is there.
 //! - **`env.example`**: a line `NAME=value` sets a variable; a line
 //!   `#NAME=value` (`#` right before the name) is commented out and shows
 //!   what applies while it stays so: for a setting with a default, exactly
@@ -41,6 +43,7 @@
 
 mod text;
 
+use super::apps::is_app_variable;
 use super::setting::Setting;
 use super::settings::{DEFAULT_LISTEN_ADDR, SETTINGS, settings_table};
 use text::{
@@ -128,7 +131,8 @@ fn documents_name_only_settings() {
     for doc in [README, ENV_EXAMPLE, SERVICE, SOCKET].map(Doc::read) {
         for (n, line) in doc.lines() {
             for word in variables(line) {
-                if owner(word).is_none() && !NOT_SETTINGS.iter().any(|(name, _)| *name == word) {
+                let named = owner(word).is_some() || is_app_variable(word);
+                if !named && !NOT_SETTINGS.iter().any(|(name, _)| *name == word) {
                     problems.push(format!(
                         "{}:{n}: names {word}, which is no setting (nor an alias, `_FILE` form \
                          or fallback of one): write the setting it means, or add it to \

@@ -9,7 +9,11 @@
 //! `POST /api/token` the way Spotify answers it: client authentication by
 //! `Authorization: Basic`, single-use authorization codes, PKCE verifiers,
 //! redirect-URI checks, refresh tokens (optionally rotated), and Spotify's
-//! OAuth error bodies. Tests can script misbehaviour — odd statuses, raw
+//! OAuth error bodies. It knows one app (client id) from the start and may
+//! learn more ([`MockSpotify::add_client`]): each authenticates with its own
+//! secret, and codes, refresh tokens and redirect URIs belong to one app —
+//! what one app's credentials present of another's is refused, as Spotify
+//! does. Tests can script misbehaviour — odd statuses, raw
 //! bytes, hangs, truncated, huge or endless bodies — with [`Reply`], either
 //! for the next requests ([`MockSpotify::push_reply`]) or for all of them
 //! ([`MockSpotify::set_default_reply`]).
@@ -283,6 +287,16 @@ impl Recorded {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The client id of its `Authorization: Basic` header, whatever the
+    /// secret.
+    pub fn basic_client_id(&self) -> Option<String> {
+        let (scheme, encoded) = self.header("authorization")?.split_once(' ')?;
+        let decoded = STANDARD.decode(encoded.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (id, _) = text.split_once(':')?;
+        scheme.eq_ignore_ascii_case("basic").then(|| id.to_owned())
+    }
+
     /// The first value of form field `name`.
     pub fn field(&self, name: &str) -> Option<&str> {
         self.form
@@ -319,12 +333,12 @@ struct Shared {
 /// Everything the emulation knows; guarded by one mutex that is never held
 /// across I/O.
 struct State {
-    client_id: String,
-    client_secret: String,
-    redirect_uris: Vec<String>,
-    codes: HashMap<String, AuthGrant>,
-    /// Live refresh token → its scope.
-    refresh_tokens: HashMap<String, String>,
+    /// Every app the mock knows; the first is the one it started with.
+    clients: Vec<Client>,
+    /// Authorization code → the client id it was issued to, and its grant.
+    codes: HashMap<String, (String, AuthGrant)>,
+    /// Live refresh token → the client id it was issued to, and its scope.
+    refresh_tokens: HashMap<String, (String, String)>,
     rotate_refresh_tokens: bool,
     /// Counts refreshes, to give each one distinct tokens.
     refreshes: u64,
@@ -335,6 +349,13 @@ struct State {
     requests: Vec<Recorded>,
     /// Every connection accepted, in order: `connections[id - 1]`.
     connections: Vec<Connection>,
+}
+
+/// One app as the mock knows it.
+struct Client {
+    id: String,
+    secret: String,
+    redirect_uris: Vec<String>,
 }
 
 impl Shared {
@@ -402,9 +423,11 @@ impl MockSpotify {
             stopping: AtomicBool::new(false),
             tls,
             state: Mutex::new(State {
-                client_id: client_id.to_owned(),
-                client_secret: client_secret.to_owned(),
-                redirect_uris: vec![redirect_uri.to_owned()],
+                clients: vec![Client {
+                    id: client_id.to_owned(),
+                    secret: client_secret.to_owned(),
+                    redirect_uris: vec![redirect_uri.to_owned()],
+                }],
                 codes: HashMap::new(),
                 refresh_tokens: HashMap::new(),
                 rotate_refresh_tokens: false,
@@ -444,11 +467,32 @@ impl MockSpotify {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// The `Authorization` header value the mock accepts.
+    /// The `Authorization` header value the mock accepts for the app it
+    /// started with.
     pub fn basic_auth(&self) -> String {
+        let id = self.shared.state().clients[0].id.clone();
+        self.basic_auth_for(&id)
+    }
+
+    /// The `Authorization` header value the mock accepts for `client_id`.
+    ///
+    /// # Panics
+    /// If the mock does not know `client_id`.
+    pub fn basic_auth_for(&self, client_id: &str) -> String {
         let state = self.shared.state();
-        let credentials = format!("{}:{}", state.client_id, state.client_secret);
+        let client = state.client(client_id);
+        let credentials = format!("{}:{}", client.id, client.secret);
         format!("Basic {}", STANDARD.encode(credentials))
+    }
+
+    /// Knows another app: `client_id:client_secret` authenticate it, and
+    /// `redirect_uri` is its redirect URI.
+    pub fn add_client(&self, client_id: &str, client_secret: &str, redirect_uri: &str) {
+        self.shared.state().clients.push(Client {
+            id: client_id.to_owned(),
+            secret: client_secret.to_owned(),
+            redirect_uris: vec![redirect_uri.to_owned()],
+        });
     }
 
     /// Registers `code` with the default grant of [`AuthGrant::for_code`].
@@ -456,27 +500,64 @@ impl MockSpotify {
         self.add_grant(code, AuthGrant::for_code(code));
     }
 
+    /// Registers `code`, issued to the app `client_id`, with the default
+    /// grant.
+    pub fn add_code_for(&self, client_id: &str, code: &str) {
+        self.shared.state().codes.insert(
+            code.to_owned(),
+            (client_id.to_owned(), AuthGrant::for_code(code)),
+        );
+    }
+
     /// Registers `code` with the default grant plus a PKCE `verifier`.
     pub fn add_pkce_code(&self, code: &str, verifier: &str) {
         self.add_grant(code, AuthGrant::for_code(code).with_verifier(verifier));
     }
 
-    /// Registers `code` as exchangeable (once) for `grant`.
+    /// Registers `code` as exchangeable (once) for `grant`, by the app the
+    /// mock started with.
     pub fn add_grant(&self, code: &str, grant: AuthGrant) {
-        self.shared.state().codes.insert(code.to_owned(), grant);
+        let mut state = self.shared.state();
+        let id = state.clients[0].id.clone();
+        state.codes.insert(code.to_owned(), (id, grant));
     }
 
-    /// Accepts `uri` as a `redirect_uri` too.
+    /// Accepts `uri` as a `redirect_uri` too, for the app the mock started
+    /// with.
     pub fn allow_redirect_uri(&self, uri: &str) {
-        self.shared.state().redirect_uris.push(uri.to_owned());
+        self.shared.state().clients[0]
+            .redirect_uris
+            .push(uri.to_owned());
     }
 
-    /// Makes `token` a live refresh token with [`DEFAULT_SCOPE`].
+    /// Accepts `uri` as a `redirect_uri` too, for the app `client_id`.
+    ///
+    /// # Panics
+    /// If the mock does not know `client_id`.
+    pub fn allow_redirect_uri_for(&self, client_id: &str, uri: &str) {
+        let mut state = self.shared.state();
+        let client = state
+            .clients
+            .iter_mut()
+            .find(|c| c.id == client_id)
+            .unwrap_or_else(|| panic!("mock Spotify: no client {client_id}"));
+        client.redirect_uris.push(uri.to_owned());
+    }
+
+    /// Makes `token` a live refresh token with [`DEFAULT_SCOPE`], of the
+    /// app the mock started with.
     pub fn add_refresh_token(&self, token: &str) {
-        self.shared
-            .state()
-            .refresh_tokens
-            .insert(token.to_owned(), DEFAULT_SCOPE.to_owned());
+        let id = self.shared.state().clients[0].id.clone();
+        self.add_refresh_token_for(&id, token);
+    }
+
+    /// Makes `token` a live refresh token with [`DEFAULT_SCOPE`], of the
+    /// app `client_id`.
+    pub fn add_refresh_token_for(&self, client_id: &str, token: &str) {
+        self.shared.state().refresh_tokens.insert(
+            token.to_owned(),
+            (client_id.to_owned(), DEFAULT_SCOPE.to_owned()),
+        );
     }
 
     /// When on, every refresh issues a new refresh token
@@ -1244,9 +1325,9 @@ impl State {
                 &[("Allow", "POST")],
             );
         }
-        if !self.client_authenticated(req.header("authorization")) {
+        let Some(client) = self.client_authenticated(req.header("authorization")) else {
             return oauth_error("invalid_client", "Invalid client");
-        }
+        };
         if !req.header("content-type").is_some_and(is_form_content_type) {
             return oauth_error(
                 "invalid_request",
@@ -1254,8 +1335,8 @@ impl State {
             );
         }
         match req.field("grant_type") {
-            Some("authorization_code") => self.exchange_code(req),
-            Some("refresh_token") => self.refresh(req),
+            Some("authorization_code") => self.exchange_code(req, &client),
+            Some("refresh_token") => self.refresh(req, &client),
             Some(_) => oauth_error(
                 "unsupported_grant_type",
                 "grant_type must be client_credentials, authorization_code or refresh_token",
@@ -1264,28 +1345,44 @@ impl State {
         }
     }
 
-    fn client_authenticated(&self, header: Option<&str>) -> bool {
-        let Some((scheme, encoded)) = header.and_then(|h| h.split_once(' ')) else {
-            return false;
-        };
-        let expected = format!("{}:{}", self.client_id, self.client_secret);
-        scheme.eq_ignore_ascii_case("basic")
-            && STANDARD
-                .decode(encoded.trim())
-                .is_ok_and(|decoded| decoded == expected.as_bytes())
+    /// The app `client`.
+    ///
+    /// # Panics
+    /// If the mock does not know it (a test's mistake).
+    fn client(&self, client_id: &str) -> &Client {
+        self.clients
+            .iter()
+            .find(|c| c.id == client_id)
+            .unwrap_or_else(|| panic!("mock Spotify: no client {client_id}"))
     }
 
-    fn exchange_code(&mut self, req: &Recorded) -> Reply {
+    /// The client id the `Authorization: Basic` header authenticates: a
+    /// known app's id with that app's secret.
+    fn client_authenticated(&self, header: Option<&str>) -> Option<String> {
+        let (scheme, encoded) = header.and_then(|h| h.split_once(' '))?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = STANDARD.decode(encoded.trim()).ok()?;
+        self.clients
+            .iter()
+            .find(|c| decoded == format!("{}:{}", c.id, c.secret).as_bytes())
+            .map(|c| c.id.clone())
+    }
+
+    fn exchange_code(&mut self, req: &Recorded, client: &str) -> Reply {
         let invalid_code = || oauth_error("invalid_grant", "Invalid authorization code");
         let Some(code) = req.field("code") else {
             return invalid_code();
         };
-        let Some(grant) = self.codes.get(code) else {
+        // A code issued to another app is no code of this one.
+        let Some((_, grant)) = self.codes.get(code).filter(|(owner, _)| owner == client) else {
             return invalid_code();
         };
+        let redirect_uris = &self.client(client).redirect_uris;
         let redirect_ok = req
             .field("redirect_uri")
-            .is_some_and(|uri| self.redirect_uris.iter().any(|allowed| allowed == uri));
+            .is_some_and(|uri| redirect_uris.iter().any(|allowed| allowed == uri));
         if !redirect_ok {
             return oauth_error("invalid_grant", "Invalid redirect URI");
         }
@@ -1296,7 +1393,7 @@ impl State {
         }
         // Codes are single-use; a failed attempt above leaves the code live
         // so a test can retry with corrected parameters.
-        let Some(grant) = self.codes.remove(code) else {
+        let Some((_, grant)) = self.codes.remove(code) else {
             return invalid_code();
         };
         let mut body = json!({
@@ -1306,18 +1403,21 @@ impl State {
             "scope": grant.scope,
         });
         if let Some(refresh_token) = grant.refresh_token {
-            self.refresh_tokens
-                .insert(refresh_token.clone(), grant.scope.clone());
+            self.refresh_tokens.insert(
+                refresh_token.clone(),
+                (client.to_owned(), grant.scope.clone()),
+            );
             body["refresh_token"] = Value::String(refresh_token);
         }
         Reply::json(200, &body.to_string())
     }
 
-    fn refresh(&mut self, req: &Recorded) -> Reply {
+    fn refresh(&mut self, req: &Recorded, client: &str) -> Reply {
         let Some((token, scope)) = req
             .field("refresh_token")
             .and_then(|token| self.refresh_tokens.get_key_value(token))
-            .map(|(token, scope)| (token.clone(), scope.clone()))
+            .filter(|(_, (owner, _))| owner == client)
+            .map(|(token, (_, scope))| (token.clone(), scope.clone()))
         else {
             return oauth_error("invalid_grant", "Invalid refresh token");
         };
@@ -1332,7 +1432,8 @@ impl State {
         if self.rotate_refresh_tokens {
             let rotated = format!("refresh-rotated-{n}");
             self.refresh_tokens.remove(&token);
-            self.refresh_tokens.insert(rotated.clone(), scope);
+            self.refresh_tokens
+                .insert(rotated.clone(), (client.to_owned(), scope));
             body["refresh_token"] = Value::String(rotated);
         }
         Reply::json(200, &body.to_string())
