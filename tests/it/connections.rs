@@ -848,6 +848,12 @@ fn clients_that_never_read_their_answers_do_not_hold_workers() {
     const HOGS: u8 = 2;
     // Bounded: 64 MiB of requests each at most.
     const MOST_BYTES: usize = 64 * 1024 * 1024;
+    // With TCP_NODELAY the answers go out as small segments, and the
+    // kernel of a client that never reads keeps opening its window a
+    // little (collapsing its queue), so the server may go on taking
+    // requests at a trickle long after its buffers are full: stop
+    // writing after this long whatever happens.
+    const FILL_TIME: Duration = Duration::from_secs(3);
     let mock = start_mock();
     let server = start(&mock, false, &[("WORKER_THREADS", "2")]);
     let addr = server.addr();
@@ -859,8 +865,13 @@ fn clients_that_never_read_their_answers_do_not_hold_workers() {
             .expect("write timeout");
         let batch = raw_get("/health").repeat(256);
         let mut sent = 0;
-        // Write until a write blocks for 1 s: the server stopped reading.
+        // Write until a write blocks for 1 s (the server stopped reading),
+        // or for FILL_TIME.
+        let filling = Instant::now();
         let stalled = loop {
+            if filling.elapsed() >= FILL_TIME {
+                break false;
+            }
             match sock.write(&batch) {
                 Ok(n) => sent += n,
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
