@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use super::draft::{AppDraft, Draft};
 use super::env::{APP_PREFIX, APPS_VAR, Env, Form, app_pattern, app_var, file_var};
 use super::error::{ConfigError, Problem};
-use super::parse::{client_id, cors, list};
+use super::parse::{client_id, cors, join_uris, list, redirect_uri, redirect_uris};
 use super::setting::{WhenUnset, set};
 use super::{AppConfig, Config, Cors};
 use crate::secret::Secret;
@@ -76,16 +76,16 @@ pub(crate) static APP_SETTINGS: &[AppSetting] = &[
         form: Form::PLAIN,
         when_unset: WhenUnset::Required,
         about: "the redirect URI registered for that app",
-        parse: |d, v| set(&mut d.redirect_uri, v.to_string()),
-        show: |app| app.redirect_uri.clone(),
+        parse: |d, v| set(&mut d.redirect_uri, redirect_uri(v)?),
+        show: |app| app.redirect_uri.to_string(),
     },
     AppSetting {
         field: "ALLOWED_REDIRECT_URIS",
         form: Form::PLAIN,
         when_unset: WhenUnset::Off(""),
         about: "extra redirect URIs a client of that app may name in a swap (comma-separated)",
-        parse: |d, v| set(&mut d.allowed_redirect_uris, list(v)),
-        show: |app| app.allowed_redirect_uris.join(","),
+        parse: |d, v| set(&mut d.allowed_redirect_uris, redirect_uris(v)?),
+        show: |app| join_uris(&app.allowed_redirect_uris),
     },
     AppSetting {
         field: "CORS_ALLOW_ORIGINS",

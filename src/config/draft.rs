@@ -11,6 +11,7 @@ use log::LevelFilter;
 
 use super::env::Env;
 use super::error::ConfigError;
+use super::redirect::RedirectUri;
 use super::{AppConfig, Config, Cors, Listen, TlsFiles, UpstreamProxy};
 use crate::http::{self, IpNet};
 use crate::secret::Secret;
@@ -21,8 +22,8 @@ use crate::secret::Secret;
 pub(crate) struct Draft {
     pub(super) client_id: Option<String>,
     pub(super) client_secret: Option<Secret>,
-    pub(super) redirect_uri: Option<String>,
-    pub(super) allowed_redirect_uris: Option<Vec<String>>,
+    pub(super) redirect_uri: Option<RedirectUri>,
+    pub(super) allowed_redirect_uris: Option<Vec<RedirectUri>>,
     /// `SPOTIFY_APPS`: the apps' names.
     pub(super) app_names: Option<Vec<String>>,
     /// Each app of `SPOTIFY_APPS`, as its own variables gave it.
@@ -60,8 +61,8 @@ pub(crate) struct AppDraft {
     pub(super) name: String,
     pub(super) client_id: Option<String>,
     pub(super) client_secret: Option<Secret>,
-    pub(super) redirect_uri: Option<String>,
-    pub(super) allowed_redirect_uris: Option<Vec<String>>,
+    pub(super) redirect_uri: Option<RedirectUri>,
+    pub(super) allowed_redirect_uris: Option<Vec<RedirectUri>>,
     pub(super) cors: Option<Cors>,
 }
 

@@ -216,7 +216,7 @@ mod tests {
             ("SPOTIFY_CLIENT_CALLBACK_URL", "myapp://cb"),
         ])
         .unwrap();
-        assert_eq!(c.apps[0].redirect_uri, "myapp://cb");
+        assert_eq!(c.apps[0].redirect_uri.as_str(), "myapp://cb");
     }
 
     #[test]

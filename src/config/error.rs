@@ -6,6 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::redirect::Refusal;
 use crate::secret::MIN_ENCRYPTION_SECRET_CHARS;
 
 /// One configuration problem. `Display` names the variable and, for a
@@ -78,6 +79,8 @@ pub(crate) enum Problem {
     NotPath(String),
     ReservedPath(String),
     NotOrigins(Vec<String>),
+    /// Redirect URIs Spotify would refuse, each with why.
+    RedirectRefused(Vec<(String, Refusal)>),
     NotIpRanges(Vec<String>),
     NotLogLevel(String),
     NotOnOff(String),
@@ -185,6 +188,16 @@ fn write_problem(f: &mut fmt::Formatter<'_>, var: &str, problem: &Problem) -> fm
         Problem::NotHostPort(t) => write!(f, "{var}: '{t}' is not a host:port address"),
         Problem::NotPath(t) => write!(f, "{var}: '{t}' must be a path starting with '/'"),
         Problem::ReservedPath(t) => write!(f, "{var}: '{t}' is reserved for the server itself"),
+        Problem::RedirectRefused(items) => {
+            write!(f, "{var}: ")?;
+            for (i, (uri, refusal)) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str("; ")?;
+                }
+                write_refusal(f, uri, refusal)?;
+            }
+            Ok(())
+        }
         Problem::NotOrigins(items) => match items.as_slice() {
             [one] => write!(f, "{var}: '{one}' is not an origin {ORIGIN}"),
             many => write!(f, "{var}: {} are not origins {ORIGIN}", quoted(many)),
@@ -217,6 +230,23 @@ fn write_problem(f: &mut fmt::Formatter<'_>, var: &str, problem: &Problem) -> fm
         Problem::TooManyApps { count, max } => {
             write!(f, "{var} lists {count} apps; at most {max}")
         }
+    }
+}
+
+/// Why Spotify would refuse one redirect URI, and what to use instead.
+fn write_refusal(f: &mut fmt::Formatter<'_>, uri: &str, refusal: &Refusal) -> fmt::Result {
+    match refusal {
+        Refusal::Localhost { instead } => write!(
+            f,
+            "'{uri}': Spotify refuses localhost in redirect URIs; use {instead} \
+             (and register that at Spotify)"
+        ),
+        Refusal::PlainHttp => write!(
+            f,
+            "'{uri}': Spotify accepts http:// redirect URIs only to 127.0.0.1 or [::1]; \
+             use https://, a custom scheme (myapp://callback) or http://127.0.0.1:PORT/…"
+        ),
+        Refusal::NotUri => write!(f, "'{uri}' is not a URI (scheme:…)"),
     }
 }
 

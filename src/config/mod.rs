@@ -35,6 +35,7 @@ mod draft;
 mod env;
 mod error;
 mod parse;
+mod redirect;
 mod setting;
 mod settings;
 
@@ -51,6 +52,7 @@ pub use error::ConfigErrors;
 
 use draft::Draft;
 use env::Env;
+use redirect::RedirectUri;
 use settings::SETTINGS;
 
 use crate::http::{self, IpNet};
@@ -114,9 +116,9 @@ pub(crate) struct AppConfig {
     pub(crate) name: Option<String>,
     pub(crate) client_id: String,
     pub(crate) client_secret: Secret,
-    pub(crate) redirect_uri: String,
+    pub(crate) redirect_uri: RedirectUri,
     /// Extra redirect URIs a client may name in a swap.
-    pub(crate) allowed_redirect_uris: Vec<String>,
+    pub(crate) allowed_redirect_uris: Vec<RedirectUri>,
     pub(crate) cors: Cors,
 }
 
@@ -124,7 +126,7 @@ impl AppConfig {
     /// Whether `uri` may be sent as `redirect_uri` in a swap for this app:
     /// the one place that decides it.
     pub(crate) fn redirect_uri_allowed(&self, uri: &str) -> bool {
-        uri == self.redirect_uri || self.allowed_redirect_uris.iter().any(|u| u == uri)
+        self.redirect_uri.matches(uri) || self.allowed_redirect_uris.iter().any(|u| u.matches(uri))
     }
 
     /// The variable its client secret comes from (or its `_FILE` form).

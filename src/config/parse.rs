@@ -11,6 +11,7 @@ use std::str::FromStr;
 use log::LevelFilter;
 
 use super::error::Problem;
+use super::redirect::RedirectUri;
 use super::{Cors, UpstreamProxy};
 use crate::http::IpNet;
 use crate::secret::{MIN_ENCRYPTION_SECRET_CHARS, Secret};
@@ -121,6 +122,36 @@ pub(super) fn client_id(text: &str) -> Result<String, Problem> {
         return Err(Problem::ContainsColon);
     }
     Ok(text.to_string())
+}
+
+/// One redirect URI Spotify accepts.
+pub(super) fn redirect_uri(text: &str) -> Result<RedirectUri, Problem> {
+    RedirectUri::parse(text)
+        .map_err(|refusal| Problem::RedirectRefused(vec![(text.into(), refusal)]))
+}
+
+/// Redirect URIs as `check-config` shows them: comma-separated.
+pub(super) fn join_uris(uris: &[RedirectUri]) -> String {
+    let texts: Vec<&str> = uris.iter().map(RedirectUri::as_str).collect();
+    texts.join(",")
+}
+
+/// Comma-separated redirect URIs Spotify accepts; every one it would refuse
+/// is named.
+pub(super) fn redirect_uris(text: &str) -> Result<Vec<RedirectUri>, Problem> {
+    let mut uris = Vec::new();
+    let mut refused = Vec::new();
+    for item in list(text) {
+        match RedirectUri::parse(&item) {
+            Ok(uri) => uris.push(uri),
+            Err(refusal) => refused.push((item, refusal)),
+        }
+    }
+    if refused.is_empty() {
+        Ok(uris)
+    } else {
+        Err(Problem::RedirectRefused(refused))
+    }
 }
 
 pub(super) fn listen_addr(text: &str) -> Result<SocketAddr, Problem> {

@@ -12,9 +12,9 @@ use super::apps;
 use super::env::{APPS_VAR, Fallback, Form, WithApps, app_pattern};
 use super::error::Problem;
 use super::parse::{
-    TOKEN_PATH, at_least_one, client_id, cors, endpoint_path, ip_nets, list, listen_addr,
-    log_level, on_off, pem_certs, token_url, too_short, upstream_proxy, whole_number,
-    whole_number_between,
+    TOKEN_PATH, at_least_one, client_id, cors, endpoint_path, ip_nets, join_uris, list,
+    listen_addr, log_level, on_off, pem_certs, redirect_uri, redirect_uris, token_url, too_short,
+    upstream_proxy, whole_number, whole_number_between,
 };
 use super::setting::{Setting, WhenUnset, set};
 use super::{AppConfig, Config, Listen};
@@ -89,8 +89,8 @@ pub(crate) static SETTINGS: &[Setting] = &[
         },
         when_unset: WhenUnset::Required,
         about: "the redirect URI registered for the app",
-        parse: |d, v| set(&mut d.redirect_uri, v.to_string()),
-        show: |c| one_app(c, "REDIRECT_URI", |app| app.redirect_uri.clone()),
+        parse: |d, v| set(&mut d.redirect_uri, redirect_uri(v)?),
+        show: |c| one_app(c, "REDIRECT_URI", |app| app.redirect_uri.to_string()),
     },
     Setting {
         name: APPS_VAR,
@@ -281,10 +281,10 @@ pub(crate) static SETTINGS: &[Setting] = &[
         },
         when_unset: WhenUnset::Off(""),
         about: "extra redirect URIs a client may name in `/swap` (comma-separated)",
-        parse: |d, v| set(&mut d.allowed_redirect_uris, list(v)),
+        parse: |d, v| set(&mut d.allowed_redirect_uris, redirect_uris(v)?),
         show: |c| {
             one_app(c, "ALLOWED_REDIRECT_URIS", |app| {
-                app.allowed_redirect_uris.join(",")
+                join_uris(&app.allowed_redirect_uris)
             })
         },
     },

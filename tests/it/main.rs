@@ -44,6 +44,7 @@ mod metrics;
 mod mock_selftest;
 mod panic_isolation;
 mod rate_limit;
+mod redirect_uris;
 mod service;
 mod slow_spotify;
 mod spotify_rules;
