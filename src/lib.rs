@@ -46,6 +46,7 @@
 
 pub mod config;
 mod cors;
+mod device;
 mod endpoints;
 mod error;
 mod exchange;
@@ -56,6 +57,7 @@ pub mod journal;
 mod lifetime;
 mod logging;
 mod metrics;
+mod pages;
 mod ratelimit;
 mod secret;
 mod service;

@@ -223,8 +223,8 @@ mod tests {
     #[test]
     fn with_public_url_the_token_paths_cannot_be_device_paths() {
         let url = ("PUBLIC_URL", "https://swap.example.org");
-        let errs = with(&[url, ("SWAP_PATH", "/callback"), ("REFRESH_PATH", "/device")])
-            .unwrap_err();
+        let errs =
+            with(&[url, ("SWAP_PATH", "/callback"), ("REFRESH_PATH", "/device")]).unwrap_err();
         assert_eq!(
             errs.to_string(),
             "configuration error: SWAP_PATH makes /callback, a path of device login \

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use super::error::Problem;
-use super::redirect::{Refusal, RedirectUri};
+use super::redirect::{RedirectUri, Refusal};
 
 /// `POST`: a device asks for a code.
 pub(crate) const DEVICE_CODE_PATH: &str = "/device/code";
@@ -114,7 +114,10 @@ mod tests {
         for (text, base) in [
             ("https://swap.example.org", "https://swap.example.org"),
             ("https://swap.example.org/", "https://swap.example.org"),
-            ("https://example.org:8443/spotify/", "https://example.org:8443/spotify"),
+            (
+                "https://example.org:8443/spotify/",
+                "https://example.org:8443/spotify",
+            ),
             ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
             ("http://[::1]:8080/", "http://[::1]:8080"),
         ] {

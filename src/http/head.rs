@@ -331,7 +331,10 @@ mod tests {
         assert_eq!(path_of("http://example.com/health?x"), "/health");
         assert_eq!(path_of("http://example.com"), "/");
         assert_eq!(path_of("*"), "*");
-        assert_eq!(query_of("/callback?code=c&state=s#f"), Some("code=c&state=s"));
+        assert_eq!(
+            query_of("/callback?code=c&state=s#f"),
+            Some("code=c&state=s")
+        );
         assert_eq!(query_of("http://h/device?user_code=X"), Some("user_code=X"));
         assert_eq!(query_of("/device?"), Some(""));
         assert_eq!(query_of("/device#a?b"), None);

@@ -83,7 +83,10 @@ mod tests {
         for secret in ["AQB-query-code", "st4te", "b1nding"] {
             assert!(!debug.contains(secret), "{debug}");
         }
-        assert!(debug.contains("query: Some([31 bytes redacted])"), "{debug}");
+        assert!(
+            debug.contains("query: Some([31 bytes redacted])"),
+            "{debug}"
+        );
         assert!(!debug.contains("AQB-authorization-code"), "{debug}");
         assert!(!debug.contains("AQD-token"), "{debug}");
         // Nor as the list of byte values a derived `Debug` would print.
