@@ -126,7 +126,10 @@ pub(crate) fn page(state: &State, device: &Device, request: &Request) -> Result<
     let Some(typed) = query_value(request, "user_code") else {
         return Ok(device.page(200, pages::enter_code(None)));
     };
-    let found = device.find_code(request, &typed)?;
+    let found = match device.find_code(request, &typed) {
+        Ok(found) => found,
+        Err(refused) => return Ok(refused),
+    };
     let login = found.and_then(|code| {
         let logins = device.logins();
         let login = logins.by_user_code(code, Instant::now())?;
@@ -179,8 +182,10 @@ fn continue_to_spotify(
         return Ok(device.page(400, html));
     }
     let typed = fields.required("user_code")?;
-    let Some(code) = device.find_code(request, typed)? else {
-        return Ok(device.wrong_code(request));
+    let code = match device.find_code(request, typed) {
+        Ok(Some(code)) => code,
+        Ok(None) => return Ok(device.wrong_code(request)),
+        Err(refused) => return Ok(refused),
     };
     let authorizing = Authorizing {
         state: codes::secret(&device.rng)?,
@@ -309,17 +314,22 @@ impl Device {
         )
     }
 
-    /// The code `typed` names, if it can be one; refused 429 when the
-    /// client has entered too many wrong ones.
-    fn find_code(&self, request: &Request, typed: &str) -> Result<Option<UserCode>, Error> {
+    /// The code `typed` names, if it can be one; `Err`: the page that
+    /// refuses it 429, the client having entered too many wrong ones.
+    fn find_code(&self, request: &Request, typed: &str) -> Result<Option<UserCode>, Response> {
         // SECURITY: asked before the code is judged, so a limited client
         // learns nothing about its guesses, right or wrong.
         if let Some(client) = request.client {
-            self.wrong_codes
-                .allows(client)
-                .map_err(|limited| Error::RateLimited {
-                    retry_after_secs: limited.retry_after_secs,
-                })?;
+            if let Err(limited) = self.wrong_codes.allows(client) {
+                let secs = limited.retry_after_secs;
+                let html = pages::message(
+                    "Too many wrong codes",
+                    &format!("Too many wrong codes from this network. Try again in {secs} s."),
+                );
+                return Err(self
+                    .page(429, html)
+                    .with_header("Retry-After", secs.to_string()));
+            }
         }
         Ok(UserCode::parse(typed))
     }
