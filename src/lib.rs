@@ -56,6 +56,7 @@ pub mod http;
 pub mod journal;
 mod lifetime;
 mod logging;
+mod login;
 mod metrics;
 mod pages;
 mod ratelimit;
@@ -74,6 +75,7 @@ pub use config::Config;
 pub use error::Error;
 pub use healthcheck::check_health;
 pub use logging::{init_logging, install_panic_hook};
+pub use login::login;
 pub use tls::CertStore;
 
 use config::{Listen, TlsFiles};

@@ -3,18 +3,25 @@
 //! the pages as a browser without JavaScript uses them (cookies, the form,
 //! the redirects), `/callback`, the device's polls and RFC 8628's errors,
 //! the bounded table, wrong-code limits, several apps, and the paths
-//! without `PUBLIC_URL`. The real browser: `browser.rs`; the `login`
-//! command: `cli.rs`.
+//! without `PUBLIC_URL`; and the `login` command against them, the person
+//! on the phone played by plain HTTP requests following the pages. The
+//! real browser: `browser.rs`.
 
 use crate::support;
 
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::mock::{MockSpotify, s256};
 use support::{
-    CLIENT_ID, Resp, ServerProc, assert_error, borrowed, get, post_form, request, run_binary,
-    server_vars, start_both, start_mock,
+    CLIENT_ID, Resp, ServerProc, TempDir, assert_error, borrowed, get, post_form, request,
+    run_binary, server_vars, start_both, start_mock,
 };
 
 /// The device grant type (RFC 8628 §3.4).
@@ -654,4 +661,178 @@ fn client_id_picks_the_app_and_every_app_uses_the_same_callback() {
     assert_error(&music, 400, "invalid_grant");
     let unknown = post_form(scene.addr(), "/device/code", &[("client_id", "nope")]);
     assert_error(&unknown, 400, "invalid_client");
+}
+
+// ---------------------------------------------------------------------------
+// The `login` command, end to end
+// ---------------------------------------------------------------------------
+
+/// How long `login` may take: a poll at once, one after the 5 s interval.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `spotify-token-swap login`, its stderr read line by line.
+struct LoginProc {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Vec<String>,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl LoginProc {
+    fn start(args: &[&str]) -> LoginProc {
+        let argv = support::binary_argv();
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .arg("login")
+            .args(args)
+            .env_clear()
+            .envs(support::inherited_env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start login");
+        let (send, lines) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stdout = child.stdout.take().expect("stdout");
+        let stdout = thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stdout.read_to_end(&mut bytes);
+            bytes
+        });
+        LoginProc {
+            child,
+            lines,
+            stderr: Vec::new(),
+            stdout: Some(stdout),
+        }
+    }
+
+    /// The user code from the "enter the code" line.
+    fn user_code(&mut self) -> String {
+        let deadline = Instant::now() + LOGIN_TIMEOUT;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.stderr.push(line.clone());
+            if let Some((_, code)) = line.split_once("enter the code ") {
+                return code.trim().to_owned();
+            }
+        }
+        panic!("no code on stderr: {:?}", self.stderr);
+    }
+
+    /// Waits for the exit: its status, stdout and the whole of stderr.
+    fn finish(mut self) -> (Option<i32>, String, String) {
+        let deadline = Instant::now() + LOGIN_TIMEOUT;
+        let status = loop {
+            match self.child.try_wait().expect("try_wait") {
+                Some(status) => break status,
+                None if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+                None => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "login still running after {LOGIN_TIMEOUT:?}: {:?}",
+                        self.stderr
+                    );
+                }
+            }
+        };
+        let stdout = self
+            .stdout
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
+            self.stderr.push(line);
+        }
+        (
+            status.code(),
+            String::from_utf8_lossy(&stdout).into_owned(),
+            self.stderr.join("\n"),
+        )
+    }
+}
+
+#[test]
+fn login_prints_the_code_to_stderr_and_writes_the_tokens_to_a_0600_file() {
+    let scene = Scene::start(&[]);
+    let dir = TempDir::new("login");
+    let output = dir.file("tokens.json");
+    let mut login = LoginProc::start(&[
+        "--server",
+        &scene.public,
+        "--scope",
+        "streaming",
+        "--output",
+        &output,
+    ]);
+    let user_code = login.user_code();
+    // The person, on a phone: the address and code the device showed.
+    let visit = sign_in(&scene, &user_code);
+    assert_eq!(visit.callback.status, 200, "{:?}", visit.callback);
+    let (status, stdout, stderr) = login.finish();
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(stdout, "", "tokens go to the file only");
+    assert!(
+        stderr.contains(&format!(
+            "open {}/device and enter the code {user_code}",
+            scene.public
+        )),
+        "{stderr}"
+    );
+    let mode = std::fs::metadata(&output)
+        .expect("tokens file")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let tokens: Value =
+        serde_json::from_str(&std::fs::read_to_string(&output).expect("read")).expect("JSON");
+    assert_eq!(tokens["access_token"], "access-authorized-1");
+    assert_eq!(tokens["scope"], "streaming");
+    let sealed = tokens["refresh_token"].as_str().expect("refresh_token");
+    for secret in ["access-authorized-1", "refresh-authorized-1", sealed] {
+        assert!(!stderr.contains(secret), "{secret} on stderr: {stderr}");
+    }
+}
+
+#[test]
+fn login_writes_to_stdout_and_exits_1_when_the_person_declines() {
+    let scene = Scene::start(&[]);
+    let mut login = LoginProc::start(&["--server", &scene.public]);
+    let user_code = login.user_code();
+    sign_in(&scene, &user_code);
+    let (status, stdout, _) = login.finish();
+    assert_eq!(status, Some(0));
+    let tokens: Value = serde_json::from_str(&stdout).expect("token JSON on stdout");
+    assert_eq!(tokens["access_token"], "access-authorized-1");
+
+    scene.mock.set_authorize_denies(true);
+    let mut login = LoginProc::start(&["--server", &scene.public]);
+    let user_code = login.user_code();
+    sign_in(&scene, &user_code);
+    let (status, stdout, stderr) = login.finish();
+    assert_eq!(status, Some(1), "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("declined"), "{stderr}");
+}
+
+#[test]
+fn login_refuses_bad_arguments_with_2_and_an_unreachable_server_with_1() {
+    let out = run_binary(&["login"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server URL is required"));
+    let out = run_binary(&["login", "--server", "http://127.0.0.1:1"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("login failed"));
 }
