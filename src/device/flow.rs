@@ -139,13 +139,18 @@ pub(crate) fn page(state: &State, device: &Device, request: &Request) -> Result<
         return Ok(device.wrong_code(request));
     };
     let app = state.app(app);
-    let name = app.config.name.as_deref().unwrap_or(&app.config.client_id);
     let scopes: Vec<&str> = scope
         .as_deref()
         .map(|s| s.split(' ').collect())
         .unwrap_or_default();
     let form_token = codes::secret(&device.rng)?;
-    let html = pages::confirm(name, &scopes, &code.to_string(), &form_token);
+    let html = pages::confirm(
+        app.config.name.as_deref(),
+        &app.config.client_id,
+        &scopes,
+        &code.to_string(),
+        &form_token,
+    );
     let cookie = device.cookie(
         FORM_COOKIE,
         &form_token,

@@ -16,14 +16,14 @@ const HTML: &str = "text/html; charset=utf-8";
 /// The one stylesheet, inline: readable on a phone, nothing fetched.
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;\
 margin:0;padding:1.5rem;background:#f6f6f6;color:#191414;line-height:1.5}\
-main{max-width:26rem;margin:0 auto;background:#fff;padding:1.5rem;border-radius:.75rem}\
+main{max-width:26rem;margin:0 auto;overflow-wrap:anywhere;background:#fff;padding:1.5rem;border-radius:.75rem}\
 h1{font-size:1.4rem;margin:0 0 1rem}\
 label{display:block;font-weight:600;margin-bottom:.5rem}\
 input{box-sizing:border-box;width:100%;font-size:1.5rem;letter-spacing:.15em;padding:.6rem;\
 text-transform:uppercase;border:2px solid #999;border-radius:.5rem;margin-bottom:1rem}\
 button{width:100%;font-size:1.1rem;padding:.8rem;border:0;border-radius:2rem;background:#1db954;\
 color:#fff;font-weight:700}\
-.code{font-family:ui-monospace,monospace;font-size:1.3rem;letter-spacing:.1em}\
+.code{font-family:ui-monospace,monospace;font-size:1.3rem;letter-spacing:.1em;white-space:nowrap}\
 ul{padding-left:1.2rem}.note{color:#555;font-size:.9rem}";
 
 /// The headers of every page. `accounts`: Spotify's accounts service,
@@ -66,9 +66,23 @@ pub(crate) fn enter_code(problem: Option<&str>) -> String {
     )
 }
 
-/// The page that names the app and scopes and offers to continue.
-/// `form_token`: the value the form sends back with its cookie.
-pub(crate) fn confirm(app: &str, scopes: &[&str], user_code: &str, form_token: &str) -> String {
+/// The page that names the app (by its name in `SPOTIFY_APPS`, else its
+/// client id) and scopes and offers to continue. `form_token`: the value
+/// the form sends back with its cookie.
+pub(crate) fn confirm(
+    app: Option<&str>,
+    client_id: &str,
+    scopes: &[&str],
+    user_code: &str,
+    form_token: &str,
+) -> String {
+    let app = match app {
+        Some(name) => format!("the app <strong>{}</strong>", escape(name)),
+        None => format!(
+            "this server's Spotify app (client id <strong>{}</strong>)",
+            escape(client_id)
+        ),
+    };
     let scopes = if scopes.is_empty() {
         "<p>It asks for no extra permissions (your public profile only).</p>".to_string()
     } else {
@@ -82,7 +96,7 @@ pub(crate) fn confirm(app: &str, scopes: &[&str], user_code: &str, form_token: &
         "Sign in a device",
         &format!(
             "<p>A device showing the code <span class=\"code\">{code}</span> wants to use \
-             Spotify as you, through the app <strong>{app}</strong>.</p>{scopes}\
+             Spotify as you, through {app}.</p>{scopes}\
              <form method=\"post\" action=\"/device\">\
              <input type=\"hidden\" name=\"user_code\" value=\"{code}\">\
              <input type=\"hidden\" name=\"form_token\" value=\"{token}\">\
@@ -90,7 +104,6 @@ pub(crate) fn confirm(app: &str, scopes: &[&str], user_code: &str, form_token: &
              <p class=\"note\">Only continue if you started this on your own device and \
              the code matches what it shows.</p>",
             code = escape(user_code),
-            app = escape(app),
             token = escape(form_token),
         ),
     )
@@ -137,7 +150,7 @@ mod tests {
             escape(r#"<a href="x">'&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
-        let html = confirm("<script>", &["a\"b"], "BCDF-GHJK", "t\"k");
+        let html = confirm(Some("<script>"), "id", &["a\"b"], "BCDF-GHJK", "t\"k");
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("value=\"t&quot;k\""));
@@ -148,7 +161,7 @@ mod tests {
     fn every_page_has_a_language_a_viewport_and_nothing_external() {
         for html in [
             enter_code(Some("no such code")),
-            confirm("tv", &["streaming"], "BCDF-GHJK", "tok"),
+            confirm(None, "id<", &["streaming"], "BCDF-GHJK", "tok"),
             message("Signed in", "Return to your device."),
         ] {
             assert!(
