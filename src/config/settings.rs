@@ -37,9 +37,11 @@ const SECS_PER_DAY: u64 = 86_400;
 /// Shortest accepted `CLIENT_IPV6_PREFIX`: a /32 is a whole provider's
 /// allocation, so anything shorter lumps unrelated customers together.
 const MIN_CLIENT_IPV6_PREFIX: u8 = 32;
-/// Most device logins `DEVICE_MAX_PENDING` may allow at once: each holds
-/// at most a few KiB (docs/design.md, "Device login").
-const MAX_DEVICE_MAX_PENDING: usize = 100_000;
+/// Most device logins `DEVICE_MAX_PENDING` may allow at once: a pending
+/// login costs 500 to 650 bytes (docs/performance.md, "Pending device
+/// logins"), so 10,000 stay near 6.5 MB, well inside the shipped unit's
+/// `MemoryMax=64M` beside its connections.
+const MAX_DEVICE_MAX_PENDING: usize = 10_000;
 /// Longest `CLIENT_IPV6_PREFIX`: one address.
 const MAX_CLIENT_IPV6_PREFIX: u8 = 128;
 
@@ -325,8 +327,8 @@ pub(crate) static SETTINGS: &[Setting] = &[
         name: "DEVICE_MAX_PENDING",
         form: Form::PLAIN,
         when_unset: WhenUnset::Default("1000"),
-        about: "device logins held at once, in memory (1–100000), each for at most 10 minutes; \
-                when full, `/device/code` answers `503` with `Retry-After`",
+        about: "device logins held at once, in memory (1–10000, about 650 bytes each), each for \
+                at most 10 minutes; when full, `/device/code` answers `503` with `Retry-After`",
         parse: |d, v| {
             set(
                 &mut d.device_max_pending,

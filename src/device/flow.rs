@@ -35,7 +35,7 @@ pub(crate) const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_c
 /// Longest `scope` taken: Spotify has about twenty scopes, all of them fit.
 const MAX_SCOPE_BYTES: usize = 1024;
 /// Fresh user codes drawn before giving up on one not in use: with at most
-/// 100,000 pending of 20^8, a second draw is already rare.
+/// 10,000 pending of 20^8, a second draw is already rare.
 const USER_CODE_DRAWS: usize = 16;
 /// The cookie that proves Continue was pressed on this server's page.
 const FORM_COOKIE: &str = "sts_form";

@@ -251,16 +251,18 @@ fn a_public_url_spotify_would_refuse_stops_the_server_with_exit_2() {
             "{url}: {stderr}"
         );
     }
-    let vars = server_vars(
-        &mock,
-        &[
-            ("PUBLIC_URL", "https://x.example"),
-            ("DEVICE_MAX_PENDING", "0"),
-        ],
-    );
-    let out = run_binary(&[], &borrowed(&vars));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("DEVICE_MAX_PENDING"));
+    for max in ["0", "10001"] {
+        let vars = server_vars(
+            &mock,
+            &[
+                ("PUBLIC_URL", "https://x.example"),
+                ("DEVICE_MAX_PENDING", max),
+            ],
+        );
+        let out = run_binary(&[], &borrowed(&vars));
+        assert_eq!(out.status.code(), Some(2), "{max}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("DEVICE_MAX_PENDING"));
+    }
 }
 
 #[test]
@@ -295,6 +297,8 @@ fn device_code_answers_with_codes_and_the_verification_uris() {
     let other = scene.device_code(&[]);
     assert_ne!(other["device_code"], body["device_code"]);
     assert_ne!(other["user_code"], body["user_code"]);
+    let json = support::post_json(scene.addr(), "/device/code", r#"{"scope":"streaming"}"#);
+    assert_eq!(json.status, 200, "{json:?}");
     let bad = post_form(scene.addr(), "/device/code", &[("scope", "a<b")]);
     assert_error(&bad, 400, "invalid_scope");
 }
