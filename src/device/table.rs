@@ -25,6 +25,12 @@ pub(crate) const LOGIN_LIFETIME: Duration = Duration::from_secs(600);
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// What each `slow_down` adds to the device's interval (RFC 8628 §3.5).
 pub(crate) const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+/// How long an expired login is kept to answer `expired_token` (unless its
+/// place is needed sooner); after that its code is simply unknown.
+const EXPIRED_KEPT: Duration = Duration::from_secs(600);
+/// How often, at most, the table looks for logins to drop; it looks when
+/// a code is issued or polled, so no thread is needed.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// One pending login.
 #[derive(Debug)]
@@ -142,6 +148,8 @@ pub(crate) struct Table {
     by_user: HashMap<UserCode, String>,
     /// `state` → device code.
     by_state: HashMap<String, String>,
+    /// When the table next looks for logins past [`EXPIRED_KEPT`].
+    next_sweep: Option<Instant>,
 }
 
 impl Table {
@@ -152,6 +160,7 @@ impl Table {
             by_device: HashMap::new(),
             by_user: HashMap::new(),
             by_state: HashMap::new(),
+            next_sweep: None,
         }
     }
 
@@ -174,8 +183,9 @@ impl Table {
         login: Login,
         now: Instant,
     ) -> Result<(), Full> {
+        self.sweep(now);
         if self.len() >= self.max {
-            self.remove_expired(now);
+            self.remove_expired(now, Duration::ZERO);
         }
         if self.len() >= self.max {
             let soonest = self.by_device.values().map(|l| l.expires).min();
@@ -267,6 +277,7 @@ impl Table {
 
     /// Answers a device's poll at `now` (RFC 8628 §3.5).
     pub(crate) fn poll(&mut self, device_code: &str, now: Instant) -> Poll {
+        self.sweep(now);
         let Some(login) = self.by_device.get_mut(device_code) else {
             return Poll::Unknown;
         };
@@ -301,12 +312,23 @@ impl Table {
         Some(login)
     }
 
-    /// Drops every login past its expiry.
-    pub(crate) fn remove_expired(&mut self, now: Instant) {
+    /// Drops the logins kept past [`EXPIRED_KEPT`], at most once per
+    /// [`SWEEP_INTERVAL`]: nothing — a verifier, an answer nobody polled —
+    /// stays in memory long after its login ended, full table or not.
+    fn sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_sweep = Some(now + SWEEP_INTERVAL);
+        self.remove_expired(now, EXPIRED_KEPT);
+    }
+
+    /// Drops every login expired for at least `kept`.
+    fn remove_expired(&mut self, now: Instant, kept: Duration) {
         let expired: Vec<String> = self
             .by_device
             .iter()
-            .filter(|(_, login)| login.expired(now))
+            .filter(|(_, login)| now >= login.expires + kept)
             .map(|(code, _)| code.clone())
             .collect();
         for code in expired {
@@ -453,6 +475,23 @@ mod tests {
                 .authorize(code("BBBB-BBBB"), authorizing("s3"), t0)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn expired_logins_answer_expired_token_for_a_while_then_are_dropped() {
+        let t0 = Instant::now();
+        let mut table = table_with(10, &[("dev", "BBBB-BBBB")], t0);
+        table
+            .authorize(code("BBBB-BBBB"), authorizing("s1"), t0)
+            .unwrap();
+        let expired = t0 + LOGIN_LIFETIME;
+        assert_eq!(table.poll("dev", expired), Poll::Expired);
+        assert_eq!(table.len(), 1);
+        // Nobody issues a code: a poll of another sweeps it all the same.
+        assert_eq!(table.poll("other", expired + EXPIRED_KEPT), Poll::Unknown);
+        assert_eq!(table.len(), 0);
+        assert!(table.by_state.is_empty() && table.by_user.is_empty());
+        assert_eq!(table.poll("dev", expired + EXPIRED_KEPT), Poll::Unknown);
     }
 
     #[test]
