@@ -202,20 +202,8 @@ fn continue_to_spotify(
     let Some((app, scope)) = device.logins().authorize(code, authorizing, Instant::now()) else {
         return Ok(device.wrong_code(request));
     };
-    let app = state.app(app);
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    query
-        .append_pair("client_id", &app.config.client_id)
-        .append_pair("response_type", "code")
-        .append_pair("redirect_uri", device.public_url.callback());
-    if let Some(scope) = &scope {
-        query.append_pair("scope", scope);
-    }
-    query
-        .append_pair("state", &oauth_state)
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256");
-    let location = format!("{}/authorize?{}", device.accounts, query.finish());
+    let client_id = &state.app(app).config.client_id;
+    let location = device.authorize_url(client_id, scope.as_deref(), &oauth_state, &challenge);
     let cookie = device.cookie(
         BINDING_COOKIE,
         &binding,
@@ -295,6 +283,30 @@ pub(crate) fn callback(
 }
 
 impl Device {
+    /// Spotify's authorize page for one login: the app, the callback, the
+    /// scopes (none: Spotify's default), `state` and the S256 challenge.
+    fn authorize_url(
+        &self,
+        client_id: &str,
+        scope: Option<&str>,
+        state: &str,
+        challenge: &str,
+    ) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("client_id", client_id)
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", self.public_url.callback());
+        if let Some(scope) = scope {
+            query.append_pair("scope", scope);
+        }
+        query
+            .append_pair("state", state)
+            .append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256");
+        format!("{}/authorize?{}", self.accounts, query.finish())
+    }
+
     /// A page with its headers.
     fn page(&self, status: u16, html: String) -> Response {
         pages::response(status, html, &self.accounts)

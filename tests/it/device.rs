@@ -372,21 +372,28 @@ fn a_device_signs_in_gets_its_tokens_once_and_refreshes_through_refresh() {
             .and_then(|r| r.field("refresh_token").map(String::from)),
         Some("refresh-authorized-1".to_owned())
     );
-    // No token or code on any page, nor in the log.
-    let pages = [&visit.continue_page, &visit.redirect, &visit.callback];
-    for secret in [
+    let state = param(&location, "state");
+    let secrets = [
         "access-authorized-1",
         "refresh-authorized-1",
         "authorized-1",
         sealed,
         verifier,
-    ] {
+    ];
+    assert_nothing_shown(&scene, &visit, &secrets, &state);
+}
+
+/// No token or code on any page of `visit`, nor (`state` neither) in the
+/// server's log.
+fn assert_nothing_shown(scene: &Scene, visit: &Visit, secrets: &[&str], state: &str) {
+    let pages = [&visit.continue_page, &visit.redirect, &visit.callback];
+    for secret in secrets {
         for page in pages {
             assert!(!page.text().contains(secret), "{secret} in {page:?}");
         }
         assert!(!scene.server.stderr().contains(secret), "{secret} logged");
     }
-    assert!(!scene.server.stderr().contains(&param(&location, "state")));
+    assert!(!scene.server.stderr().contains(state), "state logged");
 }
 
 #[test]

@@ -47,59 +47,7 @@ impl Browser {
     /// `width` × `height` CSS pixels, as a phone.
     pub fn start(chromium: &Path, width: u32, height: u32) -> Browser {
         let profile = TempDir::new("cdp");
-        let (child_in, to_browser) = pipe();
-        let (from_browser, child_out) = pipe();
-        let mut command = Command::new(chromium);
-        command
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--remote-debugging-pipe",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: the closure runs in the forked child before exec and
-        // calls only fcntl and dup2, which are async-signal-safe; both fds
-        // are open for the whole call.
-        unsafe {
-            command.pre_exec(move || {
-                let spare_in = libc::fcntl(child_in, libc::F_DUPFD_CLOEXEC, SPARE_FD_FLOOR);
-                let spare_out = libc::fcntl(child_out, libc::F_DUPFD_CLOEXEC, SPARE_FD_FLOOR);
-                if spare_in == -1
-                    || spare_out == -1
-                    || libc::dup2(spare_in, CHILD_IN_FD) == -1
-                    || libc::dup2(spare_out, CHILD_OUT_FD) == -1
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromium.display()));
-        // SAFETY: the child's ends, made by `pipe` and owned here alone;
-        // the child has its own copies.
-        unsafe {
-            drop(File::from_raw_fd(child_in));
-            drop(File::from_raw_fd(child_out));
-        }
-        // SAFETY: our ends, owned from here on by these Files.
-        let (to_browser, from_browser) = unsafe {
-            (
-                File::from_raw_fd(to_browser),
-                File::from_raw_fd(from_browser),
-            )
-        };
+        let (child, to_browser, from_browser) = spawn(chromium, &profile);
         let (send, messages) = mpsc::channel();
         thread::spawn(move || {
             let mut reader = BufReader::new(from_browser);
@@ -266,6 +214,65 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `chromium` with its DevTools pipe on fds 3 and 4; the child,
+/// our end to write commands to, our end to read from.
+fn spawn(chromium: &Path, profile: &TempDir) -> (Child, File, File) {
+    let (child_in, to_browser) = pipe();
+    let (from_browser, child_out) = pipe();
+    let mut command = Command::new(chromium);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-pipe",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and
+    // calls only fcntl and dup2, which are async-signal-safe; both fds
+    // are open for the whole call.
+    unsafe {
+        command.pre_exec(move || {
+            let spare_in = libc::fcntl(child_in, libc::F_DUPFD_CLOEXEC, SPARE_FD_FLOOR);
+            let spare_out = libc::fcntl(child_out, libc::F_DUPFD_CLOEXEC, SPARE_FD_FLOOR);
+            if spare_in == -1
+                || spare_out == -1
+                || libc::dup2(spare_in, CHILD_IN_FD) == -1
+                || libc::dup2(spare_out, CHILD_OUT_FD) == -1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromium.display()));
+    // SAFETY: the child's ends, made by `pipe` and owned here alone;
+    // the child has its own copies.
+    unsafe {
+        drop(File::from_raw_fd(child_in));
+        drop(File::from_raw_fd(child_out));
+    }
+    // SAFETY: our ends, owned from here on by these Files.
+    let (to_browser, from_browser) = unsafe {
+        (
+            File::from_raw_fd(to_browser),
+            File::from_raw_fd(from_browser),
+        )
+    };
+    (child, to_browser, from_browser)
 }
 
 /// A pipe, both ends close-on-exec: (read end, write end).
