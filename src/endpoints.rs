@@ -23,7 +23,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Config, Cors};
+use crate::config::{
+    CALLBACK_PATH, Config, Cors, DEVICE_CODE_PATH, DEVICE_PAGE_PATH, DEVICE_TOKEN_PATH,
+};
+use crate::device::{Device, flow};
 use crate::error::Error;
 use crate::http::{Handler, Record, Request, Response, Stats, any_contains};
 use crate::state::{AppState, State};
@@ -75,7 +78,60 @@ static ENDPOINTS: &[Endpoint] = &[
         calls_upstream: false,
         respond: Respond::Server(metrics),
     },
+    Endpoint {
+        label: "device_code",
+        path: |config| device_path(config, DEVICE_CODE_PATH),
+        methods: Methods::Post,
+        no_store: true,
+        cors: false,
+        rate_limited: true,
+        private: false,
+        calls_upstream: false,
+        respond: Respond::Device(flow::code),
+    },
+    Endpoint {
+        label: "device_token",
+        path: |config| device_path(config, DEVICE_TOKEN_PATH),
+        methods: Methods::Post,
+        no_store: true,
+        cors: false,
+        // Polls are cheap and paced by `slow_down`; a household behind one
+        // address may have several devices signing in.
+        rate_limited: false,
+        private: false,
+        calls_upstream: false,
+        respond: Respond::Device(flow::token),
+    },
+    Endpoint {
+        label: "device_page",
+        path: |config| device_path(config, DEVICE_PAGE_PATH),
+        methods: Methods::GetPost,
+        // The pages carry their own `Cache-Control: no-store`
+        // (`pages::response`), and wrong codes have their own limit.
+        no_store: false,
+        cors: false,
+        rate_limited: false,
+        private: false,
+        calls_upstream: false,
+        respond: Respond::Device(flow::page),
+    },
+    Endpoint {
+        label: "callback",
+        path: |config| device_path(config, CALLBACK_PATH),
+        methods: Methods::Get,
+        no_store: false,
+        cors: false,
+        rate_limited: false,
+        private: false,
+        calls_upstream: true,
+        respond: Respond::Device(flow::callback),
+    },
 ];
+
+/// A device-login path: only with `PUBLIC_URL`.
+fn device_path(config: &Config, path: &'static str) -> Option<&'static str> {
+    config.public_url.is_some().then_some(path)
+}
 
 /// The `/metrics` label of requests no endpoint took.
 const OTHER_LABEL: &str = "other";
@@ -114,6 +170,8 @@ enum Respond {
     ForApp(fn(&State, &AppState, &Request) -> Result<Response, Error>),
     /// The server's own.
     Server(fn(&State, &Request) -> Result<Response, Error>),
+    /// Device login's (its rows exist only with `PUBLIC_URL`).
+    Device(fn(&State, &Device, &Request) -> Result<Response, Error>),
 }
 
 /// Where a path leads: a row of the table and, for an app's own path (or
@@ -133,6 +191,8 @@ enum Methods {
     Post,
     /// `GET` and `HEAD`.
     Get,
+    /// `GET`, `HEAD` and `POST`: device login's page and its form.
+    GetPost,
 }
 
 impl Methods {
@@ -140,6 +200,7 @@ impl Methods {
         match self {
             Methods::Post => method == "POST",
             Methods::Get => matches!(method, "GET" | "HEAD"),
+            Methods::GetPost => matches!(method, "GET" | "HEAD" | "POST"),
         }
     }
 
@@ -150,6 +211,7 @@ impl Methods {
             (Methods::Post, false) => "POST",
             (Methods::Post, true) => "POST, OPTIONS",
             (Methods::Get, _) => "GET, HEAD",
+            (Methods::GetPost, _) => "GET, HEAD, POST",
         }
     }
 }
@@ -162,6 +224,7 @@ impl Endpoint {
     fn answer(
         &self,
         state: &State,
+        device: Option<&Device>,
         route: Route,
         request: &Request,
     ) -> (Result<Response, Error>, Option<usize>) {
@@ -173,6 +236,15 @@ impl Endpoint {
                     let answer = self
                         .limit(state, request, None)
                         .and_then(|()| handler(state, request));
+                    (answer, None)
+                }
+                Respond::Device(handler) => {
+                    let answer = match device {
+                        Some(device) => self
+                            .limit(state, request, None)
+                            .and_then(|()| handler(state, device, request)),
+                        None => Err(Error::NotFound),
+                    };
                     (answer, None)
                 }
                 Respond::ForApp(handler) => {
@@ -264,6 +336,8 @@ fn no_endpoint(request: &Request) -> Response {
 /// The application: the shared state and the table's paths.
 pub struct App {
     state: State,
+    /// Device login; `None` without `PUBLIC_URL`.
+    device: Option<Device>,
     /// Path → route, for the endpoints switched on: one lookup per
     /// request, whatever the number of apps.
     routes: HashMap<String, Route>,
@@ -279,6 +353,7 @@ impl App {
             .collect();
         let routes = routes(&config);
         App {
+            device: Device::new(&config),
             state: State::new(config, stats, labels),
             routes,
         }
@@ -346,7 +421,7 @@ impl Handler for App {
         let Some((route, endpoint)) = visible else {
             return no_endpoint(request);
         };
-        let (answer, app) = endpoint.answer(&self.state, route, request);
+        let (answer, app) = endpoint.answer(&self.state, self.device.as_ref(), route, request);
         let response = answer.unwrap_or_else(|error| error.response());
         let mut response = endpoint.decorate(&self.state, request, app, response);
         // For `record`: the app the answer was for.

@@ -47,6 +47,28 @@ pub enum Error {
         /// Seconds until the client may try again (`Retry-After`).
         retry_after_secs: u64,
     },
+    /// Device login (RFC 8628 §3.5): the person has not finished yet.
+    AuthorizationPending,
+    /// Device login: polled sooner than the interval after the previous
+    /// poll; the interval grew by 5 s.
+    SlowDown,
+    /// Device login: the device code's 10 minutes have passed.
+    ExpiredToken,
+    /// Device login: the person declined at Spotify.
+    AccessDenied,
+    /// Device login: no such device code, or its tokens were handed out.
+    InvalidDeviceCode,
+    /// A `grant_type` the endpoint does not take.
+    UnsupportedGrantType,
+    /// A `scope` that is not a space-separated list of scope names.
+    InvalidScope,
+    /// Device login: every place for a pending login is taken.
+    DeviceLoginsFull {
+        /// Seconds until one frees (`Retry-After`).
+        retry_after_secs: u64,
+    },
+    /// The system random number generator failed: no secret can be made.
+    RandomFailed,
     /// The call to Spotify brought no answer to pass on: back-off window
     /// open, unreachable, timeout, 5xx, unusable answer. It knows its own
     /// status, code, description and `Retry-After`.
@@ -69,6 +91,15 @@ impl Error {
             Error::MethodNotAllowed { .. } => (405, "method_not_allowed"),
             Error::UnsupportedMediaType => (415, "unsupported_media_type"),
             Error::RateLimited { .. } => (429, "too_many_requests"),
+            Error::AuthorizationPending => (400, "authorization_pending"),
+            Error::SlowDown => (400, "slow_down"),
+            Error::ExpiredToken => (400, "expired_token"),
+            Error::AccessDenied => (400, "access_denied"),
+            Error::InvalidDeviceCode => (400, "invalid_grant"),
+            Error::UnsupportedGrantType => (400, "unsupported_grant_type"),
+            Error::InvalidScope => (400, "invalid_scope"),
+            Error::DeviceLoginsFull { .. } => (503, "temporarily_unavailable"),
+            Error::RandomFailed => (500, "server_error"),
             Error::Upstream(error) => error.status_and_code(),
         }
     }
@@ -76,7 +107,8 @@ impl Error {
     /// Seconds for a `Retry-After` header, for the errors that carry one.
     pub(crate) fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Error::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Error::RateLimited { retry_after_secs }
+            | Error::DeviceLoginsFull { retry_after_secs } => Some(*retry_after_secs),
             Error::Upstream(error) => error.retry_after_secs(),
             _ => None,
         }
@@ -124,6 +156,28 @@ impl fmt::Display for Error {
             Error::RateLimited { retry_after_secs } => {
                 write!(f, "too many requests; retry after {retry_after_secs} s")
             }
+            Error::AuthorizationPending => {
+                f.write_str("the sign-in is not finished yet; poll again after the interval")
+            }
+            Error::SlowDown => f.write_str("polled too soon; the interval is now 5 s longer"),
+            Error::ExpiredToken => {
+                f.write_str("the device code has expired; ask for a new one at /device/code")
+            }
+            Error::AccessDenied => f.write_str("the user declined the sign-in"),
+            Error::InvalidDeviceCode => f.write_str(
+                "the device code is unknown, or its tokens have already been handed out",
+            ),
+            Error::UnsupportedGrantType => {
+                f.write_str("grant_type must be urn:ietf:params:oauth:grant-type:device_code")
+            }
+            Error::InvalidScope => f.write_str(
+                "scope must be scope names (letters, digits, '-', '_', '.') separated by spaces",
+            ),
+            Error::DeviceLoginsFull { retry_after_secs } => write!(
+                f,
+                "too many device logins in progress; retry after {retry_after_secs} s"
+            ),
+            Error::RandomFailed => f.write_str("the server could not make a random code"),
             Error::Upstream(error) => fmt::Display::fmt(error, f),
         }
     }

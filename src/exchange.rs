@@ -35,6 +35,24 @@ pub(crate) fn swap(state: &State, app: &AppState, request: &Request) -> Result<R
     call_spotify(state, app, &grant, None, Some(lifetime::unix_now()))
 }
 
+/// Device login's swap (`/callback`): the code Spotify sent the browser
+/// back with, the callback URI, and PKCE's verifier. The answer is the one
+/// `/swap` gives, kept for the device.
+pub(crate) fn device_swap(
+    state: &State,
+    app: &AppState,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> Result<Response, Error> {
+    let grant = Grant::AuthorizationCode {
+        code,
+        redirect_uri,
+        code_verifier: Some(verifier),
+    };
+    call_spotify(state, app, &grant, None, Some(lifetime::unix_now()))
+}
+
 /// `POST {REFRESH_PATH}`: `refresh_token`, sealed when encryption is on.
 pub(crate) fn refresh(state: &State, app: &AppState, request: &Request) -> Result<Response, Error> {
     let fields = Fields::parse(request, &["refresh_token"])?;

@@ -46,6 +46,7 @@
 
 pub mod config;
 mod cors;
+mod device;
 mod endpoints;
 mod error;
 mod exchange;
@@ -55,7 +56,9 @@ pub mod http;
 pub mod journal;
 mod lifetime;
 mod logging;
+mod login;
 mod metrics;
+mod pages;
 mod ratelimit;
 mod secret;
 mod service;
@@ -72,6 +75,7 @@ pub use config::Config;
 pub use error::Error;
 pub use healthcheck::check_health;
 pub use logging::{init_logging, install_panic_hook};
+pub use login::login;
 pub use tls::CertStore;
 
 use config::{Listen, TlsFiles};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use spotify_token_swap::journal::eprint_error;
 use spotify_token_swap::{
     Config, RunError, VERSION, check_health, init_logging, install_panic_hook, load_certificate,
-    run, token,
+    login, run, token,
 };
 
 const USAGE: &str = "\
@@ -16,6 +16,9 @@ Usage:
   spotify-token-swap check-config     validate the environment, print the effective configuration
   spotify-token-swap generate-secret  print a new random ENCRYPTION_SECRET
   spotify-token-swap healthcheck      GET the server's own /health (exit 0: healthy, 1: not)
+  spotify-token-swap login --server URL [--client-id ID] [--scope S] [--output FILE]
+                                      sign this device in by code (device login); tokens to
+                                      stdout or FILE (0600)
   spotify-token-swap --help | --version
 
 Required environment: SPOTIFY_CLIENT_ID, SPOTIFY_CLIENT_SECRET (or _FILE),
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         [] => serve(),
         ["check-config"] => check_config(),
         ["healthcheck"] => healthcheck(),
+        ["login", ..] => login(&args[1..]),
         ["generate-secret"] => match token::generate_secret() {
             Ok(secret) => {
                 println!("{secret}");

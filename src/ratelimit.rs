@@ -80,7 +80,20 @@ impl RateLimiter {
         self.check_at(address, Instant::now())
     }
 
+    /// Whether the client at `address` has a token left, without taking
+    /// it: for limits that count only failures (device login's wrong
+    /// codes), where a limited client must be refused before its attempt
+    /// is judged, right or wrong.
+    pub(crate) fn allows(&self, address: IpAddr) -> Result<(), Limited> {
+        self.judge(address, Instant::now(), false)
+    }
+
     fn check_at(&self, address: IpAddr, now: Instant) -> Result<(), Limited> {
+        self.judge(address, now, true)
+    }
+
+    /// Refills the client's bucket to `now`; takes a token if `take`.
+    fn judge(&self, address: IpAddr, now: Instant, take: bool) -> Result<(), Limited> {
         let capacity = f64::from(burst(self.per_minute));
         let per_sec = f64::from(self.per_minute) / 60.0;
         // SECURITY: by network, not address: one IPv6 customer holds a /64,
@@ -98,7 +111,7 @@ impl RateLimiter {
         let tokens = refill(bucket, now, per_sec, capacity);
         bucket.updated = now;
         if tokens >= 1.0 {
-            bucket.tokens = tokens - 1.0;
+            bucket.tokens = if take { tokens - 1.0 } else { tokens };
             Ok(())
         } else {
             bucket.tokens = tokens;
@@ -245,6 +258,16 @@ mod tests {
 
     fn ip(n: u32) -> IpAddr {
         IpAddr::from(n.to_be_bytes())
+    }
+
+    #[test]
+    fn allows_asks_without_taking() {
+        let limiter = RateLimiter::new(1, 64);
+        let t = Instant::now();
+        assert!(limiter.judge(ip(1), t, false).is_ok());
+        assert!(limiter.judge(ip(1), t, false).is_ok());
+        assert!(limiter.check_at(ip(1), t).is_ok());
+        assert!(limiter.judge(ip(1), t, false).is_err());
     }
 
     #[test]

@@ -154,6 +154,11 @@ impl State {
         Ok(&self.apps[index])
     }
 
+    /// The app at `index` in the configuration.
+    pub(crate) fn app(&self, index: usize) -> &AppState {
+        &self.apps[index]
+    }
+
     /// The origins an answer carries CORS headers for: its app's, or
     /// before the app is known, any app's.
     pub(crate) fn cors(&self, app: Option<usize>) -> &Cors {

@@ -24,6 +24,7 @@ use super::draft::{AppDraft, Draft};
 use super::env::{APP_PREFIX, APPS_VAR, Env, Form, app_pattern, app_var, file_var};
 use super::error::{ConfigError, Problem};
 use super::parse::{client_id, cors, join_uris, list, redirect_uri, redirect_uris};
+use super::public_url::DEVICE_PATHS;
 use super::setting::{WhenUnset, set};
 use super::{AppConfig, Config, Cors};
 use crate::secret::Secret;
@@ -280,6 +281,13 @@ pub(super) fn settle(draft: &Draft) -> Vec<ConfigError> {
             let Some(path) = own.map(|own| format!("/{}{own}", app.name)) else {
                 continue;
             };
+            if draft.public_url.is_some() && DEVICE_PATHS.contains(&path.as_str()) {
+                errors.push(ConfigError::DevicePathTaken {
+                    var: format!("{APPS_VAR} (app '{}')", app.name),
+                    path,
+                });
+                continue;
+            }
             if let Some((setting, _)) = plain.iter().find(|(_, p)| *p == Some(path.as_str())) {
                 errors.push(ConfigError::AppPathTaken {
                     app: app.name.clone(),

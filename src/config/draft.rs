@@ -11,6 +11,7 @@ use log::LevelFilter;
 
 use super::env::Env;
 use super::error::ConfigError;
+use super::public_url::{DEVICE_PATHS, PublicUrl};
 use super::redirect::RedirectUri;
 use super::{AppConfig, Config, Cors, Listen, TlsFiles, UpstreamProxy};
 use crate::http::{self, IpNet};
@@ -41,6 +42,9 @@ pub(crate) struct Draft {
     pub(super) swap_path: Option<String>,
     pub(super) refresh_path: Option<String>,
     pub(super) cors: Option<Cors>,
+    /// `PUBLIC_URL`: device login on.
+    pub(super) public_url: Option<PublicUrl>,
+    pub(super) device_max_pending: Option<usize>,
     pub(super) upstream_timeout: Option<Duration>,
     pub(super) log_level: Option<LevelFilter>,
     pub(super) rate_limit_per_minute: Option<u32>,
@@ -92,6 +96,20 @@ impl Draft {
         }
         if self.swap_path.is_some() && self.swap_path == self.refresh_path {
             errors.push(ConfigError::SamePaths);
+        }
+        if self.public_url.is_some() {
+            let plain = [
+                ("SWAP_PATH", &self.swap_path),
+                ("REFRESH_PATH", &self.refresh_path),
+            ];
+            for (var, path) in plain {
+                if let Some(path) = path.as_ref().filter(|p| DEVICE_PATHS.contains(&p.as_str())) {
+                    errors.push(ConfigError::DevicePathTaken {
+                        var: var.into(),
+                        path: path.clone(),
+                    });
+                }
+            }
         }
         let previous = self.encryption_secrets_previous.as_ref();
         if previous.is_some_and(|p| !p.is_empty()) && self.encryption_secret.is_none() {
@@ -150,6 +168,8 @@ impl Draft {
             },
             swap_path: self.swap_path?,
             refresh_path: self.refresh_path?,
+            public_url: self.public_url,
+            device_max_pending: self.device_max_pending?,
             upstream_timeout: self.upstream_timeout?,
             log_level: self.log_level?,
             rate_limit_per_minute: self.rate_limit_per_minute?,
@@ -198,6 +218,21 @@ mod tests {
     fn swap_and_refresh_paths_must_differ() {
         let errs = with(&[("SWAP_PATH", "/token"), ("REFRESH_PATH", "/token")]).unwrap_err();
         assert_eq!(errs.0, vec![ConfigError::SamePaths]);
+    }
+
+    #[test]
+    fn with_public_url_the_token_paths_cannot_be_device_paths() {
+        let url = ("PUBLIC_URL", "https://swap.example.org");
+        let errs =
+            with(&[url, ("SWAP_PATH", "/callback"), ("REFRESH_PATH", "/device")]).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "configuration error: SWAP_PATH makes /callback, a path of device login \
+             (PUBLIC_URL is set); choose another\n\
+             configuration error: REFRESH_PATH makes /device, a path of device login \
+             (PUBLIC_URL is set); choose another"
+        );
+        assert!(with(&[("SWAP_PATH", "/callback")]).is_ok());
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub(crate) enum ConfigError {
     },
     /// Two apps have the same client id: `var` repeats `first`'s.
     SameClientId { var: String, first: String },
+    /// `var` (`SWAP_PATH`, `REFRESH_PATH`, or an app's own path) makes
+    /// `path`, which device login serves (`PUBLIC_URL` is set).
+    DevicePathTaken { var: String, path: String },
     /// An app's path `path` is also the plain path of `setting`.
     AppPathTaken {
         app: String,
@@ -82,6 +85,13 @@ pub(crate) enum Problem {
     /// Redirect URIs Spotify would refuse, each with why.
     RedirectRefused(Vec<(String, Refusal)>),
     NotIpRanges(Vec<String>),
+    /// `PUBLIC_URL` is not an `http(s)://` base URL.
+    NotPublicUrl(String),
+    /// `{PUBLIC_URL}/callback` is a redirect URI Spotify would refuse.
+    PublicUrlRefused {
+        callback: String,
+        refusal: Refusal,
+    },
     NotLogLevel(String),
     NotOnOff(String),
     NoApps,
@@ -138,6 +148,11 @@ impl fmt::Display for ConfigError {
             ConfigError::SameClientId { var, first } => write!(
                 f,
                 "{var} is the same client id as {first}; each app has its own"
+            ),
+            ConfigError::DevicePathTaken { var, path } => write!(
+                f,
+                "{var} makes {path}, a path of device login (PUBLIC_URL is set); choose \
+                 another"
             ),
             ConfigError::AppPathTaken { app, path, setting } => write!(
                 f,
@@ -211,6 +226,24 @@ fn write_problem(f: &mut fmt::Formatter<'_>, var: &str, problem: &Problem) -> fm
                 f,
                 "{var}: {} are not IP addresses or CIDR ranges {RANGE}",
                 quoted(many)
+            ),
+        },
+        Problem::NotPublicUrl(t) => write!(
+            f,
+            "{var}: '{t}' is not a base URL like https://swap.example.org (http:// or \
+             https://, a host, perhaps a path; no user name, query or fragment)"
+        ),
+        Problem::PublicUrlRefused { callback, refusal } => match refusal {
+            Refusal::Localhost { instead } => write!(
+                f,
+                "{var}: Spotify refuses localhost in redirect URIs, and device login's \
+                 would be '{callback}'; write 127.0.0.1 for localhost (the redirect URI \
+                 is then {instead})"
+            ),
+            Refusal::PlainHttp | Refusal::NotUri => write!(
+                f,
+                "{var}: device login's redirect URI would be '{callback}', which Spotify \
+                 refuses: http:// only to 127.0.0.1 or [::1]; use https://"
             ),
         },
         Problem::NotLogLevel(t) => write!(

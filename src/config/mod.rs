@@ -35,6 +35,7 @@ mod draft;
 mod env;
 mod error;
 mod parse;
+mod public_url;
 mod redirect;
 mod setting;
 mod settings;
@@ -52,6 +53,9 @@ pub use error::ConfigErrors;
 
 use draft::Draft;
 use env::Env;
+pub(crate) use public_url::{
+    CALLBACK_PATH, DEVICE_CODE_PATH, DEVICE_PAGE_PATH, DEVICE_TOKEN_PATH, PublicUrl,
+};
 use redirect::RedirectUri;
 use settings::SETTINGS;
 
@@ -165,6 +169,10 @@ pub struct Config {
     pub(crate) http: http::Settings,
     pub(crate) swap_path: String,
     pub(crate) refresh_path: String,
+    /// `PUBLIC_URL`; `None`: device login off (its paths do not exist).
+    pub(crate) public_url: Option<PublicUrl>,
+    /// `DEVICE_MAX_PENDING`: device logins held at once.
+    pub(crate) device_max_pending: usize,
     pub(crate) upstream_timeout: Duration,
     /// `LOG_LEVEL`: the most verbose records logged.
     pub log_level: LevelFilter,
@@ -208,6 +216,14 @@ impl Config {
         Ok(draft
             .into_config()
             .expect("every required or defaulted setting is filled or reported"))
+    }
+
+    /// `SPOTIFY_ACCOUNTS_URL`, without a trailing `/`: Spotify's authorize
+    /// page is `{base}/authorize`.
+    pub(crate) fn accounts_url(&self) -> &str {
+        self.token_url
+            .strip_suffix(parse::TOKEN_PATH)
+            .unwrap_or(&self.token_url)
     }
 
     /// The one app, when the single-app settings made it; `None` with
@@ -282,6 +298,9 @@ mod tests {
         assert_eq!(c.http.client_ipv6_prefix, 64);
         assert_eq!(c.metrics_allow, nets(&["127.0.0.0/8", "::1"]));
         assert_eq!(c.upstream_proxy, None);
+        assert_eq!(c.public_url, None);
+        assert_eq!(c.device_max_pending, 1000);
+        assert_eq!(c.accounts_url(), "https://accounts.spotify.com");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::parse::{
     upstream_proxy, whole_number, whole_number_between,
 };
 use super::setting::{Setting, WhenUnset, set};
-use super::{AppConfig, Config, Listen};
+use super::{AppConfig, Config, Listen, PublicUrl};
 use crate::http::IpNet;
 use crate::secret::Secret;
 
@@ -37,6 +37,11 @@ const SECS_PER_DAY: u64 = 86_400;
 /// Shortest accepted `CLIENT_IPV6_PREFIX`: a /32 is a whole provider's
 /// allocation, so anything shorter lumps unrelated customers together.
 const MIN_CLIENT_IPV6_PREFIX: u8 = 32;
+/// Most device logins `DEVICE_MAX_PENDING` may allow at once: a pending
+/// login costs 500 to 650 bytes (docs/performance.md, "Pending device
+/// logins"), so 10,000 stay near 6.5 MB, well inside the shipped unit's
+/// `MemoryMax=64M` beside its connections.
+const MAX_DEVICE_MAX_PENDING: usize = 10_000;
 /// Longest `CLIENT_IPV6_PREFIX`: one address.
 const MAX_CLIENT_IPV6_PREFIX: u8 = 128;
 
@@ -298,6 +303,39 @@ pub(crate) static SETTINGS: &[Setting] = &[
         about: "comma-separated origins, or `*`",
         parse: |d, v| set(&mut d.cors, cors(v)?),
         show: |c| one_app(c, "CORS_ALLOW_ORIGINS", |app| apps::shown_cors(&app.cors)),
+    },
+    Setting {
+        name: "PUBLIC_URL",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off("(device login off)"),
+        about: "the server's address as browsers reach it (`https://swap.example.org`), which \
+                turns on device login: `/device/code`, `/device`, `/callback`, `/device/token`. \
+                Register `{PUBLIC_URL}/callback` at Spotify for each app; Spotify's redirect \
+                rules apply to it (`https://`; `http://` only to `127.0.0.1` or `[::1]`). Unset, \
+                those paths do not exist (see \
+                [Sign in a headless device](#sign-in-a-headless-device))",
+        parse: |d, v| set(&mut d.public_url, PublicUrl::parse(v)?),
+        show: |c| match &c.public_url {
+            Some(url) => format!(
+                "{url} (device login on; register {} at Spotify)",
+                url.callback()
+            ),
+            None => "(unset: device login off)".into(),
+        },
+    },
+    Setting {
+        name: "DEVICE_MAX_PENDING",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default("1000"),
+        about: "device logins held at once, in memory (1–10000, about 650 bytes each), each for \
+                at most 10 minutes; when full, `/device/code` answers `503` with `Retry-After`",
+        parse: |d, v| {
+            set(
+                &mut d.device_max_pending,
+                whole_number_between(v, 1, MAX_DEVICE_MAX_PENDING)?,
+            )
+        },
+        show: |c| c.device_max_pending.to_string(),
     },
     Setting {
         name: "UPSTREAM_TIMEOUT_SECS",

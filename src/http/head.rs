@@ -1,6 +1,8 @@
 //! Reading a request head: httparse, then the framing rules this server
 //! holds every request to (one `Host`, one `Content-Length` or chunked,
 //! never both), then the few headers it keeps, copied out of the buffer.
+//! The query string is kept apart from the path, so the path can be routed
+//! and logged without it.
 //!
 //! A head is parsed again from its start each time more of it arrives, so
 //! the answer never depends on how the peer split it into reads (the fuzz
@@ -114,6 +116,7 @@ fn head_from(parsed: &httparse::Request<'_, '_>) -> Result<Head, Error> {
         request: Request {
             method: parsed.method.unwrap_or_default().to_string(),
             path: path_of(parsed.path.unwrap_or_default()).to_string(),
+            query: query_of(parsed.path.unwrap_or_default()).map(String::from),
             minor_version,
             ..Request::default()
         },
@@ -168,6 +171,12 @@ impl Head {
             self.request.content_type = Some(text(value));
         } else if name.eq_ignore_ascii_case("origin") {
             self.request.origin = Some(text(value));
+        } else if name.eq_ignore_ascii_case("cookie") {
+            let value = text(value);
+            self.request.cookie = Some(match self.request.cookie.take() {
+                Some(earlier) => format!("{earlier}; {value}"),
+                None => value,
+            });
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             let value = text(value);
             self.forwarded_for = Some(match self.forwarded_for.take() {
@@ -245,6 +254,13 @@ fn path_of(target: &str) -> &str {
     &path[..end]
 }
 
+/// The query of a request target: what follows its first `?`, up to any
+/// `#`; `None` without a `?`.
+fn query_of(target: &str) -> Option<&str> {
+    let before_fragment = target.split('#').next().unwrap_or_default();
+    before_fragment.split_once('?').map(|(_, query)| query)
+}
+
 fn text(value: &[u8]) -> String {
     String::from_utf8_lossy(value).trim().to_string()
 }
@@ -315,6 +331,14 @@ mod tests {
         assert_eq!(path_of("http://example.com/health?x"), "/health");
         assert_eq!(path_of("http://example.com"), "/");
         assert_eq!(path_of("*"), "*");
+        assert_eq!(
+            query_of("/callback?code=c&state=s#f"),
+            Some("code=c&state=s")
+        );
+        assert_eq!(query_of("http://h/device?user_code=X"), Some("user_code=X"));
+        assert_eq!(query_of("/device?"), Some(""));
+        assert_eq!(query_of("/device#a?b"), None);
+        assert_eq!(query_of("/device"), None);
     }
 
     #[test]
@@ -375,10 +399,13 @@ mod tests {
         let head = parsed(
             "POST /swap?x HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\
              Content-Length: 3\r\nOrigin: https://app\r\nX-Forwarded-For: 1.2.3.4\r\n\
-             X-Forwarded-For: 5.6.7.8\r\nExpect: 100-continue\r\n\r\n",
+             X-Forwarded-For: 5.6.7.8\r\nExpect: 100-continue\r\nCookie: a=1\r\n\
+             Cookie: b=2\r\n\r\n",
         )
         .unwrap();
         assert_eq!(head.request.path, "/swap");
+        assert_eq!(head.request.query.as_deref(), Some("x"));
+        assert_eq!(head.request.cookie.as_deref(), Some("a=1; b=2"));
         assert_eq!(head.request.origin.as_deref(), Some("https://app"));
         assert_eq!(head.content_length, Some(3));
         assert_eq!(head.forwarded_for.as_deref(), Some("1.2.3.4,5.6.7.8"));

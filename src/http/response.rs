@@ -19,7 +19,7 @@ pub struct Response {
     pub(crate) note: Option<u32>,
 }
 
-/// Media type of every body the server writes, except `/metrics`.
+/// Media type of every body the server writes, except `/metrics` and pages.
 pub(crate) const JSON: &str = "application/json";
 
 impl Response {
@@ -77,6 +77,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         100 => "Continue",
         200 => "OK",
         204 => "No Content",
+        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

@@ -727,3 +727,112 @@ fn with_cors_on_the_allow_header_names_options() {
     assert_error(&resp, 405, "method_not_allowed");
     assert_eq!(resp.header("allow"), Some("POST, OPTIONS"));
 }
+
+// ---------------------------------------------------------------------------
+// Device login in the browser
+// ---------------------------------------------------------------------------
+
+/// A phone's viewport, in CSS pixels.
+const PHONE_WIDTH: u32 = 390;
+const PHONE_HEIGHT: u32 = 844;
+
+/// Where the screenshots of the device-login pages go (kept after the
+/// test, to be looked at): `target/tmp/device-pages/`.
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("device-pages");
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
+    dir
+}
+
+/// Asserts no page shows a token, a code or a secret of the flow.
+fn assert_shows_none_of(html: &str, secrets: &[&str], page: &str) {
+    for secret in secrets {
+        assert!(!html.contains(secret), "{page} shows {secret}:\n{html}");
+    }
+}
+
+#[test]
+fn browser_signs_a_device_in_pressing_continue_on_a_phone_sized_page() {
+    let Some(chromium) = chromium_or_skip("browser_signs_a_device_in_pressing_continue") else {
+        return;
+    };
+    let _heavy = heavy();
+    let scene = crate::device::Scene::start(&[]);
+    let code = scene.device_code(&[("scope", "streaming user-read-email")]);
+    let device_code = code["device_code"].as_str().expect("device_code");
+    let user_code = code["user_code"].as_str().expect("user_code");
+    let dir = screenshot_dir();
+    let mut browser = support::cdp::Browser::start(&chromium, PHONE_WIDTH, PHONE_HEIGHT);
+
+    browser.navigate(code["verification_uri"].as_str().expect("verification_uri"));
+    browser.screenshot(&dir.join("1-enter-code.png"));
+    let (_, enter) = browser.page();
+    assert!(
+        enter.contains("Enter the code your device shows"),
+        "{enter}"
+    );
+
+    browser.navigate(
+        code["verification_uri_complete"]
+            .as_str()
+            .expect("complete"),
+    );
+    browser.screenshot(&dir.join("2-continue.png"));
+    let (_, confirm) = browser.page();
+    assert!(
+        confirm.contains(user_code) && confirm.contains("streaming"),
+        "{confirm}"
+    );
+    assert!(confirm.contains("user-read-email"), "{confirm}");
+
+    // Continue: POST /device (Origin: null under no-referrer), 303 to the
+    // mock's /authorize, 303 back to /callback.
+    browser.click_and_wait("button[type=submit]");
+    browser.screenshot(&dir.join("3-signed-in.png"));
+    let (url, signed_in) = browser.page();
+    assert!(
+        url.starts_with(&format!("{}/callback?", scene.public)),
+        "{url}"
+    );
+    assert!(signed_in.contains("Return to your device"), "{signed_in}");
+
+    let tokens = scene.poll(device_code);
+    assert_eq!(tokens.status, 200, "{tokens:?}");
+    let body = tokens.json();
+    let sealed = body["refresh_token"].as_str().expect("refresh_token");
+    let exchange = scene.mock.last_request().expect("the exchange");
+    let verifier = exchange
+        .field("code_verifier")
+        .expect("verifier")
+        .to_owned();
+    let secrets = [
+        "access-authorized-1",
+        "refresh-authorized-1",
+        "authorized-1",
+        sealed,
+        device_code,
+        &verifier,
+    ];
+    for (html, page) in [
+        (&enter, "enter"),
+        (&confirm, "continue"),
+        (&signed_in, "signed in"),
+    ] {
+        assert_shows_none_of(html, &secrets, page);
+    }
+    // A declined sign-in, in the same browser.
+    scene.mock.set_authorize_denies(true);
+    let code = scene.device_code(&[]);
+    browser.navigate(
+        code["verification_uri_complete"]
+            .as_str()
+            .expect("complete"),
+    );
+    browser.click_and_wait("button[type=submit]");
+    browser.screenshot(&dir.join("4-declined.png"));
+    let (_, declined) = browser.page();
+    assert!(declined.contains("Sign-in declined"), "{declined}");
+    let denied = scene.poll(code["device_code"].as_str().expect("device_code"));
+    assert_error(&denied, 400, "access_denied");
+    eprintln!("device-login screenshots: {}", dir.display());
+}

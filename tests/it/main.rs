@@ -33,6 +33,7 @@ mod browser;
 mod cli;
 mod clients;
 mod connections;
+mod device;
 mod dns;
 mod fairness;
 mod healthcheck;

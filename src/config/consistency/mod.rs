@@ -414,12 +414,13 @@ fn threads_and_stop_time_fit_the_service_unit() {
 }
 
 /// The rows of the README's Limits table that state a default checked here.
-const LIMITS_ROWS: [&str; 5] = [
+const LIMITS_ROWS: [&str; 6] = [
     "WORKER_THREADS",
     "LISTEN_BACKLOG",
     "MAX_CONNECTIONS_PER_CLIENT",
     "RATE_LIMIT_PER_MINUTE",
     "UPSTREAM_TIMEOUT_SECS",
+    "DEVICE_MAX_PENDING",
 ];
 
 #[test]

@@ -9,7 +9,11 @@
 //! `POST /api/token` the way Spotify answers it: client authentication by
 //! `Authorization: Basic`, single-use authorization codes, PKCE verifiers,
 //! redirect-URI checks, refresh tokens (optionally rotated), and Spotify's
-//! OAuth error bodies. It knows one app (client id) from the start and may
+//! OAuth error bodies. `GET /authorize` stands in for Spotify's consent
+//! page (device login): it checks the client id, redirect URI, `state` and
+//! S256 challenge, then sends the browser back with a fresh code — whose
+//! exchange must carry the verifier of that challenge — or, when told to
+//! ([`MockSpotify::set_authorize_denies`]), with `error=access_denied`. It knows one app (client id) from the start and may
 //! learn more ([`MockSpotify::add_client`]): each authenticates with its own
 //! secret, and codes, refresh tokens and redirect URIs belong to one app —
 //! what one app's credentials present of another's is refused, as Spotify
@@ -189,6 +193,9 @@ pub struct AuthGrant {
     pub expires_in: u64,
     /// When set, the exchange must carry this `code_verifier` (PKCE).
     pub code_verifier: Option<String>,
+    /// When set, the exchange must carry a `code_verifier` whose S256
+    /// challenge this is (codes issued by `/authorize`).
+    pub code_challenge: Option<String>,
 }
 
 impl AuthGrant {
@@ -201,6 +208,7 @@ impl AuthGrant {
             scope: DEFAULT_SCOPE.to_owned(),
             expires_in: EXPIRES_IN_SECS,
             code_verifier: None,
+            code_challenge: None,
         }
     }
 
@@ -340,6 +348,10 @@ struct State {
     /// Live refresh token → the client id it was issued to, and its scope.
     refresh_tokens: HashMap<String, (String, String)>,
     rotate_refresh_tokens: bool,
+    /// `/authorize` sends the browser back with `error=access_denied`.
+    authorize_denies: bool,
+    /// Counts codes issued by `/authorize`.
+    authorized: u64,
     /// Counts refreshes, to give each one distinct tokens.
     refreshes: u64,
     replies: VecDeque<Reply>,
@@ -431,6 +443,8 @@ impl MockSpotify {
                 codes: HashMap::new(),
                 refresh_tokens: HashMap::new(),
                 rotate_refresh_tokens: false,
+                authorize_denies: false,
+                authorized: 0,
                 refreshes: 0,
                 replies: VecDeque::new(),
                 default_reply: None,
@@ -493,6 +507,12 @@ impl MockSpotify {
             secret: client_secret.to_owned(),
             redirect_uris: vec![redirect_uri.to_owned()],
         });
+    }
+
+    /// Makes `/authorize` answer as a user who declines (`true`) or
+    /// accepts (`false`, the default).
+    pub fn set_authorize_denies(&self, denies: bool) {
+        self.shared.state().authorize_denies = denies;
     }
 
     /// Registers `code` with the default grant of [`AuthGrant::for_code`].
@@ -1315,6 +1335,9 @@ impl State {
     /// Answers a request the way Spotify's accounts service would.
     fn emulate(&mut self, req: &Recorded) -> Reply {
         let route = req.path.split('?').next().unwrap_or_default();
+        if route == "/authorize" && req.method == "GET" {
+            return self.authorize(req);
+        }
         if route != "/api/token" {
             return Reply::json(404, &error_body("not_found", "Service not found"));
         }
@@ -1391,6 +1414,11 @@ impl State {
                 return oauth_error("invalid_grant", "code_verifier was incorrect");
             }
         }
+        if let Some(challenge) = &grant.code_challenge {
+            if req.field("code_verifier").map(s256) != Some(challenge.clone()) {
+                return oauth_error("invalid_grant", "code_verifier was incorrect");
+            }
+        }
         // Codes are single-use; a failed attempt above leaves the code live
         // so a test can retry with corrected parameters.
         let Some((_, grant)) = self.codes.remove(code) else {
@@ -1410,6 +1438,55 @@ impl State {
             body["refresh_token"] = Value::String(refresh_token);
         }
         Reply::json(200, &body.to_string())
+    }
+
+    /// Spotify's consent page, as a user who accepts at once (or declines):
+    /// `303` to the redirect URI with `code` (or `error`) and `state`.
+    /// Anything Spotify would refuse is a 400 that sends nobody back.
+    fn authorize(&mut self, req: &Recorded) -> Reply {
+        let query = req.path.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
+        let refuse = |why: &str| Reply::json(400, &error_body("invalid_request", why));
+        let Some(client) = self.clients.iter().find(|c| c.id == param("client_id")) else {
+            return refuse("INVALID_CLIENT: Invalid client");
+        };
+        let redirect_uri = param("redirect_uri");
+        if !client.redirect_uris.iter().any(|uri| uri == redirect_uri) {
+            return refuse("INVALID_CLIENT: Invalid redirect URI");
+        }
+        let challenge = param("code_challenge");
+        let challenge_ok = challenge.len() == 43
+            && challenge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if param("response_type") != "code"
+            || param("state").is_empty()
+            || param("code_challenge_method") != "S256"
+            || !challenge_ok
+        {
+            return refuse("response_type, state or the S256 code_challenge is wrong");
+        }
+        let mut back = form_urlencoded::Serializer::new(String::new());
+        if self.authorize_denies {
+            back.append_pair("error", "access_denied");
+        } else {
+            self.authorized += 1;
+            let code = format!("authorized-{}", self.authorized);
+            let mut grant = AuthGrant::for_code(&code);
+            grant.code_challenge = Some(challenge.to_owned());
+            if !param("scope").is_empty() {
+                grant.scope = param("scope").to_owned();
+            }
+            let client_id = client.id.clone();
+            self.codes.insert(code.clone(), (client_id, grant));
+            back.append_pair("code", &code);
+        }
+        back.append_pair("state", param("state"));
+        let location = format!("{redirect_uri}?{}", back.finish());
+        Reply::json_with_headers(303, "", &[("Location", &location)])
     }
 
     fn refresh(&mut self, req: &Recorded, client: &str) -> Reply {
@@ -1440,6 +1517,13 @@ impl State {
     }
 }
 
+/// PKCE's S256 challenge of `verifier` (RFC 7636 §4.2).
+pub fn s256(verifier: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
 /// The reason phrase for `status`: the one table the mock answers with.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -1449,6 +1533,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         204 => "No Content",
         301 => "Moved Permanently",
         302 => "Found",
+        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

@@ -13,6 +13,8 @@
 //! - [`mock`]: the Spotify mock, over plain HTTP or TLS (recording its
 //!   handshakes); [`pki`]: throwaway certificates; [`conns`]: many
 //!   connections at once;
+//! - [`cdp`]: headless Chromium driven over the DevTools protocol (press a
+//!   button, follow redirects, take screenshots);
 //! - [`wait`]: bounded waits ([`wait_until`], [`wait_until_serving`]…).
 //!
 //! Environment knobs, for testing a cross-built binary:
@@ -24,6 +26,7 @@
 //! `try_*` variants return the error for tests that expect a failure.
 
 pub mod asserts;
+pub mod cdp;
 pub mod client;
 pub mod connect;
 pub mod conns;
