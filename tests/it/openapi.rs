@@ -31,7 +31,7 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 /// Fixed, so a run can be repeated exactly.
 const SEED: &str = "24";
 /// Test cases per operation and phase: the whole run stays under a minute.
-const MAX_EXAMPLES: &str = "25";
+const MAX_EXAMPLES: &str = "100";
 /// Sent with every request: the server sees a client behind a trusted
 /// proxy (loopback), as behind nginx, so its rate limit applies (a trusted
 /// proxy that names no client is not limited) and `/metrics` still
