@@ -525,6 +525,78 @@ mod tests {
         assert_eq!(app.handle(&request("HEAD", "/health", None)).status, 200);
     }
 
+    /// Paths and the methods each takes, in order.
+    type Paths = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+
+    /// The paths of docs/openapi.yaml with the methods documented for
+    /// each, read crudely: under `paths:`, a path is a line of two spaces,
+    /// `/…` and a colon; its operations are the lines of four spaces, a
+    /// method and a colon.
+    fn documented_paths() -> Paths {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml");
+        let document = std::fs::read_to_string(&file).unwrap();
+        let (_, paths) = document.split_once("\npaths:\n").unwrap();
+        let (paths, _) = paths.split_once("\ncomponents:\n").unwrap();
+        let mut documented = Paths::new();
+        let mut current = None;
+        for line in paths.lines() {
+            let indented = |spaces| {
+                let rest = line.strip_prefix(spaces)?.strip_suffix(':')?;
+                (!rest.starts_with(' ')).then_some(rest)
+            };
+            if let Some(path) = indented("  ").filter(|path| path.starts_with('/')) {
+                current = Some(path.to_string());
+                documented.insert(path.to_string(), std::collections::BTreeSet::new());
+            } else if let (Some(path), Some(method)) = (&current, indented("    ")) {
+                if ["get", "head", "post", "put", "delete", "patch", "options"].contains(&method) {
+                    documented
+                        .get_mut(path)
+                        .unwrap()
+                        .insert(method.to_uppercase());
+                }
+            }
+        }
+        documented
+    }
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_paths_and_methods_served() {
+        // Everything on: several apps (their own paths are `/{app}/…` in the
+        // document), device login (PUBLIC_URL), CORS (preflights).
+        let vars = [
+            ("SPOTIFY_APPS", "tv"),
+            ("SPOTIFY_APP_TV_CLIENT_ID", "id-tv"),
+            ("SPOTIFY_APP_TV_CLIENT_SECRET", "s"),
+            ("SPOTIFY_APP_TV_REDIRECT_URI", "tv://cb"),
+            ("SPOTIFY_APP_TV_CORS_ALLOW_ORIGINS", "*"),
+            ("PUBLIC_URL", "http://127.0.0.1:8080"),
+        ];
+        let config = Config::from_vars(vars).unwrap();
+        let served: Paths = routes(&config)
+            .into_iter()
+            .map(|(path, route)| {
+                let endpoint = &ENDPOINTS[route.endpoint];
+                let methods = ["GET", "HEAD", "POST"]
+                    .into_iter()
+                    .filter(|method| endpoint.methods.allows(method))
+                    .chain(endpoint.cors.then_some("OPTIONS"))
+                    .map(String::from)
+                    .collect();
+                let path = match path.strip_prefix("/tv/") {
+                    Some(rest) => format!("/{{app}}/{rest}"),
+                    None => path,
+                };
+                (path, methods)
+            })
+            .collect();
+        let mut documented = documented_paths();
+        // A build without device login documents paths it does not serve.
+        if !served.keys().any(|path| path.starts_with("/device")) {
+            documented.retain(|path, _| !path.starts_with("/device") && path != "/callback");
+        }
+        assert_eq!(documented, served);
+    }
+
     #[test]
     fn requests_are_counted_under_their_rows_label() {
         let app = app(&[]);

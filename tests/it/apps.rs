@@ -10,15 +10,38 @@
 use crate::support;
 
 use std::process::Output;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::metrics::{scrape, value};
+use support::metrics::{sample, scrape, value};
 use support::mock::{MockSpotify, Reply};
 use support::{
     Resp, ServerProc, TempDir, assert_error, assert_no_cors_headers, assert_still_serving,
     borrowed, get, post_form, post_json, request, run_binary,
 };
+
+/// How long a request may take to be counted: it is recorded after its
+/// answer is written, so a scrape right after the answer can come first.
+const COUNTED_WITHIN: Duration = Duration::from_secs(5);
+/// Pause between scrapes while waiting for the counts.
+const SCRAPE_PAUSE: Duration = Duration::from_millis(20);
+
+/// Scrapes `/metrics` until every series in `expected` shows its value,
+/// or [`COUNTED_WITHIN`] has passed, and returns the last scrape.
+fn scrape_when_counted(server: &ServerProc, expected: &[(String, f64)]) -> String {
+    let deadline = Instant::now() + COUNTED_WITHIN;
+    loop {
+        let text = scrape(server.addr());
+        let counted = expected
+            .iter()
+            .all(|(series, value)| sample(&text, series) == Some(*value));
+        if counted || Instant::now() >= deadline {
+            return text;
+        }
+        thread::sleep(SCRAPE_PAUSE);
+    }
+}
 
 /// An encryption secret, so refresh tokens are sealed for their app.
 const ENCRYPTION_SECRET: &str = "apps-test-encryption-secret-0123456789";
@@ -386,9 +409,8 @@ fn metrics_count_requests_upstream_calls_and_refusals_by_app() {
     assert_eq!(get(server.addr(), "/nowhere").status, 404);
     assert_eq!(get(server.addr(), &TV.path("/swap")).status, 405);
 
-    let text = scrape(server.addr());
     let requests = "spotify_token_swap_requests_total";
-    for (series, expected) in [
+    let expected = [
         (
             format!(r#"{requests}{{app="tv",endpoint="swap",status="200"}}"#),
             1.0,
@@ -429,7 +451,9 @@ fn metrics_count_requests_upstream_calls_and_refusals_by_app() {
             r#"spotify_token_swap_rate_limited_total{app="tv"}"#.into(),
             0.0,
         ),
-    ] {
+    ];
+    let text = scrape_when_counted(&server, &expected);
+    for (series, expected) in expected {
         assert_eq!(value(&text, &series), expected, "{series}\n{text}");
     }
     assert!(
@@ -445,15 +469,10 @@ fn with_one_app_metrics_carry_no_app_label() {
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(mock.request_count(), 1);
 
-    let text = scrape(server.addr());
+    let swapped = r#"spotify_token_swap_requests_total{endpoint="swap",status="200"}"#;
+    let text = scrape_when_counted(&server, &[(swapped.into(), 1.0)]);
     assert!(!text.contains("app="), "{text}");
-    assert_eq!(
-        value(
-            &text,
-            r#"spotify_token_swap_requests_total{endpoint="swap",status="200"}"#
-        ),
-        1.0
-    );
+    assert_eq!(value(&text, swapped), 1.0);
     assert_eq!(
         value(&text, "spotify_token_swap_upstream_duration_seconds_count"),
         1.0

@@ -43,6 +43,7 @@ mod journal;
 mod memory;
 mod metrics;
 mod mock_selftest;
+mod openapi;
 mod panic_isolation;
 mod rate_limit;
 mod redirect_uris;
