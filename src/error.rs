@@ -171,7 +171,7 @@ impl fmt::Display for Error {
                 f.write_str("grant_type must be urn:ietf:params:oauth:grant-type:device_code")
             }
             Error::InvalidScope => f.write_str(
-                "scope must be scope names (letters, digits, '-', '_', '.') separated by spaces",
+                "scope must be scope names (letters, digits, '-', '_', '.', ':') separated by spaces",
             ),
             Error::DeviceLoginsFull { retry_after_secs } => write!(
                 f,

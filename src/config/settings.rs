@@ -362,7 +362,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
         // A user needs about two an hour, so even an address shared by a
         // thousand (carrier-grade NAT) fits.
         when_unset: WhenUnset::Default("60"),
-        about: "token requests per client (an IPv4 address, an IPv6 network: \
+        about: "token and `/device/code` requests per client (an IPv4 address, an IPv6 network: \
                 `CLIENT_IPV6_PREFIX`) per minute, with a burst of 10 s worth (at \
                 least 10, or the rate if lower: 60 a minute allows 10 at once, then one a \
                 second); excess gets 429, and one warning per client per minute is logged (its \

@@ -574,6 +574,10 @@ fn the_callback_needs_the_browser_that_continued_and_state_is_single_use() {
     assert!(elsewhere.text().contains("same browser"));
     assert_error(&scene.poll(device_code), 400, "authorization_pending");
     let login_cookie = format!("Cookie: {}", cookie(&redirect, "sts_login"));
+    // A HEAD from that browser (a prefetch, a link preview) uses nothing up.
+    let head = send(scene.addr(), "HEAD", &target, &[&login_cookie], "");
+    assert_eq!(head.status, 405, "{head:?}");
+    assert_eq!(head.header("allow"), Some("GET"));
     let finished = send(scene.addr(), "GET", &target, &[&login_cookie], "");
     assert_eq!(finished.status, 200, "{finished:?}");
 }
