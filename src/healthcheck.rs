@@ -41,9 +41,14 @@ pub fn check_health(config: &Config) -> Result<(), String> {
     for addr in dial_addrs(listen) {
         match connect(addr, deadline) {
             Ok(stream) => {
-                let status = match &config.tls {
-                    None => exchange(stream, deadline),
-                    Some(files) => tls_exchange(stream, &files.cert, deadline),
+                let status = match (&config.tls, &config.acme) {
+                    (Some(files), _) => tls_exchange(stream, &files.cert, deadline),
+                    (None, Some(acme)) => {
+                        let file =
+                            crate::acme::certificate_file(&acme.state_dir, &acme.directory_url);
+                        tls_exchange(stream, &file, deadline)
+                    }
+                    (None, None) => exchange(stream, deadline),
                 }
                 .map_err(|e| match e.kind() {
                     // SO_RCVTIMEO and SO_SNDTIMEO run out as EAGAIN.
