@@ -155,6 +155,17 @@ pub fn load_certificate(config: &Config) -> Result<Option<Arc<CertStore>>, RunEr
         .map_err(RunError::Config)
 }
 
+/// What `check-config` checks of the certificate: the files of
+/// `TLS_CERT_FILE`/`TLS_KEY_FILE` load ([`load_certificate`]). With
+/// `ACME_DOMAINS` nothing is read or made: the state directory is opened
+/// when the server starts.
+pub fn check_certificate(config: &Config) -> Result<(), RunError> {
+    if config.acme.is_some() {
+        return Ok(());
+    }
+    load_certificate(config).map(drop)
+}
+
 /// Builds the server around a bound listener. `certificate` is what
 /// [`load_certificate`] loaded (HTTPS) or `None` (plain HTTP); `limits`
 /// size `MAX_CONNECTIONS` when it is not set.

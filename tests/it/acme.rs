@@ -563,3 +563,32 @@ fn acme_domains_with_certificate_files_is_a_configuration_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_config_shows_the_acme_settings_and_makes_nothing() {
+    let (mock, state) = (start_mock(), TempDir::new("acme-check"));
+    let dir = state.path().join("not-yet");
+    let dir_text = dir.display().to_string();
+    let vars = server_vars(
+        &mock,
+        &[
+            ("ACME_DOMAINS", "Sts.Example.org"),
+            ("STATE_DIRECTORY", &dir_text),
+        ],
+    );
+    let output = run_binary(&["check-config"], &support::borrowed(&vars));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "ACME_DOMAINS=sts.example.org (HTTPS on)",
+        "ACME_DIRECTORY_URL=https://acme-v02.api.letsencrypt.org/directory",
+        &format!("ACME_STATE_DIR={dir_text}"),
+    ] {
+        assert!(stdout.contains(line), "no '{line}' in:\n{stdout}");
+    }
+    assert!(!dir.exists(), "check-config made {dir_text}");
+}
