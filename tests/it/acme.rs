@@ -13,7 +13,10 @@
 //! down at start (the server says why, retries, serves once it can, and
 //! fails handshakes cleanly until then); a restart reuses the stored
 //! account and certificate (no new order); the state directory's modes;
-//! and `ACME_DOMAINS` with `TLS_CERT_FILE` is exit 2.
+//! refused nonces sent again (a third refused, in a test of its own); no
+//! challenge certificate outside a validation; `healthcheck` pinning the
+//! stored certificate; `check-config` making nothing; and `ACME_DOMAINS`
+//! with `TLS_CERT_FILE` is exit 2.
 //!
 //! Without `pebble` installed these tests say so and pass, unless
 //! `STS_REQUIRE_PEBBLE` is set, as CI does.
@@ -87,10 +90,18 @@ impl Pebble {
     /// seconds (`None`: pebble's default, years). Pebble's own HTTPS uses
     /// `pki`'s server certificate.
     fn start(pki: &Pki, tls_port: u16, validity: Option<u64>) -> Pebble {
-        Pebble::start_on(pki, tls_port, validity, free_port())
+        Pebble::start_on(pki, tls_port, validity, free_port(), None)
     }
 
-    fn start_on(pki: &Pki, tls_port: u16, validity: Option<u64>, acme_port: u16) -> Pebble {
+    /// [`Pebble::start`] on `acme_port`, rejecting `nonce_reject` % of
+    /// nonces (`None`: pebble's 5 %).
+    fn start_on(
+        pki: &Pki,
+        tls_port: u16,
+        validity: Option<u64>,
+        acme_port: u16,
+        nonce_reject: Option<u8>,
+    ) -> Pebble {
         let (dns_port, management_port, dns_management_port) =
             (free_port(), free_port(), free_port());
         let output = Arc::new(Mutex::new(String::new()));
@@ -124,6 +135,7 @@ impl Pebble {
             .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env_remove("PEBBLE_WFE_NONCEREJECT")
+            .envs(nonce_reject.map(|percent| ("PEBBLE_WFE_NONCEREJECT", percent.to_string())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -341,19 +353,23 @@ fn first_certificate_comes_within_a_minute_and_is_served_by_sni() {
     );
     let pebble = Pebble::start(&pki, port, None);
     let started = Instant::now();
-    let server = start(&acme_vars(
-        &mock,
-        &pki,
-        &pebble.directory_url(),
-        &state,
-        port,
-    ));
+    let vars = acme_vars(&mock, &pki, &pebble.directory_url(), &state, port);
+    let server = start(&vars);
     let config = client_config(&pebble.root(&pki));
     wait_for_certificate(&server, &config, FIRST_ISSUANCE);
     assert!(started.elapsed() < FIRST_ISSUANCE);
     let mut tls = connect(server.addr(), &config).expect("a verified connection");
     let health = tls_exchange(&mut tls, HEALTH).expect("GET /health over the new certificate");
     assert_eq!(health.status, 200);
+    // Outside a validation, a client offering acme-tls/1 gets nothing.
+    let mut acme_client = (*config).clone();
+    acme_client.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let refused = served(server.addr(), &Arc::new(acme_client)).expect_err("no challenge now");
+    assert!(refused.contains("alert"), "{refused}");
+    // The health check pins the stored certificate.
+    let healthcheck = run_binary(&["healthcheck"], &support::borrowed(&vars));
+    let why = String::from_utf8_lossy(&healthcheck.stderr);
+    assert!(healthcheck.status.success(), "{why}");
     let log = server.stderr();
     for line in [
         "registered account",
@@ -483,7 +499,7 @@ fn with_the_ca_down_at_start_the_server_retries_says_why_and_serves_once_it_can(
     let any_root = pki.der("ca.pem");
     let refused = served(server.addr(), &client_config(&any_root)).expect_err("no certificate yet");
     assert!(refused.contains("alert"), "{refused}");
-    let pebble = Pebble::start_on(&pki, port, None, acme_port);
+    let pebble = Pebble::start_on(&pki, port, None, acme_port, None);
     let config = client_config(&pebble.root(&pki));
     // The first retry comes 10 s after the first failure.
     wait_for_certificate(&server, &config, FIRST_ISSUANCE);
@@ -591,4 +607,35 @@ fn check_config_shows_the_acme_settings_and_makes_nothing() {
         assert!(stdout.contains(line), "no '{line}' in:\n{stdout}");
     }
     assert!(!dir.exists(), "check-config made {dir_text}");
+}
+
+#[test]
+fn a_refused_nonce_is_sent_again_at_once_with_the_new_one() {
+    if !pebble_present("a_refused_nonce_is_sent_again_at_once_with_the_new_one") {
+        return;
+    }
+    let _turn = heavy();
+    let (pki, mock, state, port) = (
+        Pki::new(),
+        start_mock(),
+        TempDir::new("acme-nonce"),
+        free_port(),
+    );
+    // A third of the nonces refused: about five of the order's fifteen
+    // requests are refused at least once; eight refusals in a row (what
+    // the client takes) have a chance of 1.5·10⁻⁴ per request.
+    let pebble = Pebble::start_on(&pki, port, None, free_port(), Some(33));
+    let mut vars = acme_vars(&mock, &pki, &pebble.directory_url(), &state, port);
+    vars.push(("LOG_LEVEL".into(), "debug".into()));
+    let server = start(&vars);
+    wait_for_certificate(&server, &client_config(&pebble.root(&pki)), FIRST_ISSUANCE);
+    let log = server.stderr();
+    assert!(
+        log.contains("refused the nonce (badNonce); sending again"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("no certificate for"),
+        "a refused nonce failed an attempt:\n{log}"
+    );
 }
