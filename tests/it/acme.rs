@@ -485,7 +485,8 @@ fn with_the_ca_down_at_start_the_server_retries_says_why_and_serves_once_it_can(
     );
     let acme_port = free_port();
     let directory_url = format!("https://127.0.0.1:{acme_port}/dir");
-    let server = start(&acme_vars(&mock, &pki, &directory_url, &state, port));
+    let vars = acme_vars(&mock, &pki, &directory_url, &state, port);
+    let server = start(&vars);
     assert!(
         server.wait_for_stderr(
             "ACME: no certificate for sts.example.org: cannot reach",
@@ -499,6 +500,10 @@ fn with_the_ca_down_at_start_the_server_retries_says_why_and_serves_once_it_can(
     let any_root = pki.der("ca.pem");
     let refused = served(server.addr(), &client_config(&any_root)).expect_err("no certificate yet");
     assert!(refused.contains("alert"), "{refused}");
+    let healthcheck = run_binary(&["healthcheck"], &support::borrowed(&vars));
+    let why = String::from_utf8_lossy(&healthcheck.stderr);
+    assert_eq!(healthcheck.status.code(), Some(1), "{why}");
+    assert!(why.contains("no certificate from ACME yet"), "{why}");
     let pebble = Pebble::start_on(&pki, port, None, acme_port, None);
     let config = client_config(&pebble.root(&pki));
     // The first retry comes 10 s after the first failure.
