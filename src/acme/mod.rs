@@ -1,7 +1,8 @@
 //! Automatic certificates (`ACME_DOMAINS`): the server gets one certificate
 //! for all its names from an ACME CA (RFC 8555), proving each name with
 //! `tls-alpn-01` (RFC 8737) on its own TLS listener, and renews it when a
-//! third of its lifetime is left, swapping it in [`CertStore`] without a
+//! third of its lifetime is left, or earlier when the CA's renewal
+//! information (RFC 9773) says so, swapping it in [`CertStore`] without a
 //! restart.
 //!
 //! [`start`] opens the state directory and serves the stored certificate
@@ -11,6 +12,7 @@
 //! says). Everything is synchronous, over `ureq`.
 //!
 //! - `wire.rs`: the directory, nonces and signed requests;
+//! - `ari.rs`: the CA's renewal information;
 //! - `jws.rs`: the account key and JWS;
 //! - `order.rs`: one issuance, account to chain;
 //! - `certgen.rs`: the CSR and the challenge certificate (rcgen);
@@ -18,6 +20,7 @@
 //! - `x509.rs`: a certificate's dates and names;
 //! - `error.rs`: why an attempt failed.
 
+mod ari;
 mod certgen;
 mod error;
 mod jws;
@@ -38,6 +41,7 @@ use crate::metrics::CertificateMetrics;
 use crate::tls::{self, CertStore};
 use order::Issued;
 use storage::Storage;
+use wire::Wire;
 use x509::{Facts, now_unix_secs, rfc3339};
 
 /// The first wait after a failed attempt; each further failure doubles it.
@@ -48,6 +52,9 @@ const LAST_RETRY: Duration = Duration::from_secs(3600);
 /// jumped (a Pi without a real-time clock sets it from the network after
 /// boot) is noticed within this.
 const LONGEST_SLEEP: Duration = Duration::from_secs(600);
+/// The wait before asking for renewal information again after the CA
+/// could not give it.
+const ARI_RETRY_SECS: u64 = 3600;
 
 /// Issues and renews the certificate.
 pub(crate) struct Manager {
@@ -57,6 +64,11 @@ pub(crate) struct Manager {
     metrics: Arc<CertificateMetrics>,
     /// The certificate served now, if any.
     current: Option<Facts>,
+    /// The CA's suggested window for it, and the time picked in it.
+    suggested: Option<((u64, u64), u64)>,
+    /// When to ask for renewal information next (Unix seconds;
+    /// `u64::MAX`: not for this certificate).
+    next_ari_check: u64,
 }
 
 /// Opens the state directory (`Err`: a configuration problem, named by
@@ -130,17 +142,76 @@ impl Manager {
             store,
             metrics,
             current,
+            suggested: None,
+            next_ari_check: 0,
         })
+    }
+
+    /// When the certificate is to be renewed: now without one; else our
+    /// third of its lifetime, or the CA's time if that is earlier.
+    fn due(&self) -> u64 {
+        let Some(facts) = &self.current else {
+            return 0;
+        };
+        let own = facts.renew_at();
+        self.suggested.map_or(own, |(_, at)| at.min(own))
+    }
+
+    /// Asks the CA's renewal information about the current certificate
+    /// (only if its directory offers it) and keeps a time in the window.
+    fn check_renewal_info(&mut self, now: u64) {
+        let Some(id) = self.current.as_ref().and_then(|f| f.ari_id.clone()) else {
+            self.next_ari_check = u64::MAX;
+            return;
+        };
+        let settings = &self.settings;
+        let asked = Wire::open(&settings.directory_url, &settings.roots)
+            .and_then(|wire| ari::ask(&wire, &id));
+        let suggestion = match asked {
+            Ok(Some(suggestion)) => suggestion,
+            Ok(None) => {
+                self.next_ari_check = u64::MAX;
+                return;
+            }
+            Err(e) => {
+                log::info!("ACME: no renewal information from the CA ({e}); asking again later");
+                self.next_ari_check = now + ARI_RETRY_SECS;
+                return;
+            }
+        };
+        self.next_ari_check = now.saturating_add(suggestion.check_again.as_secs());
+        let window = (suggestion.start, suggestion.end);
+        if self.suggested.is_some_and(|(known, _)| known == window) {
+            return;
+        }
+        let at = suggestion.pick(random_u64());
+        self.suggested = Some((window, at));
+        if self.current.as_ref().is_some_and(|f| at < f.renew_at()) {
+            let why = suggestion
+                .explanation
+                .map(|url| format!(" ({url})"))
+                .unwrap_or_default();
+            log::info!(
+                "ACME: the CA suggests renewing between {} and {}{why}; renewing from {}",
+                rfc3339(window.0),
+                rfc3339(window.1),
+                rfc3339(at)
+            );
+        }
     }
 
     /// Issues, renews and retries, for as long as the process runs.
     pub(crate) fn run(mut self) {
         let mut failures: u32 = 0;
         loop {
-            let due = self.current.as_ref().map_or(0, Facts::renew_at);
             let now = now_unix_secs();
+            if self.current.is_some() && now >= self.next_ari_check {
+                self.check_renewal_info(now);
+            }
+            let due = self.due();
             if now < due {
-                sleep(Duration::from_secs(due - now).min(LONGEST_SLEEP));
+                let until_check = self.next_ari_check.saturating_sub(now).max(1);
+                sleep(Duration::from_secs((due - now).min(until_check)).min(LONGEST_SLEEP));
                 continue;
             }
             match self.attempt() {
@@ -203,8 +274,18 @@ impl Manager {
             rfc3339(facts.renew_at())
         );
         self.current = Some(facts);
+        (self.suggested, self.next_ari_check) = (None, 0);
         // Served even if it cannot be stored: the next start orders again.
         self.storage.save_certificate(&chain_pem, &key_pkcs8)
+    }
+}
+
+/// 64 random bits (0 if the system's generator fails: the window's start).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => 0,
     }
 }
 
@@ -217,6 +298,38 @@ fn back_off(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cas_window_brings_renewal_forward_never_back() {
+        let state_dir = std::env::temp_dir().join(format!("sts-acme-due-{}", std::process::id()));
+        let settings = AcmeConfig {
+            domains: vec!["a.example".into()],
+            directory_url: "https://ca.example/dir".into(),
+            email: None,
+            ca_file: None,
+            roots: Vec::new(),
+            state_dir: state_dir.clone(),
+        };
+        let store = Arc::new(CertStore::empty());
+        let mut manager = Manager::new(settings, store, Arc::default()).unwrap();
+        assert_eq!(manager.due(), 0, "no certificate: now");
+        manager.current = Some(Facts {
+            not_before: 0,
+            not_after: 90_000,
+            dns_names: Vec::new(),
+            ari_id: None,
+        });
+        assert_eq!(manager.due(), 60_000);
+        manager.suggested = Some(((10_000, 20_000), 15_000));
+        assert_eq!(manager.due(), 15_000);
+        manager.suggested = Some(((80_000, 85_000), 82_000));
+        assert_eq!(manager.due(), 60_000);
+        // A certificate without an authority key identifier is never asked
+        // about (nothing is dialled: the CA here does not exist).
+        manager.check_renewal_info(1);
+        assert_eq!(manager.next_ari_check, u64::MAX);
+        std::fs::remove_dir_all(state_dir).unwrap();
+    }
 
     #[test]
     fn back_off_doubles_from_ten_seconds_to_an_hour() {

@@ -43,6 +43,9 @@ pub(crate) struct Directory {
     pub(crate) new_nonce: String,
     pub(crate) new_account: String,
     pub(crate) new_order: String,
+    /// Where renewal information is asked (RFC 9773), if the CA offers it.
+    #[serde(default)]
+    pub(crate) renewal_info: Option<String>,
     #[serde(default)]
     pub(crate) meta: Meta,
 }
@@ -173,6 +176,16 @@ impl Wire {
             }
             log::debug!("ACME: {url} refused the nonce (badNonce); sending again with a new one");
         }
+    }
+
+    /// An unauthenticated `GET` (renewal information): a `200` answer, or
+    /// the refusal.
+    pub(crate) fn get(&self, url: &str) -> Result<Answer, Error> {
+        let answer = read(url, self.agent.get(url).call())?;
+        if answer.status != 200 {
+            return Err(answer.refusal());
+        }
+        Ok(answer)
     }
 
     /// A nonce from `newNonce` (RFC 8555 §7.2).
