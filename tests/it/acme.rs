@@ -114,22 +114,7 @@ impl Pebble {
             .stderr(Stdio::null())
             .spawn()
             .expect("pebble-challtestsrv starts");
-        let mut config = serde_json::json!({ "pebble": {
-            "listenAddress": format!("127.0.0.1:{acme_port}"),
-            "managementListenAddress": format!("127.0.0.1:{management_port}"),
-            "certificate": pki.path("server.pem"),
-            "privateKey": pki.path("server.key"),
-            "httpPort": free_port(),
-            "tlsPort": tls_port,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-        }});
-        if let Some(secs) = validity {
-            config["pebble"]["certificateValidityPeriod"] = secs.into();
-        }
-        let config_file = pki
-            .dir
-            .write(&format!("pebble-{acme_port}.json"), config.to_string());
+        let config_file = pebble_config(pki, tls_port, validity, acme_port, management_port);
         let mut pebble = Command::new(PEBBLE)
             .args(["-config", &config_file])
             .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
@@ -140,34 +125,11 @@ impl Pebble {
             .stderr(Stdio::piped())
             .spawn()
             .expect("pebble starts");
-        for pipe in [
-            pebble
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            pebble
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = Arc::clone(&output);
-            thread::spawn(move || {
-                let mut pipe = pipe;
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
-                    output
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_str(&text);
-                }
-            });
+        if let Some(pipe) = pebble.stdout.take() {
+            collect(pipe, Arc::clone(&output));
+        }
+        if let Some(pipe) = pebble.stderr.take() {
+            collect(pipe, Arc::clone(&output));
         }
         let pebble = Pebble {
             children: vec![dns, pebble],
@@ -217,6 +179,49 @@ impl Pebble {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         CertificateDer::from_pem_slice(pem.as_bytes()).expect("pebble's root is PEM")
     }
+}
+
+/// Pebble's configuration file (in `pki`'s directory): loopback ports,
+/// `pki`'s server certificate, validation on `tls_port`.
+fn pebble_config(
+    pki: &Pki,
+    tls_port: u16,
+    validity: Option<u64>,
+    acme_port: u16,
+    management_port: u16,
+) -> String {
+    let mut config = serde_json::json!({ "pebble": {
+        "listenAddress": format!("127.0.0.1:{acme_port}"),
+        "managementListenAddress": format!("127.0.0.1:{management_port}"),
+        "certificate": pki.path("server.pem"),
+        "privateKey": pki.path("server.key"),
+        "httpPort": free_port(),
+        "tlsPort": tls_port,
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": false,
+    }});
+    if let Some(secs) = validity {
+        config["pebble"]["certificateValidityPeriod"] = secs.into();
+    }
+    pki.dir
+        .write(&format!("pebble-{acme_port}.json"), config.to_string())
+}
+
+/// Appends what `pipe` says to `output`, on a thread of its own.
+fn collect(mut pipe: impl Read + Send + 'static, output: Arc<Mutex<String>>) {
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
+            output
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&text);
+        }
+    });
 }
 
 impl Drop for Pebble {
