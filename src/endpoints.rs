@@ -369,6 +369,11 @@ impl App {
         Some((route, &ENDPOINTS[route.endpoint]))
     }
 
+    /// The certificate's metrics (with `ACME_DOMAINS`).
+    pub(crate) fn certificate_metrics(&self) -> Option<Arc<crate::metrics::CertificateMetrics>> {
+        self.state.metrics.certificate()
+    }
+
     /// Keeps the upstream connection warm (see `upstream::Client::keep_warm`).
     pub(crate) fn keep_warm(&self) -> bool {
         self.state.spotify.keep_warm()

@@ -41,9 +41,10 @@ pub fn check_health(config: &Config) -> Result<(), String> {
     for addr in dial_addrs(listen) {
         match connect(addr, deadline) {
             Ok(stream) => {
-                let status = match &config.tls {
-                    None => exchange(stream, deadline),
-                    Some(files) => tls_exchange(stream, &files.cert, deadline),
+                let status = match (&config.tls, &config.acme) {
+                    (Some(files), _) => tls_exchange(stream, &files.cert, deadline),
+                    (None, Some(acme)) => acme_exchange(stream, acme, deadline),
+                    (None, None) => exchange(stream, deadline),
                 }
                 .map_err(|e| match e.kind() {
                     // SO_RCVTIMEO and SO_SNDTIMEO run out as EAGAIN.
@@ -176,6 +177,22 @@ fn tls_exchange(
     let connection = ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
     let socket = stream.try_clone()?;
     request(StreamOwned::new(connection, stream), &socket, deadline)
+}
+
+/// [`tls_exchange`] pinned to the certificate ACME stored.
+fn acme_exchange(
+    stream: TcpStream,
+    acme: &crate::config::AcmeConfig,
+    deadline: Instant,
+) -> io::Result<String> {
+    let file = crate::acme::certificate_file(&acme.state_dir, &acme.directory_url);
+    if !file.exists() {
+        return Err(io::Error::other(format!(
+            "no certificate from ACME yet (none in '{}')",
+            file.display()
+        )));
+    }
+    tls_exchange(stream, &file, deadline)
 }
 
 /// Accepts exactly the server's own certificate.

@@ -44,6 +44,7 @@
 // Cargo.toml's [lints], which would apply them to tests/ and examples/ too.
 #![warn(unreachable_pub, missing_docs)]
 
+mod acme;
 pub mod config;
 mod cors;
 mod device;
@@ -144,13 +145,29 @@ pub fn bind(config: &Config) -> Result<TcpListener, RunError> {
 /// Loads the certificate and key `TLS_CERT_FILE` and `TLS_KEY_FILE` name
 /// (`None`: plain HTTP). A file that cannot be used is a configuration
 /// problem, exit status 2, named by its variable and never key material.
+/// With `ACME_DOMAINS`: opens the state directory (one that cannot be
+/// used is exit status 2 too) and serves the stored certificate, if good.
 pub fn load_certificate(config: &Config) -> Result<Option<Arc<CertStore>>, RunError> {
+    if let Some(settings) = &config.acme {
+        return acme::start(settings).map(Some).map_err(RunError::Config);
+    }
     let Some(files) = &config.tls else {
         return Ok(None);
     };
     CertStore::load(&files.cert, &files.key)
         .map(|store| Some(Arc::new(store)))
         .map_err(RunError::Config)
+}
+
+/// What `check-config` checks of the certificate: the files of
+/// `TLS_CERT_FILE`/`TLS_KEY_FILE` load ([`load_certificate`]). With
+/// `ACME_DOMAINS` nothing is read or made: the state directory is opened
+/// when the server starts.
+pub fn check_certificate(config: &Config) -> Result<(), RunError> {
+    if config.acme.is_some() {
+        return Ok(());
+    }
+    load_certificate(config).map(drop)
 }
 
 /// Builds the server around a bound listener. `certificate` is what
@@ -164,7 +181,8 @@ pub fn server(
 ) -> Result<Server<App>, RunError> {
     let stats = Arc::new(Stats::default());
     let settings = config.http.clone();
-    let tls = certificate.map(tls::server_config);
+    let acme = config.acme.is_some();
+    let tls = certificate.map(|store| tls::server_config(store, acme));
     let app = Arc::new(App::new(config, Arc::clone(&stats)));
     Server::new(listener, app, settings, tls, limits, stats)
         .map_err(|e| RunError::Startup(format!("cannot set up the poller: {e}")))
@@ -186,7 +204,7 @@ pub fn start_line(config: &Config, addr: std::net::SocketAddr) -> String {
     };
     format!(
         "{VERSION} listening on {}://{addr} swap={} refresh={} encryption={} workers={}{apps}",
-        if config.tls.is_some() {
+        if config.tls.is_some() || config.acme.is_some() {
             "https"
         } else {
             "http"
@@ -256,7 +274,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     let limits = service::process_limits();
     let https = config.tls.clone().zip(certificate.clone());
+    let acme = config.acme.clone().zip(certificate.clone());
     let server = server(config, listener, limits, certificate)?;
+    if let Some((settings, store)) = acme {
+        let metrics = server.handler().certificate_metrics().unwrap_or_default();
+        let manager = acme::Manager::new(settings, store, metrics).map_err(RunError::Config)?;
+        spawn("acme", move || manager.run())?;
+    }
     let (shutdown, app) = (server.shutdown_handle(), Arc::clone(server.handler()));
     spawn("signals", move || {
         answer_signals(&shutdown, &app, https.as_ref())

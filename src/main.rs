@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use spotify_token_swap::journal::eprint_error;
 use spotify_token_swap::{
-    Config, RunError, VERSION, check_health, init_logging, install_panic_hook, load_certificate,
+    Config, RunError, VERSION, check_certificate, check_health, init_logging, install_panic_hook,
     login, run, token,
 };
 
@@ -117,7 +117,7 @@ fn check_config() -> ExitCode {
     };
     // The server loads the certificate only when it starts; a broken one is
     // a configuration problem here too.
-    if let Err(e) = load_certificate(&config) {
+    if let Err(e) = check_certificate(&config) {
         eprint_error(&format!("configuration error: {e}"));
         return ExitCode::from(EXIT_CONFIG);
     }

@@ -14,8 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::Stats;
@@ -54,6 +54,16 @@ pub(crate) struct Metrics {
     upstream_rate_limited: [AtomicU64; RateLimitReason::ALL.len()],
     /// Age of the refresh tokens that carry a sign-in time, at refresh.
     token_age: TokenAge,
+    /// With `ACME_DOMAINS`: the certificate's expiry and ACME's failures.
+    certificate: Option<Arc<CertificateMetrics>>,
+}
+
+/// What `acme/` reports: the served certificate's `notAfter` (Unix
+/// seconds; 0 until there is one) and the failed attempts to get one.
+#[derive(Debug, Default)]
+pub(crate) struct CertificateMetrics {
+    pub(crate) expiry_unix_secs: AtomicU64,
+    pub(crate) acme_failures: AtomicU64,
 }
 
 /// The refresh-token age histogram: cumulative counts per bucket of
@@ -93,10 +103,22 @@ impl Metrics {
             tokens_opened: Default::default(),
             upstream_rate_limited: Default::default(),
             token_age: TokenAge::default(),
+            certificate: None,
             started_unix_secs: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
         }
+    }
+
+    /// With `acme`, also exports [`CertificateMetrics`] (and keeps them).
+    pub(crate) fn with_certificate(mut self, acme: bool) -> Metrics {
+        self.certificate = acme.then(Arc::default);
+        self
+    }
+
+    /// The certificate's metrics, when exported.
+    pub(crate) fn certificate(&self) -> Option<Arc<CertificateMetrics>> {
+        self.certificate.clone()
     }
 
     /// Counts one answered request; `endpoint` indexes the labels given
@@ -184,6 +206,16 @@ impl Metrics {
         for (family, value) in self.single_values(stats) {
             out.family(&family);
             out.sample(family.name, "", value);
+        }
+        if let Some(certificate) = &self.certificate {
+            out.family(&CERTIFICATE_EXPIRY);
+            out.sample(
+                CERTIFICATE_EXPIRY.name,
+                "",
+                load(&certificate.expiry_unix_secs),
+            );
+            out.family(&ACME_FAILURES);
+            out.sample(ACME_FAILURES.name, "", load(&certificate.acme_failures));
         }
         out.family(&PROCESS_START);
         out.sample(PROCESS_START.name, "", self.started_unix_secs.floor());
@@ -377,6 +409,14 @@ const BUSY_WORKERS: Family = gauge(
 const PROCESS_START: Family = gauge(
     "process_start_time_seconds",
     "Start time of the process since the Unix epoch.",
+);
+const CERTIFICATE_EXPIRY: Family = gauge(
+    "spotify_token_swap_certificate_expiry_timestamp_seconds",
+    "When the certificate served (ACME) expires, Unix time; 0 until one is issued.",
+);
+const ACME_FAILURES: Family = counter(
+    "spotify_token_swap_acme_failures_total",
+    "Failed attempts to get or renew the certificate from the ACME CA.",
 );
 const BUILD_INFO: Family = gauge("spotify_token_swap_build_info", "Build information.");
 

@@ -114,7 +114,7 @@ impl State {
                 .iter()
                 .map(|_| AtomicBool::new(false))
                 .collect(),
-            metrics: Metrics::new(labels, app_names),
+            metrics: Metrics::new(labels, app_names).with_certificate(config.acme.is_some()),
             stats,
             config,
         }

@@ -8,7 +8,14 @@
 //! handshake itself runs on workers in short non-blocking steps
 //! (`http/transport.rs`), under a deadline the poller enforces
 //! (`HANDSHAKE_TIMEOUT` in `http/limits.rs`).
+//!
+//! With `ACME_DOMAINS` the store starts empty (handshakes fail until the
+//! first certificate is issued: rustls answers with an alert), `acme/`
+//! installs each certificate it gets, and while the CA validates a name it
+//! holds that name's `tls-alpn-01` certificate (RFC 8737), served only to a
+//! client that offers the `acme-tls/1` protocol and nothing else.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -18,9 +25,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+/// The ALPN protocol of `tls-alpn-01` validation (RFC 8737 §6.2).
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// The current certificate and key; swapped on reload.
 pub struct CertStore {
-    current: RwLock<Arc<CertifiedKey>>,
+    /// `None` until ACME has issued the first certificate.
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+    /// `tls-alpn-01` certificates by DNS name (lower-case), while the CA
+    /// validates that name.
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -31,10 +45,19 @@ impl std::fmt::Debug for CertStore {
 }
 
 impl ResolvesServerCert for CertStore {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(
-            &self.current.read().unwrap_or_else(|e| e.into_inner()),
-        ))
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // RFC 8737 §3: the validation offers exactly `acme-tls/1`; a
+        // client that offers it gets the challenge certificate or nothing.
+        let mut alpn = hello.alpn().into_iter().flatten();
+        if alpn.any(|protocol| protocol == ACME_TLS_ALPN) {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            let challenges = self.challenges.read().unwrap_or_else(|e| e.into_inner());
+            return challenges.get(&name).cloned();
+        }
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -43,17 +66,60 @@ impl CertStore {
     /// the variable (`TLS_CERT_FILE`, `TLS_KEY_FILE`) and the file, never key
     /// material.
     pub(crate) fn load(cert: &Path, key: &Path) -> Result<CertStore, String> {
-        Ok(CertStore {
-            current: RwLock::new(Arc::new(load_certified_key(cert, key)?)),
-        })
+        let store = CertStore::empty();
+        store.install(load_certified_key(cert, key)?);
+        Ok(store)
+    }
+
+    /// A store with no certificate yet: every handshake fails until one is
+    /// installed.
+    pub(crate) fn empty() -> CertStore {
+        CertStore {
+            current: RwLock::new(None),
+            challenges: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Serves `key` from the next handshake on; established connections
+    /// keep theirs.
+    pub(crate) fn install(&self, key: CertifiedKey) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(key));
+    }
+
+    /// The certificate served now (end entity), if any.
+    pub(crate) fn current_certificate(&self) -> Option<CertificateDer<'static>> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().and_then(|key| key.cert.first().cloned())
+    }
+
+    /// Answers `tls-alpn-01` for `domain` with `key` (`None`: stops).
+    pub(crate) fn set_challenge(&self, domain: &str, key: Option<CertifiedKey>) {
+        let mut challenges = self.challenges.write().unwrap_or_else(|e| e.into_inner());
+        match key {
+            Some(key) => challenges.insert(domain.to_ascii_lowercase(), Arc::new(key)),
+            None => challenges.remove(&domain.to_ascii_lowercase()),
+        };
     }
 
     /// Re-reads the files; on error the old certificate stays in use.
     pub(crate) fn reload(&self, cert: &Path, key: &Path) -> Result<(), String> {
-        let fresh = Arc::new(load_certified_key(cert, key)?);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        self.install(load_certified_key(cert, key)?);
         Ok(())
     }
+}
+
+/// A chain and its PKCS#8 key (DER) as rustls serves them; `Err` when the
+/// key is unusable or does not belong to the chain's first certificate.
+pub(crate) fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key_pkcs8: Vec<u8>,
+) -> Result<CertifiedKey, String> {
+    let key = PrivateKeyDer::Pkcs8(key_pkcs8.into());
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => "the key does not belong to the certificate".into(),
+        other => format!("the key is not usable ({other})"),
+    })
 }
 
 fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
@@ -103,8 +169,8 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 /// The rustls server configuration around a [`CertStore`]: TLS 1.2 and 1.3,
-/// ALPN `http/1.1`.
-pub(crate) fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
+/// ALPN `http/1.1`, and with `acme` also `acme-tls/1`.
+pub(crate) fn server_config(store: Arc<CertStore>, acme: bool) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);
@@ -114,5 +180,8 @@ pub(crate) fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
     };
     let mut config = builder.with_no_client_auth().with_cert_resolver(store);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if acme {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     Arc::new(config)
 }

@@ -13,7 +13,7 @@ use super::env::Env;
 use super::error::ConfigError;
 use super::public_url::{DEVICE_PATHS, PublicUrl};
 use super::redirect::RedirectUri;
-use super::{AppConfig, Config, Cors, Listen, TlsFiles, UpstreamProxy};
+use super::{AcmeConfig, AppConfig, Config, Cors, Listen, TlsFiles, UpstreamProxy};
 use crate::http::{self, IpNet};
 use crate::secret::Secret;
 
@@ -54,6 +54,12 @@ pub(crate) struct Draft {
     pub(super) trusted_proxies: Option<Vec<IpNet>>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
+    pub(super) acme_domains: Option<Vec<String>>,
+    pub(super) acme_directory_url: Option<String>,
+    pub(super) acme_email: Option<String>,
+    /// `ACME_CA_FILE` and the certificates (DER) read from it.
+    pub(super) acme_ca_file: Option<(PathBuf, Vec<Vec<u8>>)>,
+    pub(super) acme_state_dir: Option<PathBuf>,
     pub(super) metrics: Option<bool>,
     pub(super) metrics_allow: Option<Vec<IpNet>>,
 }
@@ -118,6 +124,9 @@ impl Draft {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             errors.push(ConfigError::HalfTls);
         }
+        if self.acme_domains.is_some() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
+            errors.push(ConfigError::AcmeWithTlsFiles);
+        }
         errors
     }
 
@@ -131,6 +140,23 @@ impl Draft {
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             _ => None,
+        };
+        let acme = match self.acme_domains {
+            Some(domains) => {
+                let (ca_file, roots) = match self.acme_ca_file {
+                    Some((path, roots)) => (Some(path), roots),
+                    None => (None, Vec::new()),
+                };
+                Some(AcmeConfig {
+                    domains,
+                    directory_url: self.acme_directory_url?,
+                    email: self.acme_email,
+                    ca_file,
+                    roots,
+                    state_dir: self.acme_state_dir?,
+                })
+            }
+            None => None,
         };
         let apps = match self.app_names {
             Some(_) => self
@@ -174,6 +200,7 @@ impl Draft {
             log_level: self.log_level?,
             rate_limit_per_minute: self.rate_limit_per_minute?,
             tls,
+            acme,
             metrics: self.metrics?,
             metrics_allow: self.metrics_allow?,
         })
@@ -202,6 +229,40 @@ mod tests {
         );
         let errs = with(&[("TLS_KEY_FILE", "/no/key.pem")]).unwrap_err();
         assert_eq!(errs.0, vec![ConfigError::HalfTls]);
+    }
+
+    #[test]
+    fn acme_takes_its_settings_and_refuses_certificate_files() {
+        let c = with(&[
+            (
+                "ACME_DOMAINS",
+                "Pi.Example.org, b.example.org,pi.example.org",
+            ),
+            ("STATE_DIRECTORY", "/var/lib/sts:/var/lib/other"),
+        ])
+        .unwrap();
+        let acme = c.acme.expect("ACME on");
+        assert_eq!(acme.domains, ["pi.example.org", "b.example.org"]);
+        assert_eq!(
+            acme.directory_url,
+            "https://acme-v02.api.letsencrypt.org/directory"
+        );
+        assert_eq!(acme.state_dir, std::path::Path::new("/var/lib/sts"));
+        assert_eq!((acme.email, acme.ca_file), (None, None));
+        let c = with(&[("ACME_DOMAINS", "pi.example.org")]).unwrap();
+        let state_dir = c.acme.expect("ACME on").state_dir;
+        assert_eq!(
+            state_dir,
+            std::path::Path::new("/var/lib/spotify-token-swap")
+        );
+        assert_eq!(with(&[("ACME_EMAIL", "a@b.example")]).unwrap().acme, None);
+        for file in ["TLS_CERT_FILE", "TLS_KEY_FILE"] {
+            let errs = with(&[("ACME_DOMAINS", "pi.example.org"), (file, "/x.pem")]).unwrap_err();
+            assert!(
+                errs.0.contains(&ConfigError::AcmeWithTlsFiles),
+                "{file}: {errs}"
+            );
+        }
     }
 
     #[test]

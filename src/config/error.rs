@@ -30,6 +30,8 @@ pub(crate) enum ConfigError {
     PreviousWithoutCurrent,
     /// Only one of `TLS_CERT_FILE` and `TLS_KEY_FILE` is set.
     HalfTls,
+    /// `ACME_DOMAINS` together with certificate files.
+    AcmeWithTlsFiles,
     /// `var`, one app's setting of the single-app form, is set together
     /// with `SPOTIFY_APPS`, where each app has its own
     /// `SPOTIFY_APP_<NAME>_{field}`.
@@ -104,6 +106,9 @@ pub(crate) enum Problem {
         count: usize,
         max: usize,
     },
+    NotDomainNames(Vec<String>),
+    NotHttpsUrl(String),
+    NotEmail(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -130,6 +135,10 @@ impl fmt::Display for ConfigError {
             ConfigError::HalfTls => {
                 f.write_str("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
             }
+            ConfigError::AcmeWithTlsFiles => f.write_str(
+                "ACME_DOMAINS is set together with TLS_CERT_FILE/TLS_KEY_FILE: the server \
+                 gets its own certificates with ACME_DOMAINS; unset one or the other",
+            ),
             ConfigError::ReplacedByApps { var, field } => write!(
                 f,
                 "{var} is set together with SPOTIFY_APPS: give each app its own \
@@ -251,6 +260,16 @@ fn write_problem(f: &mut fmt::Formatter<'_>, var: &str, problem: &Problem) -> fm
             "{var}: '{t}' is not one of error, warn, info, debug, trace"
         ),
         Problem::NotOnOff(t) => write!(f, "{var}: '{t}' is not 'on' or 'off'"),
+        Problem::NotDomainNames(items) => match items.as_slice() {
+            [one] => write!(f, "{var}: '{one}' is not a DNS name like pi.example.org"),
+            many => write!(
+                f,
+                "{var}: {} are not DNS names like pi.example.org",
+                quoted(many)
+            ),
+        },
+        Problem::NotHttpsUrl(t) => write!(f, "{var}: '{t}' is not an https:// URL"),
+        Problem::NotEmail(t) => write!(f, "{var}: '{t}' is not an e-mail address"),
         Problem::NoApps => write!(f, "{var} names no app"),
         Problem::NotAppNames { names, max_chars } => {
             let names = match names.as_slice() {

@@ -110,6 +110,20 @@ pub(crate) struct TlsFiles {
     pub(crate) key: PathBuf,
 }
 
+/// `ACME_DOMAINS` and the settings that go with it: the server gets and
+/// renews its own certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AcmeConfig {
+    /// The names on the certificate, lower-case, each once, at least one.
+    pub(crate) domains: Vec<String>,
+    pub(crate) directory_url: String,
+    pub(crate) email: Option<String>,
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Roots (DER) from `ACME_CA_FILE`; empty: the built-in ones.
+    pub(crate) roots: Vec<Vec<u8>>,
+    pub(crate) state_dir: PathBuf,
+}
+
 /// One Spotify app the server serves: its credentials, redirect URIs and
 /// the browser origins it allows.
 #[derive(Debug, Clone)]
@@ -178,6 +192,8 @@ pub struct Config {
     pub log_level: LevelFilter,
     pub(crate) rate_limit_per_minute: u32,
     pub(crate) tls: Option<TlsFiles>,
+    /// `ACME_DOMAINS`: HTTPS with certificates from a CA (never with `tls`).
+    pub(crate) acme: Option<AcmeConfig>,
     pub(crate) metrics: bool,
     /// Clients `/metrics` answers (judged after `X-Forwarded-For`).
     pub(crate) metrics_allow: Vec<IpNet>,

@@ -230,6 +230,81 @@ pub(super) fn on_off(text: &str) -> Result<bool, Problem> {
 }
 
 /// Reads every certificate from a PEM file, as DER.
+/// Longest DNS name (RFC 1035 §2.3.4, without the final dot).
+const MAX_DOMAIN_CHARS: usize = 253;
+/// Longest label of one.
+const MAX_LABEL_CHARS: usize = 63;
+
+/// `ACME_DOMAINS`: DNS names, lower-cased, each once. No wildcards
+/// (`tls-alpn-01` cannot prove one) and no IP addresses.
+pub(super) fn domains(text: &str) -> Result<Vec<String>, Problem> {
+    let mut names: Vec<String> = Vec::new();
+    let mut bad = Vec::new();
+    for item in list(text) {
+        let name = item.to_ascii_lowercase();
+        if !is_domain(&name) {
+            bad.push(item);
+        } else if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if !bad.is_empty() {
+        return Err(Problem::NotDomainNames(bad));
+    }
+    if names.is_empty() {
+        return Err(Problem::NotDomainNames(vec![text.to_string()]));
+    }
+    Ok(names)
+}
+
+/// A host name of at least two labels of letters, digits and inner `-`,
+/// the last not all digits (so no IPv4 address).
+fn is_domain(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |label: &&str| {
+        (1..=MAX_LABEL_CHARS).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    name.len() <= MAX_DOMAIN_CHARS
+        && labels.len() >= 2
+        && labels.iter().all(label_ok)
+        && labels
+            .last()
+            .is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// An `https://` URL (`ACME_DIRECTORY_URL`).
+pub(super) fn https_url(text: &str) -> Result<String, Problem> {
+    let uri = ureq::http::Uri::try_from(text).ok();
+    match uri {
+        Some(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {
+            Ok(text.to_string())
+        }
+        _ => Err(Problem::NotHttpsUrl(text.to_string())),
+    }
+}
+
+/// A contact address (`ACME_EMAIL`): `local@domain`, nothing a `mailto:`
+/// URI would have to escape.
+pub(super) fn email(text: &str) -> Result<String, Problem> {
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"@,;:<>()[]\\\"%?#/".contains(&b))
+    };
+    match text.split_once('@') {
+        Some((local, domain)) if plain(local) && is_domain(&domain.to_ascii_lowercase()) => {
+            Ok(text.to_string())
+        }
+        _ => Err(Problem::NotEmail(text.to_string())),
+    }
+}
+
 pub(super) fn pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, Problem> {
     let pem = std::fs::read(path).map_err(|e| Problem::Unreadable {
         path: path.to_path_buf(),
@@ -253,6 +328,55 @@ pub(super) fn pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, Problem> {
 mod tests {
     use super::*;
     use crate::config::testing::with;
+
+    #[test]
+    fn acme_values_that_are_not_what_they_should_be_are_named() {
+        let bad: &[(&str, &str, &str)] = &[
+            (
+                "ACME_DOMAINS",
+                "*.example.org",
+                "'*.example.org' is not a DNS name",
+            ),
+            ("ACME_DOMAINS", "localhost", "'localhost' is not a DNS name"),
+            ("ACME_DOMAINS", "192.0.2.1", "not a DNS name"),
+            (
+                "ACME_DOMAINS",
+                "a.example,-b.example",
+                "'-b.example' is not a DNS name",
+            ),
+            ("ACME_DOMAINS", " , ", "is not a DNS name"),
+            (
+                "ACME_DIRECTORY_URL",
+                "http://ca.example/dir",
+                "is not an https:// URL",
+            ),
+            ("ACME_DIRECTORY_URL", "ca.example", "is not an https:// URL"),
+            ("ACME_EMAIL", "root", "'root' is not an e-mail address"),
+            (
+                "ACME_EMAIL",
+                "a@b.example,c@d.example",
+                "is not an e-mail address",
+            ),
+            (
+                "ACME_CA_FILE",
+                "/nonexistent/ca.pem",
+                "cannot read '/nonexistent/ca.pem'",
+            ),
+        ];
+        for (var, value, says) in bad {
+            let vars = [("ACME_DOMAINS", "pi.example.org"), (var, value)];
+            let errs = with(&vars).unwrap_err().to_string();
+            assert!(
+                errs.contains(var) && errs.contains(says),
+                "{var}={value}: {errs}"
+            );
+        }
+        let good = [
+            ("ACME_DOMAINS", "xn--bcher-kva.example"),
+            ("ACME_EMAIL", "ops+tls@example.org"),
+        ];
+        assert!(with(&good).is_ok());
+    }
 
     #[test]
     fn accounts_url_that_is_not_a_url_is_rejected() {

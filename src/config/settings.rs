@@ -12,12 +12,12 @@ use super::apps;
 use super::env::{APPS_VAR, Fallback, Form, WithApps, app_pattern};
 use super::error::Problem;
 use super::parse::{
-    TOKEN_PATH, at_least_one, client_id, cors, endpoint_path, ip_nets, join_uris, list,
-    listen_addr, log_level, on_off, pem_certs, redirect_uri, redirect_uris, token_url, too_short,
-    upstream_proxy, whole_number, whole_number_between,
+    TOKEN_PATH, at_least_one, client_id, cors, domains, email, endpoint_path, https_url, ip_nets,
+    join_uris, list, listen_addr, log_level, on_off, pem_certs, redirect_uri, redirect_uris,
+    token_url, too_short, upstream_proxy, whole_number, whole_number_between,
 };
 use super::setting::{Setting, WhenUnset, set};
-use super::{AppConfig, Config, Listen, PublicUrl};
+use super::{AcmeConfig, AppConfig, Config, Listen, PublicUrl};
 use crate::http::IpNet;
 use crate::secret::Secret;
 
@@ -52,9 +52,22 @@ fn default_max_connections_shown(c: &super::Config) -> String {
     let cap = crate::http::default_max_connections(
         crate::service::process_limits(),
         c.http.worker_threads,
-        c.tls.is_some(),
+        c.tls.is_some() || c.acme.is_some(),
     );
     format!("(from the limits at start; under check-config's own: {cap})")
+}
+
+/// `ACME_DIRECTORY_URL` when unset: Let's Encrypt's production directory.
+pub(crate) const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// `ACME_STATE_DIR` when neither it nor `STATE_DIRECTORY` is set.
+const DEFAULT_STATE_DIR: &str = "/var/lib/spotify-token-swap";
+
+/// An ACME setting as `check-config` shows it: only with `ACME_DOMAINS`.
+fn acme_shown(c: &Config, value: fn(&AcmeConfig) -> String) -> String {
+    match &c.acme {
+        Some(acme) => value(acme),
+        None => "(unused: ACME_DOMAINS is unset)".into(),
+    }
 }
 
 /// Every setting, in the order `check-config` and the README list them.
@@ -465,6 +478,78 @@ pub(crate) static SETTINGS: &[Setting] = &[
             Some(files) => files.key.display().to_string(),
             None => "(unset)".into(),
         },
+    },
+    Setting {
+        name: "ACME_DOMAINS",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off("(no ACME)"),
+        about: "serve HTTPS with certificates the server gets and renews itself (ACME, \
+                `tls-alpn-01` on this listener, so no port 80): the DNS names, comma-separated, \
+                all on one certificate. Not with `TLS_CERT_FILE`. Setting it agrees to the CA's \
+                terms of service (see [HTTPS with automatic certificates](#https-with-automatic-certificates))",
+        parse: |d, v| set(&mut d.acme_domains, domains(v)?),
+        show: |c| match &c.acme {
+            Some(acme) => format!("{} (HTTPS on)", acme.domains.join(",")),
+            None => "(unset: no ACME)".into(),
+        },
+    },
+    Setting {
+        name: "ACME_DIRECTORY_URL",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Default(LETS_ENCRYPT_DIRECTORY),
+        about: "the CA's ACME directory (`https://`); Let's Encrypt's staging directory is \
+                `https://acme-staging-v02.api.letsencrypt.org/directory`",
+        parse: |d, v| set(&mut d.acme_directory_url, https_url(v)?),
+        show: |c| acme_shown(c, |acme| acme.directory_url.clone()),
+    },
+    Setting {
+        name: "ACME_EMAIL",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off(""),
+        about: "contact address given to the CA with the account (expiry warnings); optional",
+        parse: |d, v| set(&mut d.acme_email, email(v)?),
+        show: |c| {
+            acme_shown(c, |acme| {
+                acme.email.clone().unwrap_or_else(|| "(none)".into())
+            })
+        },
+    },
+    Setting {
+        name: "ACME_CA_FILE",
+        form: Form::PLAIN,
+        when_unset: WhenUnset::Off(""),
+        about: "PEM file of root certificates to trust for the ACME directory's HTTPS instead \
+                of the built-in (Mozilla) roots — for a private CA and tests",
+        parse: |d, v| {
+            set(
+                &mut d.acme_ca_file,
+                (PathBuf::from(v), pem_certs(Path::new(v))?),
+            )
+        },
+        show: |c| {
+            acme_shown(c, |acme| match &acme.ca_file {
+                Some(path) => format!("{} ({} certificates)", path.display(), acme.roots.len()),
+                None => "(built-in roots)".into(),
+            })
+        },
+    },
+    Setting {
+        name: "ACME_STATE_DIR",
+        // systemd's `StateDirectory=` sets `STATE_DIRECTORY` (paths
+        // separated by `:`; the first is ours).
+        form: Form {
+            fallback: Some(Fallback {
+                name: "STATE_DIRECTORY",
+                to_value: |dirs| dirs.split(':').next().unwrap_or_default().to_string(),
+            }),
+            ..Form::PLAIN
+        },
+        when_unset: WhenUnset::Default(DEFAULT_STATE_DIR),
+        about: "where the ACME account key and the certificates are kept (made `0700`, files \
+                `0600`); if unset and `STATE_DIRECTORY` is set (systemd's `StateDirectory=`), \
+                that",
+        parse: |d, v| set(&mut d.acme_state_dir, PathBuf::from(v)),
+        show: |c| acme_shown(c, |acme| acme.state_dir.display().to_string()),
     },
 ];
 

@@ -2,7 +2,8 @@
 //! an HTTP-date in any of the three forms a recipient must accept, counted
 //! from now. Dates are turned into days with H. Hinnant's civil-calendar
 //! algorithms ([`days_from_civil`], [`civil_from_days`]), for dates from
-//! 1970 on; nothing here needs a date library.
+//! 1970 on; nothing here needs a date library. `acme/` reads its CA's
+//! `Retry-After` and its certificates' dates with them too.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +14,7 @@ const SECS_PER_DAY: u64 = 86_400;
 /// §10.2.3: delta-seconds (`120`; an overlong number saturates), or an
 /// HTTP-date, counted from `now` and rounded up (one already past is 0).
 /// `None` for anything else. The caller clamps the result.
-pub(super) fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return Some(value.parse().unwrap_or(u64::MAX));
@@ -89,7 +90,7 @@ fn parse_http_date(text: &str, now_secs: u64) -> Option<u64> {
 }
 
 /// Days since 1970-01-01 of a date from 1970 on (H. Hinnant's algorithm).
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+pub(crate) fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y / 400;
     let yoe = y - era * 400;
@@ -100,7 +101,7 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
 }
 
 /// (year, month, day) of a day count since 1970-01-01.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;

@@ -36,7 +36,7 @@
 mod account;
 mod answer;
 mod client;
-mod date;
+pub(crate) mod date;
 mod dns;
 mod error;
 mod grant;

@@ -27,6 +27,7 @@
 
 mod support;
 
+mod acme;
 mod adversarial;
 mod apps;
 mod browser;
