@@ -192,18 +192,24 @@ fn time(input: &[u8]) -> Option<(u64, &[u8])> {
     let field = |i: usize| digits(&rest_of_text[i..i + 2]);
     let (month, day) = (field(0)?, field(2)?);
     let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    Some((
+        civil_secs([year, month, day], [hour, minute, second])?,
+        rest,
+    ))
+}
+
+/// A UTC date and time of day as Unix seconds; `None` if a field is out of
+/// range or the date is before 1970.
+fn civil_secs([year, month, day]: [u64; 3], [hour, minute, second]: [u64; 3]) -> Option<u64> {
     let valid = year >= UNIX_EPOCH_YEAR
         && (1..=12).contains(&month)
         && (1..=31).contains(&day)
         && hour < 24
         && minute < 60
         && second < 61;
-    if !valid {
-        return None;
-    }
-    let secs =
-        days_from_civil(year, month, day) * SECS_PER_DAY + hour * 3600 + minute * 60 + second;
-    Some((secs, rest))
+    valid.then(|| {
+        days_from_civil(year, month, day) * SECS_PER_DAY + hour * 3600 + minute * 60 + second
+    })
 }
 
 fn digits(text: &str) -> Option<u64> {
@@ -262,17 +268,7 @@ pub(crate) fn parse_rfc3339(text: &str) -> Option<u64> {
         }
         _ => return None,
     };
-    let valid = year >= UNIX_EPOCH_YEAR
-        && (1..=12).contains(&month)
-        && (1..=31).contains(&day)
-        && hour < 24
-        && minute < 60
-        && second < 61;
-    if !valid {
-        return None;
-    }
-    let local =
-        days_from_civil(year, month, day) * SECS_PER_DAY + hour * 3600 + minute * 60 + second;
+    let local = civil_secs([year, month, day], [hour, minute, second])?;
     u64::try_from(i64::try_from(local).ok()? - offset_secs).ok()
 }
 

@@ -238,17 +238,7 @@ fn run_page(chromium: &PathBuf, url: &str) -> String {
     let _heavy = heavy();
     let profile = TempDir::new("chromium");
     let mut child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
+        .args(support::cdp::CHROMIUM_FLAGS)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}"))
         .arg("--dump-dom")

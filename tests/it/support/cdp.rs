@@ -216,6 +216,21 @@ impl Drop for Browser {
     }
 }
 
+/// The flags every headless Chromium of the tests starts with: no sandbox
+/// (root in CI), nothing fetched in the background, no QUIC (loopback
+/// only).
+pub const CHROMIUM_FLAGS: [&str; 9] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+];
+
 /// Starts `chromium` with its DevTools pipe on fds 3 and 4; the child,
 /// our end to write commands to, our end to read from.
 fn spawn(chromium: &Path, profile: &TempDir) -> (Child, File, File) {
@@ -223,18 +238,8 @@ fn spawn(chromium: &Path, profile: &TempDir) -> (Child, File, File) {
     let (from_browser, child_out) = pipe();
     let mut command = Command::new(chromium);
     command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--remote-debugging-pipe",
-        ])
+        .args(CHROMIUM_FLAGS)
+        .arg("--remote-debugging-pipe")
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
