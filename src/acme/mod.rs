@@ -253,7 +253,8 @@ impl Manager {
         Ok(())
     }
 
-    /// Serves `issued` from the next handshake on, and stores it.
+    /// Stores `issued`, then serves it from the next handshake on: once a
+    /// client has seen the certificate, a restart finds it on disk.
     fn install(&mut self, issued: Issued) -> Result<(), String> {
         let Issued {
             chain_pem,
@@ -263,6 +264,8 @@ impl Manager {
         } = issued;
         let key = tls::certified_key(chain, key_pkcs8.clone())
             .map_err(|why| format!("the issued certificate: {why}"))?;
+        // Served even if it cannot be stored: the next start orders again.
+        let stored = self.storage.save_certificate(&chain_pem, &key_pkcs8);
         self.store.install(key);
         self.metrics
             .expiry_unix_secs
@@ -275,8 +278,7 @@ impl Manager {
         );
         self.current = Some(facts);
         (self.suggested, self.next_ari_check) = (None, 0);
-        // Served even if it cannot be stored: the next start orders again.
-        self.storage.save_certificate(&chain_pem, &key_pkcs8)
+        stored
     }
 }
 
