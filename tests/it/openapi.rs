@@ -1,7 +1,7 @@
 //! `docs/openapi.yaml`, the interface document, held to the real server:
 //! schemathesis generates requests from the document, sends them to the
 //! release binary (pointed at the Spotify mock) and checks every answer
-//! against it. Schemathesis comes from PyPI, so this runs only through
+//! against it. Schemathesis is installed by pip, so this runs only through
 //! `scripts/test-openapi`, which installs it in a virtual environment,
 //! validates the document, and names the command in `STS_SCHEMATHESIS`.
 //! (That the document lists exactly the server's paths is a unit test in
@@ -106,7 +106,7 @@ fn public_url_and_listen_addr() -> (String, String) {
 }
 
 #[test]
-#[ignore = "needs schemathesis from PyPI: run by scripts/test-openapi"]
+#[ignore = "needs schemathesis (installed by pip): run by scripts/test-openapi"]
 fn schemathesis_finds_nothing_with_default_settings() {
     let _alone = heavy();
     let (public_url, listen) = public_url_and_listen_addr();
@@ -133,7 +133,7 @@ fn schemathesis_finds_nothing_with_default_settings() {
 /// (`/tv/swap`…), CORS preflights, and the token endpoints' answers behind
 /// the rate limit (off here).
 #[test]
-#[ignore = "needs schemathesis from PyPI: run by scripts/test-openapi"]
+#[ignore = "needs schemathesis (installed by pip): run by scripts/test-openapi"]
 fn schemathesis_finds_nothing_with_several_apps_cors_and_no_rate_limit() {
     let _alone = heavy();
     let (public_url, listen) = public_url_and_listen_addr();
