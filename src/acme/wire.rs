@@ -15,11 +15,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use ureq::Agent;
 use ureq::http::Response;
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use super::error::{BAD_NONCE, Error};
 use super::jws::{AccountKey, Signer};
 use crate::upstream::date::parse_retry_after;
+use crate::upstream::tls_config;
 
 /// Whole-request limit for one call to the CA.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -205,20 +205,12 @@ impl Wire {
 /// The agent: its own, so the CA's roots and timeouts are its own; no
 /// redirects; no proxy from the environment.
 fn agent(roots: &[Vec<u8>]) -> Agent {
-    let mut tls = TlsConfig::builder();
-    if !roots.is_empty() {
-        let roots: Vec<Certificate<'static>> = roots
-            .iter()
-            .map(|der| Certificate::from_der(der).to_owned())
-            .collect();
-        tls = tls.root_certs(RootCerts::new_with_certs(&roots));
-    }
     let config = Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(REQUEST_TIMEOUT))
         .max_redirects(0)
         .user_agent(concat!("spotify-token-swap/", env!("CARGO_PKG_VERSION")))
-        .tls_config(tls.build())
+        .tls_config(tls_config(roots))
         // SECURITY: as for the calls to Spotify, proxy variables in the
         // environment must not reroute the account's requests.
         .proxy(None)

@@ -234,7 +234,7 @@ fn proxy(url: &Secret) -> Proxy {
 
 /// ureq's TLS settings (the Mozilla roots), with `extra_roots` as the
 /// trusted roots instead when there are any.
-fn tls_config(extra_roots: &[Vec<u8>]) -> TlsConfig {
+pub(crate) fn tls_config(extra_roots: &[Vec<u8>]) -> TlsConfig {
     let mut tls = TlsConfig::builder();
     if !extra_roots.is_empty() {
         let roots: Vec<Certificate<'static>> = extra_roots

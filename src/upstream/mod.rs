@@ -44,6 +44,6 @@ mod tcp;
 
 pub(crate) use account::Account;
 pub(crate) use answer::{Answer, RateLimitReason};
-pub(crate) use client::{Client, KEEP_WARM_INTERVAL, Settings};
+pub(crate) use client::{Client, KEEP_WARM_INTERVAL, Settings, tls_config};
 pub(crate) use error::{Error, FailureKind};
 pub(crate) use grant::Grant;
