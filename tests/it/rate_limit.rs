@@ -29,6 +29,11 @@ const REFILL_SECS: u64 = 60 / RATE as u64;
 /// client to [`RATE`] token requests a minute with only `127.0.0.1`
 /// trusted.
 fn start() -> (MockSpotify, ServerProc) {
+    start_trusting("127.0.0.1")
+}
+
+/// [`start`], with `trusted` as `TRUSTED_PROXIES`.
+fn start_trusting(trusted: &str) -> (MockSpotify, ServerProc) {
     let mock = start_mock();
     mock.set_default_reply(Some(Reply::json(
         200,
@@ -39,7 +44,7 @@ fn start() -> (MockSpotify, ServerProc) {
         &mock,
         &[
             ("RATE_LIMIT_PER_MINUTE", rate.as_str()),
-            ("TRUSTED_PROXIES", "127.0.0.1"),
+            ("TRUSTED_PROXIES", trusted),
         ],
     );
     (mock, server)
@@ -191,19 +196,7 @@ fn an_ipv6_slash_64_is_one_client_and_the_next_64_another() {
 
 #[test]
 fn trusted_proxies_may_be_a_cidr_range() {
-    let mock = start_mock();
-    mock.set_default_reply(Some(Reply::json(
-        200,
-        r#"{"access_token":"at","token_type":"Bearer","expires_in":3600,"scope":"s"}"#,
-    )));
-    let rate = RATE.to_string();
-    let server = start_server(
-        &mock,
-        &[
-            ("RATE_LIMIT_PER_MINUTE", rate.as_str()),
-            ("TRUSTED_PROXIES", "127.0.0.0/30, fd00::/8"),
-        ],
-    );
+    let (_mock, server) = start_trusting("127.0.0.0/30, fd00::/8");
     let addr = server.addr();
     // 127.0.0.2 and .3 are both in the range: each one's X-Forwarded-For
     // names the client, so they share its allowance.
